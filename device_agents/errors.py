@@ -1,0 +1,122 @@
+"""Typed errors of the agent: each carries a stable `code` that crosses the wire.
+
+A failure is a class, never a bare string, so the host can react to what went wrong
+(retry a corrupt frame, give up on a bad width list) without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent reports; `code` is its name on the wire."""
+
+    code = "agent_error"
+    retryable = False
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict:
+        """The error as the JSON object an error frame carries."""
+        out: dict = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class BadRequest(AgentError):
+    """The request is well framed but its content is invalid (missing or wrong field)."""
+
+    code = "bad_request"
+
+
+class UnknownSpace(BadRequest):
+    """The spec names a search space the agent does not define."""
+
+    code = "unknown_space"
+
+
+class BadWidths(BadRequest):
+    """The width list has the wrong length or a width that is not a positive integer."""
+
+    code = "bad_widths"
+
+
+class BadModel(BadRequest):
+    """The model bytes are not a model the chosen runtime can load."""
+
+    code = "bad_model"
+
+
+class RuntimeUnavailable(AgentError):
+    """The requested runtime (or delegate, or dtype) is not usable on this board."""
+
+    code = "runtime_unavailable"
+
+
+class FrameError(AgentError):
+    """A frame on the line is corrupt: bad magic, bad CRC, bad header, truncated."""
+
+    code = "bad_frame"
+    retryable = True
+
+
+class FrameTooLarge(FrameError):
+    """A frame announces a length above the configured cap."""
+
+    code = "frame_too_large"
+    retryable = False
+
+
+class ProtocolVersionError(AgentError):
+    """The peer speaks no protocol version this agent supports."""
+
+    code = "protocol_version"
+
+
+class AuthError(AgentError):
+    """The request did not prove the shared token."""
+
+    code = "unauthorized"
+
+
+class AgentTimeout(AgentError):
+    """A read or a request took longer than its bound."""
+
+    code = "timeout"
+    retryable = True
+
+
+class BenchFailed(AgentError):
+    """The runtime raised while the network was being timed."""
+
+    code = "bench_failed"
+
+
+#: Every error class by its wire code, so a client can re-raise the same type.
+ERRORS_BY_CODE: dict[str, type[AgentError]] = {
+    cls.code: cls
+    for cls in (
+        AgentError,
+        BadRequest,
+        UnknownSpace,
+        BadWidths,
+        BadModel,
+        RuntimeUnavailable,
+        FrameError,
+        FrameTooLarge,
+        ProtocolVersionError,
+        AuthError,
+        AgentTimeout,
+        BenchFailed,
+    )
+}
+
+
+def error_from_wire(obj: dict) -> AgentError:
+    """Rebuild the typed error an error frame describes (unknown codes become AgentError)."""
+    cls = ERRORS_BY_CODE.get(str(obj.get("code")), AgentError)
+    err = cls(str(obj.get("message", "agent error")), **dict(obj.get("details") or {}))
+    return err

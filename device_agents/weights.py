@@ -1,0 +1,118 @@
+"""Deterministic weights for a space's blocks, in one canonical layout for every builder.
+
+Timing does not care what the weights are, only that they are finite and of sensible
+scale; so they are slices of one cached random pool (scaled by fan-in) rather than fresh
+random numbers per element, which keeps building a 1.5x MobileNet fast. The ONNX and the
+TFLite builders take the same arrays, so the same seed gives the same network in both.
+
+Canonical layouts (each builder transposes to its format's layout):
+  conv:       w [cout, cin, k, k], b [cout]
+  dwsep:      dw_w [cin, 1, k, k], dw_b [cin], pw_w [cout, cin, 1, 1], pw_b [cout]
+  pool_fc:    w [cout, cin], b [cout]
+  embedding:  table [vocab, cout]
+  proj_dense: proj [cin, dim], w [cout, dim], b [cout]
+  dense:      w [cout, cin], b [cout]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import numpy as np
+
+from .errors import UnknownSpace
+from .spaces import BlockSpec
+
+POOL_SIZE = 1 << 20
+
+BlockWeights = dict[str, np.ndarray]
+WeightMaker = Callable[[BlockSpec, "_Slicer"], BlockWeights]
+WEIGHT_MAKERS: dict[str, WeightMaker] = {}
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(POOL_SIZE).astype(np.float32)
+
+
+class _Slicer:
+    """Hands out arrays cut from the pool at offsets that differ per block and tensor."""
+
+    def __init__(self, seed: int, block_index: int) -> None:
+        self.pool = _pool(seed)
+        self.offset = (block_index * 7919 + seed * 104729) % POOL_SIZE
+
+    def normal(self, shape: tuple[int, ...], std: float) -> np.ndarray:
+        n = math.prod(shape)
+        start = self.offset % POOL_SIZE
+        self.offset += n + 9973
+        if start + n <= POOL_SIZE:
+            flat = self.pool[start : start + n]
+        else:
+            flat = np.resize(np.roll(self.pool, -start), n)
+        return (flat * np.float32(std)).reshape(shape)
+
+
+def register_weights(kind: str) -> Callable[[WeightMaker], WeightMaker]:
+    """Register the weight maker of a block kind."""
+
+    def deco(fn: WeightMaker) -> WeightMaker:
+        WEIGHT_MAKERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def block_weights(block: BlockSpec, seed: int = 0) -> BlockWeights:
+    """The weights of one block, in the canonical layout above (float32)."""
+    maker = WEIGHT_MAKERS.get(block.kind)
+    if maker is None:
+        raise UnknownSpace(f"no weights for block kind {block.kind!r}")
+    return maker(block, _Slicer(seed, block.index))
+
+
+def _he(fan_in: int) -> float:
+    return math.sqrt(2.0 / max(1, fan_in))
+
+
+@register_weights("conv")
+def _conv(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    fan_in = b.cin * b.kernel * b.kernel
+    return {"w": s.normal((b.cout, b.cin, b.kernel, b.kernel), _he(fan_in)), "b": s.normal((b.cout,), 0.05)}
+
+
+@register_weights("dwsep")
+def _dwsep(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {
+        "dw_w": s.normal((b.cin, 1, b.kernel, b.kernel), _he(b.kernel * b.kernel)),
+        "dw_b": s.normal((b.cin,), 0.05),
+        "pw_w": s.normal((b.cout, b.cin, 1, 1), _he(b.cin)),
+        "pw_b": s.normal((b.cout,), 0.05),
+    }
+
+
+@register_weights("pool_fc")
+def _pool_fc(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {"w": s.normal((b.cout, b.cin), math.sqrt(1.0 / b.cin)), "b": s.normal((b.cout,), 0.05)}
+
+
+@register_weights("embedding")
+def _embedding(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {"table": s.normal((b.attr("vocab"), b.cout), 1.0)}
+
+
+@register_weights("proj_dense")
+def _proj_dense(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    dim = b.attr("dim")
+    return {
+        "proj": s.normal((b.cin, dim), math.sqrt(1.0 / b.cin)),
+        "w": s.normal((b.cout, dim), _he(dim)),
+        "b": s.normal((b.cout,), 0.05),
+    }
+
+
+@register_weights("dense")
+def _dense(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {"w": s.normal((b.cout, b.cin), math.sqrt(1.0 / b.cin)), "b": s.normal((b.cout,), 0.05)}
