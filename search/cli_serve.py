@@ -1,9 +1,40 @@
-"""Scaffolding: replaced by the module that implements these commands."""
+"""`widthwise serve`: the query daemon over a folder of latency tables."""
+
+from __future__ import annotations
 
 import click
 
-@click.command()
-def serve() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'serve' is not implemented yet")
 
+@click.command()
+@click.option("--tables", "tables_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, dir_okay=True),
+              help="Folder of widthwise-table/1 files; each NAME.json is served as table NAME.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback requires --token-file.")
+@click.option("--port", default=8731, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0 picks a free one and prints it).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding the shared bearer token; every request must then send "
+                   "'Authorization: Bearer <token>'.")
+@click.option("--max-body-kb", default=1024, show_default=True, type=click.IntRange(1, 1024 * 1024),
+              help="Largest request body accepted, in KiB.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_body_kb: int, log_level: str) -> None:
+    """Serve width search over HTTP/JSON: /healthz, /v1/tables, /v1/query, /v1/pareto,
+    /v1/marginals; the OpenAPI schema at /openapi.json and /docs.
+
+    Tables are loaded once and kept in memory; a file replaced in the folder is picked up
+    without a restart, and a broken replacement is refused while the old table serves.
+    """
+    from . import daemon
+
+    try:
+        token = daemon.read_token_file(token_file) if token_file else None
+        daemon.check_bind(host, token)
+        daemon.serve(tables_dir, host=host, port=port, token=token, max_body=max_body_kb * 1024,
+                     log_level=log_level)
+    except daemon.DaemonConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc

@@ -1,0 +1,399 @@
+"""The query daemon: width search over the tables of a folder, as an HTTP/JSON service.
+
+FastAPI on uvicorn. Tables live in memory (search/table_store.py) with one Searcher per
+(table, objective), so a warm budget query is a look-up in the cached exact front. The
+service binds loopback by default; any other address needs a bearer token, checked on
+every request in constant time. Status codes: 404 unknown table, 422 invalid request
+(the field is named), 409 infeasible budget (the body states the least latency achievable),
+413 body too large, 401 missing or wrong token, 503 a table whose file is broken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from . import daemon_models as m
+from .table_store import STATUS_ERROR, TableEntry, TableStore
+
+logger = logging.getLogger("widthwise.daemon")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8731
+#: Largest request body accepted (bytes); inline costs and loss samples fit well within it.
+DEFAULT_MAX_BODY = 1024 * 1024
+#: Shortest bearer token accepted.
+MIN_TOKEN_CHARS = 16
+
+
+class DaemonConfigError(ValueError):
+    """The daemon cannot start as configured (non-loopback without a token, bad token file)."""
+
+
+# --- binding and tokens -------------------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    """True when `host` names only this machine (127.0.0.0/8, ::1 or "localhost")."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False   # a host name other than localhost may resolve anywhere
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback bind without a token: the daemon would answer anyone."""
+    if not is_loopback(host) and not token:
+        raise DaemonConfigError(
+            f"--host {host} is not a loopback address: a shared token is required "
+            "(--token-file FILE); every request must then carry 'Authorization: Bearer <token>'")
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in `path` (surrounding whitespace removed); DaemonConfigError if unusable."""
+    try:
+        st = os.stat(path)
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DaemonConfigError(f"token file {str(path)!r}: cannot read: {exc}") from exc
+    if len(token) < MIN_TOKEN_CHARS:
+        raise DaemonConfigError(f"token file {str(path)!r}: the token must have at least {MIN_TOKEN_CHARS} characters")
+    if any(ch.isspace() for ch in token):
+        raise DaemonConfigError(f"token file {str(path)!r}: the token must be one line without spaces")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("token file %s is readable by group or others; chmod 600 it", path)
+    return token
+
+
+# --- the guard in front of the app: auth and body size ---------------------------------------
+
+class GuardMiddleware:
+    """ASGI middleware: bearer-token check (when a token is set) and a request body cap."""
+
+    def __init__(self, app: Callable, *, token: str | None, max_body: int) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        if self.token is not None:
+            problem = self._auth_problem(headers.get(b"authorization"))
+            if problem is not None:
+                client = scope.get("client") or ("?", 0)
+                logger.warning("refused %s %s from %s:%s: %s", scope.get("method"), scope.get("path"),
+                               client[0], client[1], problem)
+                await _send_json(send, 401, {"detail": problem}, [(b"www-authenticate", b"Bearer")])
+                return
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                return
+            if too_big:
+                await _send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+                return
+            await self.app(scope, receive, send)
+            return
+        body = await self._read_capped(receive)
+        if body is None:
+            await _send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _auth_problem(self, header: bytes | None) -> str | None:
+        if not header:
+            return "missing bearer token"
+        scheme, _, value = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+            return "invalid bearer token"
+        return None
+
+    async def _read_capped(self, receive: Callable) -> bytes | None:
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+async def _send_json(send: Callable, status: int, payload: dict, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --- searchers, cached per (table, objective) ------------------------------------------------
+
+class SearchSlot:
+    """One Searcher and which operations on it have run once (after which they are cheap)."""
+
+    MAX_WARM = 256
+
+    def __init__(self, searcher: Any) -> None:
+        self.searcher = searcher
+        self.lock = threading.Lock()
+        self.warm: set[tuple] = set()
+        self.pareto_bodies: dict[float | None, bytes] = {}
+
+    def run_cold(self, op: tuple, fn: Callable[[Any], Any]) -> Any:
+        """Run `fn(searcher)` under the slot's lock (first use builds caches) and mark `op` warm."""
+        with self.lock:
+            result = fn(self.searcher)
+            if len(self.warm) < self.MAX_WARM:
+                self.warm.add(op)
+            return result
+
+
+def _objective_key(req: m._Request) -> tuple[str, bool, str]:
+    """(cache key, pinned, label) of a request's objective: named ones pinned, inline ones hashed."""
+    if isinstance(req.objective, str) and req.loss_samples is None:
+        return req.objective, True, req.objective
+    payload = {
+        "objective": req.objective if isinstance(req.objective, str) else req.objective.model_dump(),
+        "loss_samples": req.loss_samples,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    label = req.objective if isinstance(req.objective, str) else "inline"
+    return digest, False, label
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, allow_nan=False).encode(), status_code=status, media_type="application/json")
+
+
+def _unprocessable(field: str, message: str) -> Response:
+    return _json({"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}], "field": field}, 422)
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = None,
+               max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """The ASGI app over a tables folder (or a ready TableStore), guarded by token and body cap."""
+    from . import engine   # imported here so `widthwise --help` does not pay for it
+
+    store = tables if isinstance(tables, TableStore) else TableStore(tables)
+    app = FastAPI(
+        title="widthwise query daemon",
+        version="1",
+        description="Width search under a latency budget over the latency tables of a folder. "
+                    "409 = infeasible budget (the body states min_latency_ms); 422 = invalid request "
+                    "(the body names the field); 404 = unknown table; 401 = missing or wrong bearer token.",
+    )
+    app.state.store = store
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        first = next((e["loc"] for e in errors if e["loc"]), ["body"])
+        field = ".".join(str(p) for p in first[1:]) if len(first) > 1 else str(first[0])
+        return _json({"detail": errors, "field": field}, 422)
+
+    def entry_for(name: str) -> TableEntry:
+        entry = store.get(name)
+        if entry is None:
+            raise HTTPException(404, f"unknown table {name!r}; known: {store.names()}")
+        if entry.status == STATUS_ERROR:
+            raise HTTPException(503, f"table {name!r} cannot be served: {entry.error}")
+        return entry
+
+    def slot_for(entry: TableEntry, req: m._Request) -> tuple[SearchSlot, str]:
+        key, pinned, label = _objective_key(req)
+        table = entry.table
+
+        def build() -> SearchSlot:
+            objective_arg = req.objective if isinstance(req.objective, str) else req.objective.model_dump()
+            samples = [[list(w), float(loss)] for w, loss in req.loss_samples] if req.loss_samples is not None else None
+            objective = engine.make_objective(table, objective_arg, samples)
+            return SearchSlot(engine.Searcher(table, objective))
+        return entry.searchers.get_or_build(key, pinned, build), label
+
+    async def answer(req: m._Request, op: tuple, fn: Callable[[Any], Any]) -> Any:
+        """Run `fn` on the request's Searcher: inline when warm, in a worker thread when not."""
+        entry = entry_for(req.table)
+        key, _, label = _objective_key(req)
+        slot = entry.searchers.peek(key)
+        if slot is not None and op in slot.warm:
+            return fn(slot.searcher), slot, label, entry
+
+        def cold() -> tuple[Any, SearchSlot, str, TableEntry]:
+            slot, label = slot_for(entry, req)
+            return slot.run_cold(op, fn), slot, label, entry
+        return await run_in_threadpool(cold)
+
+    async def guarded(req: m._Request, op: tuple, fn: Callable[[Any], Any], render: Callable) -> Response:
+        try:
+            result, slot, label, entry = await answer(req, op, fn)
+        except engine.InfeasibleBudget as exc:
+            return _json({"error": "infeasible_budget", "detail": str(exc),
+                          "min_latency_ms": _finite_or_none(getattr(exc, "min_latency_ms", None)),
+                          "min_params": _finite_or_none(getattr(exc, "min_params", None))}, 409)
+        except engine.ObjectiveError as exc:
+            return _unprocessable(_objective_field(exc, req), str(exc))
+        except ValueError as exc:
+            return _unprocessable(_objective_field(exc, req), str(exc))
+        return render(result, slot, label, entry)
+
+    @app.get("/healthz", response_model=m.HealthResponse, tags=["service"])
+    async def healthz() -> Response:
+        entries = store.entries()
+        broken = sum(1 for e in entries if e.error is not None)
+        return _json({"status": "ok", "tables": len(entries), "broken": broken})
+
+    @app.get("/v1/tables", response_model=m.TablesResponse, tags=["tables"])
+    async def tables_() -> Response:
+        return _json({"tables": [e.describe() for e in store.entries()]})
+
+    @app.post("/v1/query", response_model=m.QueryResponse, tags=["search"],
+              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
+                         503: {"model": m.ErrorBody}})
+    async def query(req: m.QueryRequest) -> Response:
+        def render(ans: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+            return _json({"table": req.table, "objective": label, **ans.to_json()})
+        op = ("query", req.method, req.max_params)
+        return await guarded(req, op, lambda s: s.query(req.budget_ms, method=req.method, max_params=req.max_params),
+                             render)
+
+    @app.post("/v1/pareto", response_model=m.ParetoResponse, tags=["search"],
+              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
+                         503: {"model": m.ErrorBody}})
+    async def pareto(req: m.ParetoRequest) -> Response:
+        def render(front: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+            body = slot.pareto_bodies.get(req.max_params)
+            if body is None:
+                body = json.dumps({"table": req.table, "objective": label, "count": len(front),
+                                   "front": [a.to_json() for a in front]}, allow_nan=False).encode()
+                if len(slot.pareto_bodies) < SearchSlot.MAX_WARM:
+                    slot.pareto_bodies[req.max_params] = body
+            return Response(body, media_type="application/json")
+        op = ("pareto", req.max_params)
+        return await guarded(req, op, lambda s: s.pareto(max_params=req.max_params), render)
+
+    @app.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"],
+              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
+                         503: {"model": m.ErrorBody}})
+    async def marginals(req: m.MarginalsRequest) -> Response:
+        def render(per_layer: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+            table = entry.table
+            layers = []
+            for name, choices, probs in zip(table.layer_names, table.choices, per_layer):
+                layers.append({"name": name, "widths": list(choices),
+                               "probabilities": [float(probs.get(w, 0.0)) for w in choices]})
+            return _json({"table": req.table, "objective": label, "budget_ms": req.budget_ms,
+                          "temperature": req.temperature, "layers": layers})
+        op = ("marginals",)
+        return await guarded(req, op, lambda s: s.marginals(req.budget_ms, req.temperature), render)
+
+    return GuardMiddleware(app, token=token, max_body=max_body)  # type: ignore[return-value]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _objective_field(exc: Exception, req: m._Request) -> str:
+    """Which request field an objective error is about: the engine's own word, else a best guess."""
+    named = getattr(exc, "field", None)
+    if isinstance(named, str) and named:
+        return named
+    text = str(exc).lower()
+    if req.loss_samples is not None and ("loss" in text or "sample" in text):
+        return "loss_samples"
+    if getattr(req, "max_params", None) is not None and "param" in text and isinstance(req.objective, str):
+        return "max_params"
+    return "objective"
+
+
+# --- running it ------------------------------------------------------------------------------
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app: Any, *, log_level: str = "warning") -> Any:
+    """A uvicorn server for `app`, on uvloop and httptools when they are installed."""
+    import uvicorn
+
+    config = uvicorn.Config(app, loop=_available("uvloop", "asyncio"), http=_available("httptools", "h11"),
+                            lifespan="off", access_log=False, log_level=log_level,
+                            timeout_keep_alive=30, server_header=False)
+    return uvicorn.Server(config)
+
+
+def _available(module: str, fallback: str) -> str:
+    import importlib.util
+
+    return module if importlib.util.find_spec(module) is not None else fallback
+
+
+def serve(tables_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          token: str | None = None, max_body: int = DEFAULT_MAX_BODY, log_level: str = "info",
+          announce: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted; `announce` gets one line with the address actually bound."""
+    check_bind(host, token)
+    store = TableStore(tables_dir)
+    app = create_app(store, token=token, max_body=max_body)
+    sock = bind_socket(host, port)
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for entry in store.entries():
+        if entry.error:
+            logger.warning("table %s: %s", entry.name, entry.error)
+    (announce or _print_flush)(f"widthwise daemon serving {len(store.names())} table(s) from {tables_dir} "
+             f"on http://{shown}:{bound[1]} ({'token required' if token else 'no token'})")
+    make_server(app, log_level=log_level).run(sockets=[sock])
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,162 @@
+"""The daemon's request and response bodies, as pydantic models (they make the OpenAPI schema).
+
+Requests take the command line's parameters as JSON, never a file path: the objective is
+"flops", "params" or an inline `widthwise-costs/1` object, loss samples come inline. Every
+number must be finite; unknown fields are refused so that a misspelt field is named.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+TableName = Annotated[str, Field(
+    min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$",
+    description="A table's name: its file name in the tables folder without `.json`.",
+    examples=["mobilenet_v1"],
+)]
+BudgetMs = Annotated[float, Field(
+    gt=0, allow_inf_nan=False, description="Latency budget in milliseconds (finite, > 0).",
+    examples=[12.5],
+)]
+MaxParams = Annotated[float | None, Field(
+    default=None, gt=0, allow_inf_nan=False,
+    description="Optional second budget: the most parameters the network may have.",
+)]
+LossSample = Annotated[tuple[list[int], FiniteFloat], Field(
+    description="One configuration a supernet's training logged, with its loss: [[w_0, ..., w_L-1], loss].",
+)]
+
+#: How many loss samples one request may carry (the body size cap bounds them too).
+MAX_LOSS_SAMPLES = 100_000
+
+
+class CostsObject(BaseModel):
+    """An inline `widthwise-costs/1` objective: per-layer unary and optional per-block pairwise costs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal["widthwise-costs/1"]
+    space: str | None = None
+    unary: list[list[FiniteFloat]] = Field(max_length=4096)
+    pairwise: list[list[list[FiniteFloat]]] | None = Field(default=None, max_length=4097)
+
+
+Objective = Annotated[Literal["flops", "params"] | CostsObject, Field(
+    description='"flops" (maximise MACs, a proxy), "params", or an inline widthwise-costs/1 object.',
+)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: TableName
+    objective: Objective = "flops"
+    loss_samples: list[LossSample] | None = Field(
+        default=None, max_length=MAX_LOSS_SAMPLES,
+        description="Configurations with their loss, fitted to per-layer unary costs (replaces the objective's unary costs).",
+    )
+
+
+class QueryRequest(_Request):
+    """POST /v1/query: the configuration of least cost within the latency budget."""
+
+    budget_ms: BudgetMs
+    method: Literal["exact", "lagrangian", "greedy"] = "exact"
+    max_params: MaxParams = None
+
+
+class ParetoRequest(_Request):
+    """POST /v1/pareto: the whole front of (latency, cost), sorted by latency."""
+
+    max_params: MaxParams = None
+
+
+class MarginalsRequest(_Request):
+    """POST /v1/marginals: per-layer width probabilities at a budget and a temperature."""
+
+    budget_ms: BudgetMs
+    temperature: PositiveFinite = Field(description="Sampling temperature T (finite, > 0); lower is narrower.")
+
+
+class AnswerBody(BaseModel):
+    """One configuration as the search returns it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    widths: list[int]
+    latency_ms: float
+    cost: float
+    method: str
+    params: float | None = None
+    macs: float | None = None
+    gamma: float | None = None
+
+
+class QueryResponse(AnswerBody):
+    table: str
+    objective: str = Field(description='"flops", "params" or "inline".')
+
+
+class ParetoResponse(BaseModel):
+    table: str
+    objective: str
+    count: int
+    front: list[AnswerBody]
+
+
+class LayerMarginals(BaseModel):
+    name: str
+    widths: list[int]
+    probabilities: list[float]
+
+
+class MarginalsResponse(BaseModel):
+    table: str
+    objective: str
+    budget_ms: float
+    temperature: float
+    layers: list[LayerMarginals]
+
+
+class InfeasibleBody(BaseModel):
+    """409: no configuration meets the budget; states the least that is achievable."""
+
+    error: Literal["infeasible_budget"] = "infeasible_budget"
+    detail: str
+    min_latency_ms: float | None = None
+    min_params: float | None = None
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+
+
+class TableInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    file: str
+    status: Literal["ok", "stale", "error"] = Field(
+        description="ok: serving the file on disk; stale: the file on disk is broken and the "
+                    "previous good version serves; error: broken and nothing to serve.")
+    error: str | None
+    loaded_at: str | None
+    space: dict | None = None
+    device: dict | None = None
+    runtime: dict | None = None
+    fit: dict | None = Field(default=None, description="Fit quality (held-out MAPE etc.) as the table records it.")
+
+
+class TablesResponse(BaseModel):
+    tables: list[TableInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    tables: int
+    broken: int

@@ -1,0 +1,234 @@
+"""The daemon's tables: a folder of `widthwise-table/1` files kept in memory and watched.
+
+Each `NAME.json` in the folder is one table, loaded once and kept. A file replaced in the
+folder (written elsewhere, then renamed in) is noticed by its (inode, size, mtime) on the
+next access at least `check_interval` seconds after the previous check, and reloaded. A
+broken file is reported with its error and leaves the other tables alone; a broken
+replacement of a good table is refused, and the good one keeps serving beside the error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+from .table import Table, TableError, load_table
+
+#: Files larger than this are refused without being read (a table is kilobytes).
+MAX_TABLE_BYTES = 64 * 1024 * 1024
+
+#: Status of a table entry as reported by /v1/tables.
+STATUS_OK = "ok"            # the file on disk is loaded and serving
+STATUS_STALE = "stale"      # the file on disk is broken; the previous good version serves
+STATUS_ERROR = "error"      # the file on disk is broken and nothing good was ever loaded
+
+
+@dataclass(frozen=True)
+class FileSignature:
+    """What identifies one version of a file without reading it."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "FileSignature":
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class SearcherCache:
+    """Objects built per (table, objective), kept in least-recently-used order.
+
+    Named objectives ("flops", "params") stay forever; inline ones are bounded so that
+    a stream of distinct inline objectives cannot grow memory without limit.
+    """
+
+    def __init__(self, max_inline: int = 16) -> None:
+        self._pinned: dict[Hashable, Any] = {}
+        self._inline: OrderedDict[Hashable, Any] = OrderedDict()
+        self._max_inline = max_inline
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: Hashable, pinned: bool, build: Callable[[], Any]) -> Any:
+        """The cached object for `key`, building it (outside the lock) on a miss."""
+        with self._lock:
+            if key in self._pinned:
+                return self._pinned[key]
+            if key in self._inline:
+                self._inline.move_to_end(key)
+                return self._inline[key]
+        value = build()
+        with self._lock:
+            if pinned:
+                return self._pinned.setdefault(key, value)
+            existing = self._inline.get(key)
+            if existing is not None:
+                return existing
+            self._inline[key] = value
+            while len(self._inline) > self._max_inline:
+                self._inline.popitem(last=False)
+            return value
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The cached object for `key` or None, without building or reordering (the hot path)."""
+        value = self._pinned.get(key)
+        return value if value is not None else self._inline.get(key)
+
+    def __len__(self) -> int:
+        return len(self._pinned) + len(self._inline)
+
+
+@dataclass
+class TableEntry:
+    """One table file: the version that serves, the state of the file on disk, the caches."""
+
+    name: str
+    path: Path
+    signature: FileSignature | None = None
+    table: Table | None = None
+    error: str | None = None
+    loaded_at: float | None = None
+    searchers: SearcherCache = field(default_factory=SearcherCache)
+
+    @property
+    def status(self) -> str:
+        if self.error is None:
+            return STATUS_OK
+        return STATUS_STALE if self.table is not None else STATUS_ERROR
+
+    def describe(self) -> dict:
+        """The entry as /v1/tables shows it: identity, provenance, fit quality, health."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "file": self.path.name,
+            "status": self.status,
+            "error": self.error,
+            "loaded_at": _iso(self.loaded_at),
+        }
+        table = self.table
+        if table is not None:
+            out["space"] = {
+                "name": table.space_name,
+                "resolution": table.space.get("resolution"),
+                "layers": table.num_layers,
+                "choices": [list(c) for c in table.choices],
+            }
+            out["device"] = table.device
+            out["runtime"] = table.runtime
+            out["fit"] = table.fit
+            out["created"] = table.created
+            out["objectives"] = _named_objectives(table)
+        return out
+
+
+class TableStore:
+    """The tables of one folder, refreshed from disk at most every `check_interval` s."""
+
+    def __init__(self, directory: str | os.PathLike, *, check_interval: float = 0.5,
+                 max_inline_objectives: int = 16) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise NotADirectoryError(f"tables folder {str(self.directory)!r} is not a directory")
+        self.check_interval = float(check_interval)
+        self._max_inline = max_inline_objectives
+        self._entries: dict[str, TableEntry] = {}
+        self._lock = threading.Lock()
+        self._last_scan = float("-inf")
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        """Rescan the folder if the interval has passed (or `force`); reload changed files."""
+        now = time.monotonic()
+        if not force and now - self._last_scan < self.check_interval:
+            return
+        with self._lock:
+            if not force and now - self._last_scan < self.check_interval:
+                return
+            self._scan()
+            self._last_scan = time.monotonic()
+
+    def get(self, name: str) -> TableEntry | None:
+        """The entry for table `name` after a refresh due, or None when there is no such file."""
+        self.refresh()
+        return self._entries.get(name)
+
+    def entries(self) -> list[TableEntry]:
+        """Every table file of the folder, by name, after a refresh due."""
+        self.refresh()
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        try:
+            listing = list(os.scandir(self.directory))
+        except OSError:
+            return   # the folder is unreadable for a moment: keep serving what we have
+        seen: dict[str, tuple[Path, os.stat_result]] = {}
+        for item in listing:
+            if item.name.startswith(".") or not item.name.endswith(".json"):
+                continue   # temporaries of atomic writers (".NAME.json.xyz") and other files
+            try:
+                st = item.stat()
+            except OSError:
+                continue   # removed between listing and stat
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            seen[item.name[: -len(".json")]] = (Path(item.path), st)
+        for name in list(self._entries):
+            if name not in seen:
+                del self._entries[name]
+        for name, (path, st) in seen.items():
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = TableEntry(name, path, searchers=SearcherCache(self._max_inline))
+            signature = FileSignature.of(st)
+            if signature != entry.signature:
+                self._load(entry, signature)
+
+    def _load(self, entry: TableEntry, signature: FileSignature) -> None:
+        entry.signature = signature
+        if signature.size > MAX_TABLE_BYTES:
+            entry.error = f"{entry.path.name}: file: {signature.size} bytes, more than the {MAX_TABLE_BYTES} allowed"
+            return
+        try:
+            table = load_table(entry.path)
+        except TableError as exc:
+            entry.error = _short_error(exc, entry.path)
+            return
+        except (OSError, ValueError, RecursionError) as exc:
+            entry.error = f"{entry.path.name}: {type(exc).__name__}: {exc}"
+            return
+        entry.table = table
+        entry.error = None
+        entry.loaded_at = time.time()
+        entry.searchers = SearcherCache(self._max_inline)
+
+
+def _short_error(exc: TableError, path: Path) -> str:
+    """The table error with the folder left out: the daemon does not publish its paths."""
+    return f"{path.name}: {exc.field}: {exc.problem}"
+
+
+def _named_objectives(table: Table) -> list[str]:
+    names = []
+    if all(b.macs is not None for b in table.blocks):
+        names.append("flops")
+    if all(b.params is not None for b in table.blocks):
+        names.append("params")
+    return names
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
