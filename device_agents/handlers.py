@@ -1,0 +1,230 @@
+"""The agent's request handlers (contract C1): hello, bench_spec and bench_model.
+
+A handler takes the decoded request header and the binary payload and returns the
+response body and payload; failures are typed AgentErrors, which the server turns into
+error frames. Networks are built by a registry from model format to builder, and run by
+the runtime registry; timing is device_agents.timing's loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
+
+from . import __version__, sysinfo
+from .errors import BadModel, BadRequest, RuntimeUnavailable
+from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
+from .spaces import SPACES, Space, make_space
+from .timing import NO_DRIFT, DriftInjector, TimingSettings, time_session
+
+Handler = Callable[[dict, bytes], tuple[dict, bytes]]
+Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed) -> model bytes
+
+#: model format -> (module, function) of its builder; imported on first use
+BUILDER_MODULES: dict[str, tuple[str, str]] = {
+    "onnx": ("device_agents.build_onnx", "build_onnx"),
+    "tflite": ("device_agents.build_tflite", "build_tflite"),
+}
+MODEL_FORMATS = tuple(BUILDER_MODULES)
+DTYPES = ("float32", "int8")
+SPEC_KEYS = ("space", "params", "widths", "dtype", "seed")
+MODEL_CACHE_SIZE = 2
+
+_drift: DriftInjector = NO_DRIFT
+_bench_lock = threading.Lock()  # one timing at a time: two would distort each other
+_model_cache: "OrderedDict[tuple, tuple[bytes, float]]" = OrderedDict()
+
+
+def configure(*, inject_drift_per_min: float = 0.0) -> None:
+    """Set the agent-wide drift injection (a testing aid; 0 turns it off); the clock starts now."""
+    global _drift
+    rate = float(inject_drift_per_min)
+    _drift = DriftInjector(rate) if rate else NO_DRIFT
+
+
+def get_builder(fmt: str) -> Builder:
+    """The network builder of a model format, or RuntimeUnavailable when it is not installed."""
+    if fmt not in BUILDER_MODULES:
+        raise BadRequest(f"unknown model format {fmt!r}; known: {', '.join(MODEL_FORMATS)}", field="format")
+    module_name, attr = BUILDER_MODULES[fmt]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"this agent cannot build {fmt} networks: {exc}", format=fmt) from exc
+    return getattr(module, attr)
+
+
+def choose_runtime(name: object, fmt: str | None = None) -> Runtime:
+    """The requested runtime, or the first available one (onnxruntime first) for the format."""
+    if name is not None:
+        if not isinstance(name, str):
+            raise BadRequest(f"runtime must be a string, got {name!r}", field="runtime")
+        runtime = get_runtime(name)
+        if fmt is not None and runtime.model_format != fmt:
+            raise BadRequest(
+                f"runtime {name} runs {runtime.model_format} models, not {fmt}", field="runtime", runtime=name
+            )
+        return runtime
+    reasons = []
+    for candidate in RUNTIME_MODULES:
+        try:
+            runtime = get_runtime(candidate)
+        except RuntimeUnavailable as exc:
+            reasons.append(exc.message)
+            continue
+        if fmt is None or runtime.model_format == fmt:
+            return runtime
+    wanted = f" for {fmt} models" if fmt else ""
+    raise RuntimeUnavailable(f"no runtime available{wanted}: " + "; ".join(reasons or ["none installed"]))
+
+
+def detect_format(model: bytes, declared: object = None) -> str:
+    """The model format: as declared, else tflite when b"TFL3" sits at offset 4, else onnx."""
+    if declared is not None:
+        if declared not in MODEL_FORMATS:
+            raise BadRequest(f"unknown model format {declared!r}; known: {', '.join(MODEL_FORMATS)}", field="format")
+        return str(declared)
+    return "tflite" if model[4:8] == b"TFL3" else "onnx"
+
+
+def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
+    """Validate a bench_spec `spec` into (space, widths, dtype, seed); errors name the field."""
+    if not isinstance(spec, Mapping):
+        raise BadRequest("bench_spec needs a 'spec' object", field="spec")
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise BadRequest(f"unknown spec key {key!r}; known: {', '.join(SPEC_KEYS)}", field=f"spec.{key}")
+    name = spec.get("space")
+    if not isinstance(name, str):
+        raise BadRequest(f"spec.space must be a space name, got {name!r}; known: {', '.join(sorted(SPACES))}",
+                         field="spec.space")
+    params = spec.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise BadRequest(f"spec.params must be an object, got {params!r}", field="spec.params")
+    space = make_space(name, params)
+    if "widths" not in spec:
+        raise BadRequest(f"spec.widths is missing: a list of {space.num_layers} widths", field="spec.widths")
+    widths = space.validate_widths(spec["widths"])
+    dtype = spec.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise BadRequest(f"spec.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", field="spec.dtype")
+    seed = spec.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BadRequest(f"spec.seed must be a non-negative integer, got {seed!r}", field="spec.seed")
+    return space, widths, str(dtype), seed
+
+
+def _options(header: Mapping) -> dict:
+    options = header.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise BadRequest(f"options must be an object, got {options!r}", field="options")
+    return dict(options)
+
+
+def build_model(space: Space, widths: Sequence[int], fmt: str, dtype: str, seed: int) -> tuple[bytes, float, bool]:
+    """The model bytes, the ms it took to build them, and whether they came from the cache."""
+    key = (space.name, json.dumps(space.param_dict, sort_keys=True), tuple(widths), fmt, dtype, seed)
+    if key in _model_cache:
+        _model_cache.move_to_end(key)
+        model, build_ms = _model_cache[key]
+        return model, build_ms, True
+    builder = get_builder(fmt)
+    start = time.perf_counter_ns()
+    model = builder(space, widths, dtype=dtype, seed=seed)
+    build_ms = (time.perf_counter_ns() - start) / 1e6
+    _model_cache[key] = (model, build_ms)
+    while len(_model_cache) > MODEL_CACHE_SIZE:
+        _model_cache.popitem(last=False)
+    return model, build_ms, False
+
+
+def _bench(
+    runtime: Runtime,
+    model: bytes,
+    settings: TimingSettings,
+    options: dict,
+    *,
+    dtype: str | None,
+    int_high: int,
+    started_ns: int,
+) -> dict:
+    """Load the model, time it, and assemble the C1 response body (without build fields)."""
+    start = time.perf_counter_ns()
+    session = runtime.load(model, threads=settings.threads, options=options)
+    init_ms = (time.perf_counter_ns() - start) / 1e6
+    spent_s = (time.perf_counter_ns() - started_ns) / 1e9
+    loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
+    measurement = time_session(session, loop_settings, int_high=int_high, drift=_drift)
+    body = measurement.to_json()
+    if _drift.active:
+        body["warnings"].append(f"drift injection is on ({_drift.rate_per_min} per minute): a testing aid")
+    body["init_ms"] = init_ms
+    body["runtime"] = {
+        "name": runtime.name,
+        "version": runtime.version(),
+        "threads": settings.threads,
+        "dtype": dtype if dtype is not None else session.info.get("dtype"),
+        "delegate": session.info.get("delegate"),
+    }
+    body["model_bytes"] = len(model)
+    return body
+
+
+def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:
+    """Who this agent is: versions, runtimes, device facts and fingerprint, spaces."""
+    facts = sysinfo.device_facts()
+    body = {
+        "agent_version": __version__,
+        "runtimes": available_runtimes(),
+        "runtimes_unavailable": unavailable_runtimes(),
+        **facts,
+        "fingerprint": sysinfo.fingerprint(facts),
+        "spaces": sorted(SPACES),
+    }
+    return body, b""
+
+
+def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
+    """Build the network a spec describes on the agent and time it."""
+    started = time.perf_counter_ns()
+    if payload:
+        raise BadRequest(f"bench_spec takes no payload, got {len(payload)} bytes", field="payload")
+    space, widths, dtype, seed = parse_spec(header.get("spec"))
+    settings = TimingSettings.from_dict(header.get("timing"))
+    options = _options(header)
+    runtime = choose_runtime(header.get("runtime"))
+    with _bench_lock:
+        model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
+        body = _bench(
+            runtime, model, settings, options, dtype=dtype, int_high=dict(space.attrs).get("vocab", 1), started_ns=started
+        )
+    body["build_ms"] = build_ms
+    body["build_cached"] = cached
+    return body, b""
+
+
+def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:
+    """Time a model sent as bytes (ONNX or TFLite); integer inputs are fed zeros."""
+    started = time.perf_counter_ns()
+    if not payload:
+        raise BadModel("bench_model needs the model bytes as the request payload", field="payload")
+    fmt = detect_format(payload, header.get("format"))
+    settings = TimingSettings.from_dict(header.get("timing"))
+    options = _options(header)
+    runtime = choose_runtime(header.get("runtime"), fmt)
+    with _bench_lock:
+        body = _bench(runtime, payload, settings, options, dtype=None, int_high=1, started_ns=started)
+    body["build_ms"] = None
+    return body, b""
+
+
+HANDLERS: dict[str, Handler] = {
+    "hello": handle_hello,
+    "bench_spec": handle_bench_spec,
+    "bench_model": handle_bench_model,
+}

@@ -1,0 +1,313 @@
+"""The timing loop of the agent and what it measures.
+
+`time_session` follows TVM's time_evaluator: warm-up runs, then `repeat` repeats of
+`number` back-to-back runs each, `number` being grown until one repeat lasts at least
+`min_repeat_ms` (so the clock's resolution and the loop's overhead vanish in the mean of a
+repeat). Each repeat yields the mean time of one run; a `Measurement`, modelled on
+torch.utils.benchmark's, keeps those raw times and derives its statistics from them.
+The garbage collector is off inside timed regions, and a request is bounded in time.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import BadRequest
+from .runtimes import InputSpec, Session
+
+#: IQR / median above which a measurement carries a spread warning
+SPREAD_WARNING = 0.10
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """The C1 `timing` keys, validated; defaults are the protocol's."""
+
+    warmup: int = 3
+    repeat: int = 15
+    number: int = 0  # 0: grow until one repeat lasts min_repeat_ms
+    min_repeat_ms: float = 20.0
+    threads: int = 1
+    max_total_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check_int("warmup", self.warmup, 0)
+        _check_int("repeat", self.repeat, 1)
+        _check_int("number", self.number, 0)
+        _check_int("threads", self.threads, 1)
+        _check_float("min_repeat_ms", self.min_repeat_ms, 0.0, allow_zero=True)
+        _check_float("max_total_s", self.max_total_s, 0.0, allow_zero=False)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, object] | None) -> "TimingSettings":
+        """Settings from a request's `timing` object; an unknown key or bad value is a BadRequest."""
+        if obj is None:
+            return cls()
+        if not isinstance(obj, Mapping):
+            raise BadRequest(f"timing must be an object, got {type(obj).__name__}", field="timing")
+        known = {f.name for f in fields(cls)}
+        for key in obj:
+            if key not in known:
+                raise BadRequest(
+                    f"unknown timing key {key!r}; known: {', '.join(sorted(known))}", field=f"timing.{key}"
+                )
+        return cls(**{str(k): v for k, v in obj.items()})  # type: ignore[arg-type]
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _check_int(key: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"timing.{key} must be an integer, got {value!r}", field=f"timing.{key}")
+    if value < minimum:
+        raise BadRequest(f"timing.{key} must be at least {minimum}, got {value}", field=f"timing.{key}")
+
+
+def _check_float(key: str, value: object, minimum: float, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"timing.{key} must be a finite number, got {value!r}", field=f"timing.{key}")
+    if value < minimum or (value == minimum and not allow_zero):
+        bound = f"at least {minimum}" if allow_zero else f"greater than {minimum}"
+        raise BadRequest(f"timing.{key} must be {bound}, got {value}", field=f"timing.{key}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Raw per-repeat times (ms per run) and the statistics the agent reports on them.
+
+    `std` is the sample standard deviation (n-1), 0 for a single repeat; percentiles use
+    linear interpolation (numpy's default), so `iqr` = p75 - p25.
+    """
+
+    times_ms: tuple[float, ...]
+    number: int
+    warmup: int
+    notes: tuple[str, ...] = ()  # what the loop had to say (e.g. stopped early)
+    peak_rss_kb: int | None = None
+    spread_limit: float = field(default=SPREAD_WARNING, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.times_ms:
+            raise ValueError("a measurement needs at least one repeat")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The loop's notes, plus a spread warning when IQR/median exceeds `spread_limit`."""
+        median = self.median
+        if median > 0 and self.iqr > self.spread_limit * median:
+            spread = (
+                f"large spread: IQR/median = {self.iqr / median:.1%} > {self.spread_limit:.0%}; "
+                "the device may be busy or throttling"
+            )
+            return (*self.notes, spread)
+        return self.notes
+
+    @property
+    def _arr(self) -> np.ndarray:
+        return np.asarray(self.times_ms, dtype=np.float64)
+
+    @property
+    def count(self) -> int:
+        return len(self.times_ms)
+
+    @property
+    def repeat(self) -> int:
+        return len(self.times_ms)
+
+    @property
+    def min(self) -> float:
+        return float(self._arr.min())
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self._arr))
+
+    @property
+    def mean(self) -> float:
+        return float(self._arr.mean())
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self._arr, 90))
+
+    @property
+    def iqr(self) -> float:
+        q25, q75 = np.percentile(self._arr, [25, 75])
+        return float(q75 - q25)
+
+    @property
+    def std(self) -> float:
+        return float(self._arr.std(ddof=1)) if self.count > 1 else 0.0
+
+    def stats(self) -> dict:
+        """The C1 `stats` object."""
+        return {
+            "min": self.min,
+            "median": self.median,
+            "mean": self.mean,
+            "p90": self.p90,
+            "iqr": self.iqr,
+            "std": self.std,
+            "count": self.count,
+        }
+
+    def to_json(self) -> dict:
+        """The timing part of a bench response (times_ms, stats, warmup, number, repeat, ...)."""
+        return {
+            "times_ms": list(self.times_ms),
+            "stats": self.stats(),
+            "warmup": self.warmup,
+            "number": self.number,
+            "repeat": self.repeat,
+            "peak_rss_kb": self.peak_rss_kb,
+            "warnings": list(self.warnings),
+        }
+
+
+# --- drift injection (a testing aid: `serve --inject-drift RATE`) -----------------------
+
+
+class DriftInjector:
+    """After each timed run, busy-spin for run_time x rate x minutes since the agent started."""
+
+    def __init__(self, rate_per_min: float = 0.0, start_ns: int | None = None) -> None:
+        if not math.isfinite(rate_per_min) or rate_per_min < 0:
+            raise BadRequest(f"drift rate must be a finite number >= 0, got {rate_per_min!r}")
+        self.rate_per_min = float(rate_per_min)
+        self.start_ns = time.perf_counter_ns() if start_ns is None else start_ns
+
+    @property
+    def active(self) -> bool:
+        return self.rate_per_min > 0.0
+
+    def spin_after(self, run_ns: int) -> None:
+        """Burn CPU for the drift owed by a run that took `run_ns`."""
+        now = time.perf_counter_ns()
+        minutes = (now - self.start_ns) / 60e9
+        end = now + int(run_ns * self.rate_per_min * minutes)
+        while time.perf_counter_ns() < end:
+            pass
+
+
+NO_DRIFT = DriftInjector(0.0)
+
+
+# --- inputs and the loop ---------------------------------------------------------------
+
+
+def random_inputs(specs: Sequence[InputSpec], *, seed: int = 0, int_high: int = 1) -> dict[str, np.ndarray]:
+    """Random feeds: floats uniform in [-1, 1], integers (token ids) in [0, int_high)."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.uniform(-1.0, 1.0, spec.shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, max(1, int_high), spec.shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(bool)
+        else:
+            raise BadRequest(f"cannot make a random input of dtype {spec.dtype} for {spec.name}", input=spec.name)
+    return feeds
+
+
+def peak_rss_kb() -> int | None:
+    """Peak resident set size of this process in KiB, where the OS reports it."""
+    try:
+        import resource
+        import sys
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # macOS reports bytes
+
+
+def _timed_repeat(run: Callable[[], object], number: int, drift: DriftInjector) -> int:
+    """Nanoseconds taken by `number` back-to-back runs, gc off (drift spins counted in)."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if drift.active:
+            start = time.perf_counter_ns()
+            for _ in range(number):
+                t0 = time.perf_counter_ns()
+                run()
+                drift.spin_after(time.perf_counter_ns() - t0)
+            return time.perf_counter_ns() - start
+        start = time.perf_counter_ns()
+        for _ in range(number):
+            run()
+        return time.perf_counter_ns() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def time_callable(
+    run: Callable[[], object], settings: TimingSettings, *, drift: DriftInjector = NO_DRIFT
+) -> Measurement:
+    """Time a zero-argument callable with the time-evaluator protocol (see the module docstring)."""
+    deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
+    min_repeat_ns = settings.min_repeat_ms * 1e6
+    warnings: list[str] = []
+    for _ in range(settings.warmup):
+        run()
+    number = settings.number
+    if number == 0:
+        number = _calibrate(run, min_repeat_ns, settings, deadline, drift)
+    times_ms: list[float] = []
+    for k in range(settings.repeat):
+        if k > 0 and time.perf_counter_ns() >= deadline:
+            warnings.append(
+                f"stopped after {k} of {settings.repeat} repeats: max_total_s={settings.max_total_s} reached"
+            )
+            break
+        elapsed = _timed_repeat(run, number, drift)
+        times_ms.append(elapsed / number / 1e6)
+    return Measurement(tuple(times_ms), number=number, warmup=settings.warmup, notes=tuple(warnings))
+
+
+def _calibrate(
+    run: Callable[[], object], min_repeat_ns: float, settings: TimingSettings, deadline: int, drift: DriftInjector
+) -> int:
+    """Grow `number` until one repeat lasts min_repeat_ms: double while far off, then scale."""
+    number = 1
+    while True:
+        elapsed = max(_timed_repeat(run, number, drift), 1)
+        if elapsed >= min_repeat_ns:
+            return number
+        remaining = deadline - time.perf_counter_ns()
+        per_run = elapsed / number
+        # never plan repeats that cannot fit in what is left of max_total_s
+        affordable = max(1, int(remaining / (per_run * settings.repeat))) if remaining > 0 else number
+        if elapsed * 10 < min_repeat_ns:
+            proposal = number * 2
+        else:
+            proposal = math.ceil(number * min_repeat_ns / elapsed * 1.05)
+        proposal = min(proposal, affordable)
+        if proposal <= number:
+            return number
+        number = proposal
+
+
+def time_session(
+    session: Session,
+    settings: TimingSettings,
+    *,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    int_high: int = 1,
+    seed: int = 0,
+    drift: DriftInjector = NO_DRIFT,
+) -> Measurement:
+    """Time one loaded model: random inputs unless `feeds` are given, peak RSS afterwards."""
+    inputs = dict(feeds) if feeds is not None else random_inputs(session.inputs, seed=seed, int_high=int_high)
+    measurement = time_callable(lambda: session.run(inputs), settings, drift=drift)
+    return replace(measurement, peak_rss_kb=peak_rss_kb())
