@@ -1,0 +1,17 @@
+"""Uniform sampling: every layer's width drawn independently and uniformly from its choices."""
+
+from __future__ import annotations
+
+from . import Sampler
+
+
+class UniformSampler(Sampler):
+    """Independent uniform choices per layer: the plain baseline that coverage sampling beats."""
+
+    name = "uniform"
+
+    def _draw_indices(self) -> list[int]:
+        return [int(self.rng.integers(len(layer.choices))) for layer in self.space.layers]
+
+
+SAMPLER = UniformSampler

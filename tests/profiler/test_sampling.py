@@ -1,0 +1,51 @@
+"""The sampler registry and the properties every strategy shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from device_agents.spaces import make_space
+from profiler.sampling import SAMPLER_MODULES, Sampler, UnknownSampler, block_terms, make_sampler, sampler_class
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space("mobilenet_v1", {"resolution": 32, "levels": 6})
+
+
+def test_registry_names_every_strategy_and_refuses_unknown(space):
+    for name in SAMPLER_MODULES:
+        cls = sampler_class(name)
+        assert issubclass(cls, Sampler) and cls.name == name
+    with pytest.raises(UnknownSampler, match="known: coverage, uniform"):
+        make_sampler("sobol", space)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_MODULES))
+def test_plans_are_deterministic_prefix_stable_and_on_grid(space, name):
+    plan = make_sampler(name, space, seed=3).plan(40)
+    assert plan == make_sampler(name, space, seed=3).plan(40)
+    assert plan[:25] == make_sampler(name, space, seed=3).plan(25)
+    assert plan != make_sampler(name, space, seed=4).plan(40)
+    for widths in plan:
+        assert space.validate_widths(widths, on_grid=True) == widths
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_MODULES))
+def test_plan_restarts_from_the_seed(space, name):
+    sampler = make_sampler(name, space, seed=1)
+    first = [sampler.draw() for _ in range(5)]
+    assert sampler.plan(5) == first
+
+
+def test_negative_plan_is_refused(space):
+    with pytest.raises(ValueError, match="non-negative"):
+        make_sampler("uniform", space).plan(-1)
+
+
+def test_block_terms_follow_the_chain(space):
+    widths = space.largest()
+    terms = block_terms(space, widths)
+    assert len(terms) == space.num_layers + 1
+    assert terms[0] == (0, 0, len(space.layers[0].choices) - 1)
+    assert terms[-1] == (space.num_layers, len(space.layers[-1].choices) - 1, 0)
