@@ -1,0 +1,375 @@
+"""The sample store: every measurement of a collection, in one SQLite file (WAL mode).
+
+A db belongs to one space, device and runtime setting, recorded in its `meta` table; a
+collection with any other identity is refused with the field that differs. The planned
+configurations sit in `plan` (slot -> widths) and each measurement is one row of
+`samples`, written in its own transaction the moment it arrives, so a process killed at
+any instant leaves a db that opens, is consistent, and tells exactly which slots are
+missing. Unique indexes make a slot measured twice, or a sample re-timed twice, an
+error rather than a silent duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from device_agents.spaces import Space, make_space
+
+from .dataset import TrainingData
+from .drift import DriftTrend, fit_trend
+
+FORMAT = "widthwise-samples/1"
+
+#: identity fields compared when a collection opens an existing db, in reporting order.
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "format",
+    "space",
+    "space_params",
+    "device_fingerprint",
+    "runtime",
+    "runtime_version",
+    "threads",
+    "dtype",
+    "delegate",
+    "timing",
+    "statistic",
+    "sampling",
+    "seed",
+)
+#: stored with the identity but not compared (facts that describe, not define, the db).
+DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created", "reference_widths")
+
+KINDS = ("sample", "reference", "retime")
+
+#: per-sample statistic name -> its function of the raw per-repeat times.
+STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
+    "min": lambda t: float(np.min(t)),
+    "median": lambda t: float(np.median(t)),
+    "mean": lambda t: float(np.mean(t)),
+    "p90": lambda t: float(np.percentile(t, 90)),
+}
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS plan (slot INTEGER PRIMARY KEY, widths TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('sample', 'reference', 'retime')),
+        slot INTEGER,
+        retime_of INTEGER REFERENCES samples(id),
+        widths TEXT NOT NULL,
+        times_ms TEXT NOT NULL,
+        stat_min REAL NOT NULL,
+        stat_median REAL NOT NULL,
+        stats TEXT NOT NULL,
+        warmup INTEGER, number INTEGER, repeat INTEGER,
+        init_ms REAL, build_ms REAL, peak_rss_kb INTEGER, model_bytes INTEGER,
+        warnings TEXT NOT NULL,
+        agent_fingerprint TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        wall_time REAL NOT NULL,
+        CHECK ((kind = 'sample') = (slot IS NOT NULL)),
+        CHECK ((kind = 'retime') = (retime_of IS NOT NULL))
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS samples_one_per_slot ON samples(slot) WHERE kind = 'sample'",
+    "CREATE UNIQUE INDEX IF NOT EXISTS samples_one_retime ON samples(retime_of) WHERE kind = 'retime'",
+    "CREATE INDEX IF NOT EXISTS samples_by_kind ON samples(kind, wall_time)",
+)
+
+
+class StoreError(Exception):
+    """The db cannot be used as asked (missing, corrupt, or a write that would duplicate)."""
+
+
+class IdentityMismatch(StoreError):
+    """The db belongs to another space, device or runtime setting than the one asked for."""
+
+    def __init__(self, path: str, field: str, stored: object, requested: object) -> None:
+        super().__init__(
+            f"{path} was collected with {field}={json.dumps(stored)}, but this run has "
+            f"{field}={json.dumps(requested)}; use another --db or the same settings"
+        )
+        self.field, self.stored, self.requested = field, stored, requested
+
+
+class PlanMismatch(StoreError):
+    """The stored plan disagrees with the plan this run computed for the same slot."""
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One stored measurement, as read back."""
+
+    id: int
+    kind: str
+    slot: int | None
+    retime_of: int | None
+    widths: tuple[int, ...]
+    times_ms: tuple[float, ...]
+    stats: dict
+    agent_fingerprint: str
+    runtime: dict
+    wall_time: float
+
+    def statistic(self, name: str) -> float:
+        """This measurement's per-sample statistic, computed from its raw repeats."""
+        return STATISTICS[name](np.asarray(self.times_ms, dtype=np.float64))
+
+
+def _canonical(value: object) -> object:
+    """A JSON round trip, so that tuples and lists (and int keys) compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+class SampleStore:
+    """One collection's SQLite db; open with an identity to create or check, without to read."""
+
+    def __init__(self, path: str | os.PathLike, identity: Mapping[str, object] | None = None) -> None:
+        self.path = os.fspath(path)
+        if identity is None and not os.path.exists(self.path):
+            raise StoreError(f"no sample db at {self.path}")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if identity is not None:
+                self._create_or_check(identity)
+            self.meta = self._read_meta()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable sample db: {exc}") from exc
+        if self.meta.get("format") != FORMAT:
+            raise StoreError(f"{self.path} is not a {FORMAT} db (format={self.meta.get('format')!r})")
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> "SampleStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite as it sees fit)."""
+        self._db.close()
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    def _create_or_check(self, identity: Mapping[str, object]) -> None:
+        wanted = {"format": FORMAT, **{k: _canonical(v) for k, v in identity.items()}}
+        unknown = set(wanted) - set(IDENTITY_FIELDS) - set(DESCRIPTIVE_FIELDS)
+        if unknown:
+            raise StoreError(f"unknown identity field(s): {', '.join(sorted(unknown))}")
+        missing = [k for k in IDENTITY_FIELDS if k not in wanted]
+        if missing:
+            raise StoreError(f"identity lacks field(s): {', '.join(missing)}")
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            stored = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            if not stored:
+                wanted.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v, sort_keys=True)) for k, v in wanted.items()],
+                )
+                return
+        for key in IDENTITY_FIELDS:
+            if stored.get(key) != wanted[key]:
+                raise IdentityMismatch(self.path, key, stored.get(key), wanted[key])
+
+    def _read_meta(self) -> dict:
+        try:
+            rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path} has no sample-db metadata ({exc})") from exc
+        return {k: json.loads(v) for k, v in rows}
+
+    # --- identity and plan -------------------------------------------------------------
+
+    def space(self) -> Space:
+        """The space this db's configurations belong to."""
+        return make_space(self.meta["space"], self.meta.get("space_params") or {})
+
+    def ensure_plan(self, plan: Sequence[Sequence[int]]) -> None:
+        """Record the planned configurations; refuse if a stored slot plans other widths."""
+        with self._transaction() as db:
+            stored = dict(db.execute("SELECT slot, widths FROM plan WHERE slot < ?", (len(plan),)))
+            for slot, widths in enumerate(plan):
+                text = json.dumps([int(w) for w in widths])
+                if slot in stored and stored[slot] != text:
+                    raise PlanMismatch(
+                        f"{self.path}: slot {slot} was planned as {stored[slot]}, this run plans {text}"
+                    )
+            db.executemany(
+                "INSERT INTO plan (slot, widths) VALUES (?, ?)",
+                [(s, json.dumps([int(w) for w in ws])) for s, ws in enumerate(plan) if s not in stored],
+            )
+
+    def planned(self, n: int | None = None) -> list[tuple[int, ...]]:
+        """The planned widths of slots 0..n-1 (all planned slots when n is None)."""
+        query, args = "SELECT widths FROM plan ORDER BY slot", ()
+        if n is not None:
+            query, args = "SELECT widths FROM plan WHERE slot < ? ORDER BY slot", (n,)
+        return [tuple(json.loads(w)) for (w,) in self._db.execute(query, args)]
+
+    def missing_slots(self, n: int) -> list[int]:
+        """Slots 0..n-1 that have no sample yet, in order."""
+        done = {s for (s,) in self._db.execute("SELECT slot FROM samples WHERE kind = 'sample' AND slot < ?", (n,))}
+        return [s for s in range(n) if s not in done]
+
+    def count(self, kind: str = "sample") -> int:
+        """How many rows of this kind the db holds."""
+        return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE kind = ?", (kind,)).fetchone()[0])
+
+    # --- writing -------------------------------------------------------------------------
+
+    def add(
+        self,
+        kind: str,
+        widths: Sequence[int],
+        response: Mapping[str, object],
+        *,
+        fingerprint: str,
+        slot: int | None = None,
+        retime_of: int | None = None,
+        wall_time: float | None = None,
+    ) -> int:
+        """Store one bench_spec response as a row of `kind`, in its own transaction; its id."""
+        if kind not in KINDS:
+            raise StoreError(f"unknown sample kind {kind!r}; known: {', '.join(KINDS)}")
+        times = [float(t) for t in response["times_ms"]]  # type: ignore[union-attr]
+        if not times or not all(np.isfinite(times)) or min(times) <= 0:
+            raise StoreError(f"refusing a measurement with empty, non-finite or non-positive times: {times}")
+        row = (
+            kind,
+            slot,
+            retime_of,
+            json.dumps([int(w) for w in widths]),
+            json.dumps(times),
+            STATISTICS["min"](np.asarray(times)),
+            STATISTICS["median"](np.asarray(times)),
+            json.dumps(response.get("stats") or {}, sort_keys=True),
+            response.get("warmup"),
+            response.get("number"),
+            response.get("repeat"),
+            response.get("init_ms"),
+            response.get("build_ms"),
+            response.get("peak_rss_kb"),
+            response.get("model_bytes"),
+            json.dumps(list(response.get("warnings") or [])),
+            fingerprint,
+            json.dumps(response.get("runtime") or {}, sort_keys=True),
+            time.time() if wall_time is None else float(wall_time),
+        )
+        try:
+            with self._transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO samples (kind, slot, retime_of, widths, times_ms, stat_min, stat_median, stats,"
+                    " warmup, number, repeat, init_ms, build_ms, peak_rss_kb, model_bytes, warnings,"
+                    " agent_fingerprint, runtime, wall_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row,
+                )
+                return int(cur.lastrowid)
+        except sqlite3.IntegrityError as exc:
+            what = f"slot {slot}" if kind == "sample" else f"sample {retime_of}" if kind == "retime" else kind
+            raise StoreError(f"{self.path}: {what} is already stored as a {kind} ({exc})") from exc
+
+    # --- reading -------------------------------------------------------------------------
+
+    def rows(self, kind: str | None = None) -> list[SampleRow]:
+        """Stored measurements (of one kind, or all), oldest first."""
+        query = "SELECT id, kind, slot, retime_of, widths, times_ms, stats, agent_fingerprint, runtime, wall_time FROM samples"
+        args: tuple = ()
+        if kind is not None:
+            query, args = query + " WHERE kind = ?", (kind,)
+        return [
+            SampleRow(i, k, s, r, tuple(json.loads(w)), tuple(json.loads(t)), json.loads(st), fp, json.loads(rt), wt)
+            for i, k, s, r, w, t, st, fp, rt, wt in self._db.execute(query + " ORDER BY id", args)
+        ]
+
+    def retimed_ids(self) -> set[int]:
+        """Ids of samples that already have their (single) re-timing."""
+        return {r for (r,) in self._db.execute("SELECT retime_of FROM samples WHERE kind = 'retime'")}
+
+    def drift_trend(self, statistic: str = "min") -> DriftTrend:
+        """The robust trend of the reference configuration's statistic over wall-clock time."""
+        refs = self.rows("reference")
+        return fit_trend(
+            np.array([r.wall_time for r in refs]), np.array([r.statistic(statistic) for r in refs])
+        )
+
+    def training_data(self, statistic: str = "min", normalise_drift: bool = True) -> TrainingData:
+        """Each sample's statistic, drift-normalised by the reference trend at its time.
+
+        A sample that was re-timed is represented by its re-timing (value and time): the
+        re-timing exists because the fit judged the first measurement wrong. Both rows
+        stay in the db; `sample_ids` name the original samples.
+        """
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+        space = self.space()
+        samples = sorted(self.rows("sample"), key=lambda r: r.slot)
+        retimes = {r.retime_of: r for r in self.rows("retime")}
+        chosen = [retimes.get(s.id, s) for s in samples]
+        values = np.array([r.statistic(statistic) for r in chosen], dtype=np.float64)
+        trend = self.drift_trend(statistic)
+        normalised = normalise_drift and not trend.empty
+        if normalised:
+            values = values * trend.factor(np.array([r.wall_time for r in chosen]))
+        widths = np.array([s.widths for s in samples], dtype=np.int64).reshape(len(samples), space.num_layers)
+        return TrainingData(
+            space=space,
+            widths=widths,
+            latency_ms=values,
+            sample_ids=np.array([s.id for s in samples], dtype=np.int64),
+            statistic=statistic,
+            identity=self.identity_summary(statistic, normalised, len(trend.times)),
+        )
+
+    def identity_summary(self, statistic: str, drift_normalised: bool, references: int) -> dict:
+        """Device and runtime facts in the shape the table's `device` and `runtime` take."""
+        meta = self.meta
+        device = dict(meta.get("device") or {})
+        device["fingerprint"] = meta.get("device_fingerprint")
+        return {
+            "device": device,
+            "runtime": {
+                "name": meta.get("runtime"),
+                "version": meta.get("runtime_version"),
+                "threads": meta.get("threads"),
+                "dtype": meta.get("dtype"),
+                "delegate": meta.get("delegate"),
+                "statistic": statistic,
+            },
+            "space": {"name": meta.get("space"), "params": meta.get("space_params")},
+            "timing": meta.get("timing"),
+            "drift_normalised": drift_normalised,
+            "references": references,
+            "db": self.path,
+        }
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including Ctrl-C)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
