@@ -114,6 +114,8 @@ class OrtRuntime(Runtime):
 
     def load(self, model: bytes, *, threads: int = 1, options: Mapping[str, object] | None = None) -> Session:
         self.version()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise BadRequest(f"threads must be a positive integer, got {threads!r}", field="threads")
         opts = dict(options or {})
         so = self.session_options(threads, opts)
         try:

@@ -1,0 +1,128 @@
+"""The ONNX builder: valid models (checker, shape inference) equal to a numpy forward pass."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from device_agents.build_onnx import EMITTERS, build_onnx, same_pads
+from device_agents.errors import BadWidths, RuntimeUnavailable
+from device_agents.spaces import BLOCK_COUNTERS, make_space
+from device_agents.weights import block_weights
+
+TEXT_PARAMS = {"vocab": 500, "dim": 16, "tokens": 8, "classes": 5, "ranks": [4, 8], "hidden": [8, 16]}
+
+
+# --- numpy reference of every block kind -------------------------------------------------
+
+
+def _conv2d(x, w, b, stride, group):
+    """NCHW convolution with TensorFlow SAME padding, as the canonical layout stores it."""
+    k, size = w.shape[-1], x.shape[2]
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)  # TensorFlow SAME: the odd pixel goes at the end
+    xp = np.pad(x, ((0, 0), (0, 0), (total // 2, total - total // 2), (total // 2, total - total // 2)))
+    patches = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    if group == 1:
+        y = np.einsum("nchwij,ocij->nohw", patches, w)
+    else:  # depthwise: one filter per channel
+        y = np.einsum("nchwij,cij->nchw", patches, w[:, 0])
+    return y + b[None, :, None, None]
+
+
+def _relu6(x):
+    return np.clip(x, 0.0, 6.0)
+
+
+REFERENCE = {
+    "conv": lambda b, w, x: _relu6(_conv2d(x, w["w"], w["b"], b.stride, 1)),
+    "dwsep": lambda b, w, x: _relu6(
+        _conv2d(_relu6(_conv2d(x, w["dw_w"], w["dw_b"], b.stride, b.cin)), w["pw_w"], w["pw_b"], 1, 1)
+    ),
+    "pool_fc": lambda b, w, x: x.mean(axis=(2, 3)) @ w["w"].T + w["b"],
+    "embedding": lambda b, w, x: w["table"][x],
+    "proj_dense": lambda b, w, x: np.maximum((x @ w["proj"]).mean(axis=1) @ w["w"].T + w["b"], 0.0),
+    "dense": lambda b, w, x: x @ w["w"].T + w["b"],
+}
+
+
+def reference_forward(space, widths, x, seed=0):
+    for block in space.blocks(widths):
+        x = REFERENCE[block.kind](block, block_weights(block, seed), x.astype(np.float64) if x.dtype.kind == "f" else x)
+    return x
+
+
+def _run(model: bytes, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _check(model: bytes) -> onnx.ModelProto:
+    proto = onnx.load_from_string(model)
+    onnx.checker.check_model(proto, full_check=True)
+    return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_same_pads_put_the_odd_pixel_at_the_end():
+    assert same_pads(32, 2, 3) == [0, 0, 1, 1]
+    assert same_pads(37, 2, 3) == [1, 1, 1, 1]
+    assert same_pads(7, 1, 3) == [1, 1, 1, 1]
+    assert same_pads(1, 2, 3) == [1, 1, 1, 1]
+
+
+def test_every_block_kind_has_an_emitter():
+    assert set(BLOCK_COUNTERS) <= set(EMITTERS)
+
+
+@pytest.mark.parametrize("resolution", [32, 37])
+def test_mobilenet_matches_numpy_reference(resolution):
+    space = make_space("mobilenet_v1", {"resolution": resolution})
+    widths = [8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 24]
+    model = build_onnx(space, widths, seed=3)
+    inferred = _check(model)
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
+    x = np.random.default_rng(0).uniform(-1, 1, space.input_shape).astype(np.float32)
+    np.testing.assert_allclose(_run(model, x), reference_forward(space, widths, x, seed=3), rtol=1e-4, atol=1e-4)
+
+
+def test_text_lowrank_matches_numpy_reference():
+    space = make_space("text_lowrank", TEXT_PARAMS)
+    widths = [5, 12]  # any positive widths, not only grid points
+    model = build_onnx(space, widths, seed=1)
+    _check(model)
+    tokens = np.random.default_rng(0).integers(0, TEXT_PARAMS["vocab"], space.input_shape).astype(np.int64)
+    out = _run(model, tokens)
+    assert out.shape == (1, TEXT_PARAMS["classes"])
+    np.testing.assert_allclose(out, reference_forward(space, widths, tokens, seed=1), rtol=1e-4, atol=1e-5)
+
+
+def test_parameters_in_the_model_match_the_exact_count():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    widths = space.smallest()
+    proto = onnx.load_from_string(build_onnx(space, widths))
+    weights = sum(int(np.prod(t.dims)) for t in proto.graph.initializer if not t.name.startswith("relu6"))
+    assert weights == space.counts(widths)[1]
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    widths = space.smallest()
+    assert build_onnx(space, widths, seed=5) == build_onnx(space, widths, seed=5)
+    assert build_onnx(space, widths, seed=5) != build_onnx(space, widths, seed=6)
+
+
+def test_int8_is_not_built_for_onnx():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    with pytest.raises(RuntimeUnavailable, match="float32 networks only"):
+        build_onnx(space, space.smallest(), dtype="int8")
+
+
+def test_bad_widths_are_refused():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    with pytest.raises(BadWidths):
+        build_onnx(space, [8] * 13)
+    with pytest.raises(BadWidths):
+        build_onnx(space, [8] * 13 + [0])

@@ -1,0 +1,149 @@
+"""The C1 handlers, called in-process with real networks on real onnxruntime sessions."""
+
+import pytest
+
+from device_agents import handlers
+from device_agents.build_onnx import build_onnx
+from device_agents.errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable, UnknownSpace
+from device_agents.handlers import HANDLERS
+from device_agents.spaces import make_space
+
+FAST = {"warmup": 1, "repeat": 3, "min_repeat_ms": 1}
+SMALL = {"space": "mobilenet_v1", "params": {"resolution": 32}, "widths": [8] * 14}
+TEXT = {"space": "text_lowrank", "params": {"vocab": 300, "dim": 16, "tokens": 8, "classes": 4}, "widths": [7, 9]}
+
+
+def bench_spec(spec, **fields):
+    return HANDLERS["bench_spec"]({"type": "bench_spec", "id": 1, "spec": spec, "timing": FAST, **fields}, b"")
+
+
+def check_bench_body(body):
+    assert len(body["times_ms"]) == body["repeat"] == body["stats"]["count"] == 3
+    assert body["stats"]["min"] <= body["stats"]["median"] <= body["stats"]["p90"]
+    assert set(body["stats"]) == {"min", "median", "mean", "p90", "iqr", "std", "count"}
+    assert body["warmup"] == 1 and body["number"] >= 1 and body["init_ms"] > 0
+    assert body["peak_rss_kb"] is None or body["peak_rss_kb"] > 0
+    assert isinstance(body["warnings"], list) and body["model_bytes"] > 0
+    assert body["runtime"]["name"] == "onnxruntime" and body["runtime"]["threads"] == 1
+    assert body["runtime"]["delegate"] is None
+
+
+def test_hello_describes_the_device():
+    body, payload = HANDLERS["hello"]({"type": "hello", "id": 1}, b"")
+    assert payload == b""
+    for key in ("agent_version", "cpu", "os", "python", "machine", "fingerprint"):
+        assert isinstance(body[key], str) and body[key]
+    assert body["cores"] >= 1 and "onnxruntime" in body["runtimes"]
+    assert set(body["spaces"]) >= {"mobilenet_v1", "text_lowrank"}
+    assert set(body["runtimes"]).isdisjoint(body["runtimes_unavailable"])
+    assert HANDLERS["hello"]({"type": "hello", "id": 2}, b"")[0]["fingerprint"] == body["fingerprint"]
+
+
+def test_bench_spec_times_a_mobilenet_and_caches_the_build():
+    spec = dict(SMALL, widths=[8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 20], seed=4)
+    body, payload = bench_spec(spec)
+    check_bench_body(body)
+    assert payload == b"" and body["build_ms"] > 0 and body["runtime"]["dtype"] == "float32"
+    again, _ = bench_spec(spec)
+    assert again["build_cached"] and again["model_bytes"] == body["model_bytes"]
+
+
+def test_bench_spec_times_a_text_model():
+    body, _ = bench_spec(TEXT)
+    check_bench_body(body)
+
+
+def test_bench_model_times_onnx_bytes():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    model = build_onnx(space, space.smallest())
+    body, _ = HANDLERS["bench_model"]({"type": "bench_model", "id": 3, "timing": FAST}, model)
+    check_bench_body(body)
+    assert body["build_ms"] is None and body["model_bytes"] == len(model)
+
+
+@pytest.mark.parametrize(
+    "widths, match",
+    [([8] * 13, "got 13 widths"), ([8] * 15, "got 15 widths"), ([8] * 13 + [0], "must be positive"),
+     ([-8] + [8] * 13, "must be positive"), ([8] * 13 + [2.5], "not an integer"), ("8,8", "list")],
+)
+def test_bad_widths(widths, match):
+    with pytest.raises(BadWidths, match=match):
+        bench_spec(dict(SMALL, widths=widths))
+
+
+def test_unknown_space_is_named():
+    with pytest.raises(UnknownSpace, match="'resnet50'"):
+        bench_spec(dict(SMALL, space="resnet50"))
+
+
+def test_unknown_space_param_is_named():
+    with pytest.raises(BadRequest, match="'depth'"):
+        bench_spec(dict(SMALL, params={"depth": 3}))
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"space": "mobilenet_v1", "widths": [8] * 14, "resolution": 32}, "unknown spec key 'resolution'"),
+        ({"space": "mobilenet_v1"}, "spec.widths is missing"),
+        (dict(SMALL, dtype="float16"), "spec.dtype"),
+        (dict(SMALL, seed=-1), "spec.seed"),
+        ({"widths": [8] * 14}, "spec.space"),
+        ("mobilenet_v1", "'spec' object"),
+    ],
+)
+def test_bad_spec_fields_are_named(spec, match):
+    with pytest.raises(BadRequest, match=match):
+        bench_spec(spec)
+
+
+def test_unknown_timing_key_is_named():
+    with pytest.raises(BadRequest, match="'rounds'"):
+        HANDLERS["bench_spec"]({"type": "bench_spec", "id": 1, "spec": SMALL, "timing": {"rounds": 2}}, b"")
+
+
+def test_int8_on_onnxruntime_is_unavailable():
+    with pytest.raises(RuntimeUnavailable, match="float32"):
+        bench_spec(dict(SMALL, dtype="int8"), runtime="onnxruntime")
+
+
+def test_unknown_runtime_is_named():
+    with pytest.raises(RuntimeUnavailable, match="'tensorrt'"):
+        bench_spec(SMALL, runtime="tensorrt")
+
+
+@pytest.mark.parametrize("payload", [b"this is not a model", b"\x00" * 64])
+def test_non_onnx_model_bytes(payload):
+    with pytest.raises(BadModel, match="cannot load"):
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 1}, payload)
+
+
+def test_empty_model_and_unknown_format():
+    with pytest.raises(BadModel, match="payload"):
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 1}, b"")
+    with pytest.raises(BadRequest, match="'pt'"):
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 1, "format": "pt"}, b"abc")
+
+
+def test_tflite_bytes_are_not_sent_to_onnxruntime():
+    with pytest.raises(BadRequest, match="runs onnx models, not tflite"):
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 1, "runtime": "onnxruntime"}, b"\x1c\x00\x00\x00TFL3" + b"\0" * 32)
+
+
+def test_format_detection():
+    assert handlers.detect_format(b"\x1c\x00\x00\x00TFL3....") == "tflite"
+    assert handlers.detect_format(b"\x08\x08\x12") == "onnx"
+    assert handlers.detect_format(b"\x08\x08\x12", "tflite") == "tflite"
+
+
+def test_configure_drift_marks_the_answer():
+    try:
+        handlers.configure(inject_drift_per_min=0.5)
+        body, _ = bench_spec(SMALL)
+        assert any("drift injection" in w for w in body["warnings"])
+        with pytest.raises(BadRequest):
+            handlers.configure(inject_drift_per_min=-1.0)
+    finally:
+        handlers.configure(inject_drift_per_min=0.0)
+    body, _ = bench_spec(SMALL)
+    assert not any("drift injection" in w for w in body["warnings"])
