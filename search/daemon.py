@@ -225,8 +225,12 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                  for e in exc.errors()]
+        errors = []
+        for e in exc.errors():
+            loc, msg = list(e.get("loc", ())), str(e.get("msg", ""))
+            if e.get("type") == "json_invalid" and len(loc) > 1:
+                msg, loc = f"{msg} at character {loc[1]}", loc[:1]
+            errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", ""))})
         first = next((e["loc"] for e in errors if e["loc"]), ["body"])
         field = ".".join(str(p) for p in first[1:]) if len(first) > 1 else str(first[0])
         return _json({"detail": errors, "field": field}, 422)
@@ -343,6 +347,8 @@ def _objective_field(exc: Exception, req: m._Request) -> str:
     if isinstance(named, str) and named:
         return named
     text = str(exc).lower()
+    if text.startswith(("costs", "objective")):
+        return "objective"
     if req.loss_samples is not None and ("loss" in text or "sample" in text):
         return "loss_samples"
     if getattr(req, "max_params", None) is not None and "param" in text and isinstance(req.objective, str):

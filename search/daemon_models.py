@@ -42,6 +42,7 @@ class CostsObject(BaseModel):
 
     format: Literal["widthwise-costs/1"]
     space: str | None = None
+    description: str | None = None
     unary: list[list[FiniteFloat]] = Field(max_length=4096)
     pairwise: list[list[list[FiniteFloat]]] | None = Field(default=None, max_length=4097)
 
