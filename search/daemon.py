@@ -347,6 +347,9 @@ def _objective_field(exc: Exception, req: m._Request) -> str:
     if isinstance(named, str) and named:
         return named
     text = str(exc).lower()
+    prefix = text.split(":", 1)[0].strip()
+    if prefix in type(req).model_fields:
+        return prefix
     if text.startswith(("costs", "objective")):
         return "objective"
     if req.loss_samples is not None and ("loss" in text or "sample" in text):

@@ -1,0 +1,422 @@
+"""The query daemon over a real loopback socket: endpoints, reload, broken tables, bad requests, auth."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from search import daemon
+from search.cli_serve import serve as serve_command
+from search.synthetic import synthetic_table
+from search.table import Table
+from search.table_store import TableStore
+
+CHOICES = [[8, 16, 24], [16, 32, 48, 64], [32, 64, 96], [64, 128]]
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+@contextmanager
+def running(app: object, **client_kwargs: object) -> Iterator[httpx.Client]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yield a client for it."""
+    sock = daemon.bind_socket("127.0.0.1", 0)
+    server = daemon.make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "daemon did not start"
+        time.sleep(0.01)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30, **client_kwargs)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write elsewhere in the folder, then rename over `path` (what a table writer does)."""
+    tmp = path.with_name(f".{path.name}.incoming")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def table_bytes(table: Table) -> bytes:
+    return json.dumps(table.to_json()).encode()
+
+
+def configs(table: Table) -> list[tuple[tuple[int, ...], float, float]]:
+    """Every configuration with its predicted latency and exact MACs (brute force)."""
+    out = []
+    for widths in itertools.product(*table.choices):
+        idx = [0, *table.indices(widths), 0]
+        macs = sum(float(b.macs[idx[k], idx[k + 1]]) for k, b in enumerate(table.blocks))
+        out.append((widths, table.predict(widths), macs))
+    return out
+
+
+def best_macs(table: Table, budget_ms: float) -> float:
+    return max(macs for _, lat, macs in configs(table) if lat <= budget_ms + 1e-9)
+
+
+def macs_of(table: Table, widths: list[int]) -> float:
+    return next(macs for w, _, macs in configs(table) if list(w) == list(widths))
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def small() -> Table:
+    return synthetic_table(CHOICES, seed=3)
+
+
+@pytest.fixture
+def tables_dir(tmp_path: Path, small: Table) -> Path:
+    small.save(tmp_path / "small.json")
+    synthetic_table(CHOICES[:3], seed=5).save(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text('{"format": "widthwise-table/1", "space": ')
+    (tmp_path / "notes.txt").write_text("not a table")
+    return tmp_path
+
+
+@pytest.fixture
+def client(tables_dir: Path) -> Iterator[httpx.Client]:
+    with running(daemon.create_app(TableStore(tables_dir, check_interval=0.05))) as c:
+        yield c
+
+
+def tables_by_name(client: httpx.Client) -> dict[str, dict]:
+    response = client.get("/v1/tables")
+    assert response.status_code == 200
+    return {t["name"]: t for t in response.json()["tables"]}
+
+
+# --- endpoints -----------------------------------------------------------------------------
+
+def test_health_and_tables_report_a_broken_file_beside_good_ones(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "tables": 3, "broken": 1}
+    tables = tables_by_name(client)
+    assert set(tables) == {"small", "other", "broken"}
+    assert tables["small"]["status"] == "ok" and tables["small"]["error"] is None
+    assert tables["small"]["space"]["layers"] == len(CHOICES)
+    assert tables["small"]["runtime"]["name"] == "synthetic" and "fit" in tables["small"]
+    assert tables["broken"]["status"] == "error"
+    assert "broken.json" in tables["broken"]["error"] and "JSON" in tables["broken"]["error"]
+    assert str(client.base_url) not in tables["broken"]["error"]
+    unusable = client.post("/v1/query", json={"table": "broken", "budget_ms": 5})
+    assert unusable.status_code == 503 and "broken.json" in unusable.json()["detail"]
+    assert client.post("/v1/query", json={"table": "other", "budget_ms": 50}).status_code == 200
+
+
+def test_openapi_schema_is_served(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"/healthz", "/v1/tables", "/v1/query", "/v1/pareto", "/v1/marginals"} <= set(schema["paths"])
+    assert "409" in schema["paths"]["/v1/query"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["exact", "lagrangian", "greedy"])
+def test_query_meets_the_budget_and_exact_is_optimal(client: httpx.Client, small: Table, method: str) -> None:
+    latencies = sorted(lat for _, lat, _ in configs(small))
+    for budget in (latencies[3], latencies[len(latencies) // 2], latencies[-1] + 1):
+        response = client.post("/v1/query", json={"table": "small", "budget_ms": budget, "method": method})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["table"] == "small" and body["objective"] == "flops"
+        assert body["latency_ms"] == pytest.approx(small.predict(body["widths"]), abs=1e-6)
+        assert body["latency_ms"] <= budget + 1e-9
+        reached, optimum = macs_of(small, body["widths"]), best_macs(small, budget)
+        if method == "exact":
+            assert reached == pytest.approx(optimum)
+        else:
+            assert reached <= optimum + 1e-6
+
+
+def test_query_answers_repeat_from_the_cache(client: httpx.Client) -> None:
+    first = client.post("/v1/query", json={"table": "small", "budget_ms": 2.0}).json()
+    for _ in range(5):
+        assert client.post("/v1/query", json={"table": "small", "budget_ms": 2.0}).json() == first
+
+
+def test_params_objective_with_a_parameter_budget(client: httpx.Client, small: Table) -> None:
+    widest_params = max(sum(float(b.params[i, j]) for b, (i, j) in zip(small.blocks, _pairs(small, w)))
+                        for w, _, _ in configs(small))
+    cap = widest_params * 0.5
+    response = client.post("/v1/query", json={"table": "small", "budget_ms": 100, "objective": "params",
+                                              "max_params": cap})
+    assert response.status_code == 200, response.text
+    widths = response.json()["widths"]
+    assert sum(float(b.params[i, j]) for b, (i, j) in zip(small.blocks, _pairs(small, widths))) <= cap
+
+
+def _pairs(table: Table, widths: list[int]) -> list[tuple[int, int]]:
+    idx = [0, *table.indices(widths), 0]
+    return [(idx[k], idx[k + 1]) for k in range(len(table.blocks))]
+
+
+def test_pareto_front_is_sorted_and_reaches_the_optimum(client: httpx.Client, small: Table) -> None:
+    response = client.post("/v1/pareto", json={"table": "small"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    front = body["front"]
+    assert body["count"] == len(front) >= 2
+    latencies = [p["latency_ms"] for p in front]
+    costs = [p["cost"] for p in front]
+    assert latencies == sorted(latencies)
+    assert all(a > b for a, b in zip(costs, costs[1:])), "cost must fall as latency rises"
+    assert macs_of(small, front[-1]["widths"]) == pytest.approx(max(m for _, _, m in configs(small)))
+    for point in front:
+        assert macs_of(small, point["widths"]) == pytest.approx(best_macs(small, point["latency_ms"]))
+
+
+def test_marginals_are_distributions_over_each_layers_choices(client: httpx.Client, small: Table) -> None:
+    budget = sorted(lat for _, lat, _ in configs(small))[40]
+    response = client.post("/v1/marginals", json={"table": "small", "budget_ms": budget, "temperature": 0.5})
+    assert response.status_code == 200, response.text
+    layers = response.json()["layers"]
+    assert [layer["widths"] for layer in layers] == [list(c) for c in small.choices]
+    for layer in layers:
+        assert sum(layer["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+        assert all(0.0 <= p <= 1.0 for p in layer["probabilities"])
+
+
+def test_inline_costs_objective_is_optimised(client: httpx.Client, small: Table) -> None:
+    unary = [[float((7 * k + 3 * j) % 5) for j in range(len(c))] for k, c in enumerate(small.choices)]
+    costs = {"format": "widthwise-costs/1", "space": "synthetic", "unary": unary}
+    budget = sorted(lat for _, lat, _ in configs(small))[60]
+    response = client.post("/v1/query", json={"table": "small", "budget_ms": budget, "objective": costs})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["objective"] == "inline"
+
+    def cost(widths: tuple[int, ...]) -> float:
+        return sum(unary[k][j] for k, j in enumerate(small.indices(widths)))
+    optimum = min(cost(w) for w, lat, _ in configs(small) if lat <= budget)
+    assert cost(tuple(body["widths"])) == pytest.approx(optimum)
+    assert body["cost"] == pytest.approx(optimum)
+
+
+def test_inline_loss_samples_are_fitted(client: httpx.Client, small: Table) -> None:
+    samples = [[list(w), 1.0 / (1.0 + macs * 1e-7)] for w, _, macs in configs(small)[::3]]
+    response = client.post("/v1/query", json={"table": "small", "budget_ms": 100, "loss_samples": samples})
+    assert response.status_code == 200, response.text
+    assert response.json()["latency_ms"] <= 100
+
+
+def test_unknown_table_is_404(client: httpx.Client) -> None:
+    for path, body in (("/v1/query", {"budget_ms": 5}), ("/v1/marginals", {"budget_ms": 5, "temperature": 1}),
+                       ("/v1/pareto", {})):
+        response = client.post(path, json={"table": "nope", **body})
+        assert response.status_code == 404 and "nope" in response.json()["detail"]
+
+
+def test_infeasible_budget_states_the_smallest_latency(client: httpx.Client, small: Table) -> None:
+    fastest = min(lat for _, lat, _ in configs(small))
+    response = client.post("/v1/query", json={"table": "small", "budget_ms": fastest * 0.5})
+    assert response.status_code == 409
+    body = response.json()
+    assert body["error"] == "infeasible_budget"
+    assert body["min_latency_ms"] == pytest.approx(fastest, rel=1e-6)
+    assert f"{fastest:.3f}"[:4] in body["detail"]
+
+
+# --- bad requests -----------------------------------------------------------------------------
+
+BAD_BODIES = [
+    (b'{"table": "small", "budget_ms": NaN}', "budget_ms"),
+    (b'{"table": "small", "budget_ms": Infinity}', "budget_ms"),
+    (b'{"table": "small", "budget_ms": -1}', "budget_ms"),
+    (b'{"table": "small", "budget_ms": 0}', "budget_ms"),
+    (b'{"table": "small", "budget_ms": "fast"}', "budget_ms"),
+    (b'{"table": "small"}', "budget_ms"),
+    (b'{"budget_ms": 5}', "table"),
+    (b'{"table": "../small", "budget_ms": 5}', "table"),
+    (b'{"table": "small", "budget_ms": 5, "method": "magic"}', "method"),
+    (b'{"table": "small", "budget_ms": 5, "max_params": -3}', "max_params"),
+    (b'{"table": "small", "budget_ms": 5, "objective": "latency"}', "objective"),
+    (b'{"table": "small", "budget_ms": 5, "objective": "/etc/passwd"}', "objective"),
+    (b'{"table": "small", "budget_ms": 5, "objective": {"format": "widthwise-costs/1", "unary": [[1, 2]]}}',
+     "objective"),
+    (b'{"table": "small", "budget_ms": 5, "loss_samples": [[[8, 16], 0.5]]}', "loss_samples"),
+    (b'{"table": "small", "budget_ms": 5, "budgetms": 5}', "budgetms"),
+    (b'{"table": "small", "budget_ms": 5', "body"),
+    (b'[1, 2]', "body"),
+]
+
+
+@pytest.mark.parametrize("raw, field", BAD_BODIES)
+def test_invalid_query_is_422_naming_the_field(client: httpx.Client, raw: bytes, field: str) -> None:
+    response = client.post("/v1/query", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"].split(".")[0] == field, body
+    assert client.get("/healthz").status_code == 200
+
+
+def test_invalid_marginals_temperature_is_422(client: httpx.Client) -> None:
+    for temperature in (0, -1, "hot"):
+        response = client.post("/v1/marginals", json={"table": "small", "budget_ms": 5, "temperature": temperature})
+        assert response.status_code == 422 and response.json()["field"] == "temperature"
+
+
+def test_oversize_body_is_413_and_the_daemon_keeps_serving(tables_dir: Path) -> None:
+    app = daemon.create_app(TableStore(tables_dir), max_body=4096)
+    with running(app) as client:
+        padding = [[[8, 16, 32, 64], 0.5]] * 400
+        response = client.post("/v1/query", json={"table": "small", "budget_ms": 5, "loss_samples": padding})
+        assert response.status_code == 413
+
+        def chunked() -> Iterator[bytes]:
+            yield b'{"table": "small", "budget_ms": 5, "loss_samples": ['
+            for _ in range(400):
+                yield b'[[8, 16, 32, 64], 0.5],'
+            yield b'[[8, 16, 32, 64], 0.5]]}'
+        assert client.post("/v1/query", content=chunked()).status_code == 413
+        assert client.post("/v1/query", json={"table": "small", "budget_ms": 50}).status_code == 200
+
+
+# --- reload -----------------------------------------------------------------------------------
+
+def test_a_table_renamed_in_is_picked_up_without_restart(client: httpx.Client, tables_dir: Path, small: Table) -> None:
+    budget = sorted(lat for _, lat, _ in configs(small))[30]
+    before = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
+    faster = synthetic_table(CHOICES, seed=3, ns_per_mac=0.025, overhead_ms=0.01, constant_ms=0.1)
+    replace_atomically(tables_dir / "small.json", table_bytes(faster))
+
+    def reloaded() -> bool:
+        body = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
+        return body["latency_ms"] != before["latency_ms"]
+    wait_for(reloaded)
+    after = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
+    assert after["latency_ms"] == pytest.approx(faster.predict(after["widths"]), abs=1e-6)
+    assert macs_of(faster, after["widths"]) == pytest.approx(best_macs(faster, budget))
+    assert tables_by_name(client)["small"]["status"] == "ok"
+    # A new file appears, a removed one disappears.
+    replace_atomically(tables_dir / "fresh.json", table_bytes(faster))
+    (tables_dir / "other.json").unlink()
+    wait_for(lambda: set(tables_by_name(client)) == {"small", "fresh", "broken"})
+    assert client.post("/v1/query", json={"table": "other", "budget_ms": 5}).status_code == 404
+    fresh = client.post("/v1/query", json={"table": "fresh", "budget_ms": budget}).json()
+    assert fresh == {**after, "table": "fresh"}
+
+
+def test_a_truncated_replacement_is_refused_and_the_old_table_serves(
+        client: httpx.Client, tables_dir: Path, small: Table) -> None:
+    budget = sorted(lat for _, lat, _ in configs(small))[30]
+    before = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
+    whole = table_bytes(synthetic_table(CHOICES, seed=9))
+    replace_atomically(tables_dir / "small.json", whole[: len(whole) // 2])
+    wait_for(lambda: tables_by_name(client)["small"]["status"] == "stale")
+    entry = tables_by_name(client)["small"]
+    assert "small.json" in entry["error"] and "JSON" in entry["error"]
+    assert entry["space"]["layers"] == len(CHOICES), "the old table's description stays"
+    assert client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json() == before
+    assert client.get("/healthz").json()["broken"] == 2
+    # Shape errors are refused the same way, and a good file then replaces the old one.
+    wrong = json.loads(whole)
+    wrong["blocks"][1]["ms"] = wrong["blocks"][1]["ms"][:-1]
+    replace_atomically(tables_dir / "small.json", json.dumps(wrong).encode())
+    wait_for(lambda: "blocks[1].ms" in (tables_by_name(client)["small"]["error"] or ""))
+    assert client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json() == before
+    replace_atomically(tables_dir / "small.json", whole)
+    wait_for(lambda: tables_by_name(client)["small"]["status"] == "ok")
+    assert client.post("/v1/query", json={"table": "small", "budget_ms": budget}).status_code == 200
+
+
+# --- binding and auth -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.53", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("example.org", False),
+])
+def test_non_loopback_hosts_require_a_token(host: str, loopback: bool) -> None:
+    assert daemon.is_loopback(host) is loopback
+    daemon.check_bind(host, TOKEN)
+    if loopback:
+        daemon.check_bind(host, None)
+    else:
+        with pytest.raises(daemon.DaemonConfigError, match="token"):
+            daemon.check_bind(host, None)
+
+
+def test_serve_command_refuses_a_public_host_without_a_token(tables_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(serve_command, ["--tables", str(tables_dir), "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code != 0 and "token" in result.output
+    short = tmp_path / "short.token"
+    short.write_text("abc\n")
+    result = CliRunner().invoke(serve_command, ["--tables", str(tables_dir), "--host", "0.0.0.0",
+                                                "--token-file", str(short)])
+    assert result.exit_code != 0 and "at least" in result.output
+
+
+def test_token_file_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(f"  {TOKEN}\n")
+    path.chmod(0o600)
+    assert daemon.read_token_file(path) == TOKEN
+    path.write_text("two words here-and-more-text\n")
+    with pytest.raises(daemon.DaemonConfigError, match="one line"):
+        daemon.read_token_file(path)
+    with pytest.raises(daemon.DaemonConfigError, match="cannot read"):
+        daemon.read_token_file(tmp_path / "missing")
+
+
+def test_bearer_token_is_required_on_every_request(tables_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = daemon.create_app(TableStore(tables_dir), token=TOKEN)
+    caplog.set_level(logging.WARNING, logger="widthwise.daemon")
+    with running(app) as client:
+        for path in ("/healthz", "/v1/tables", "/openapi.json", "/docs"):
+            refused = client.get(path)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        wrong = {"Authorization": f"Bearer {TOKEN[:-1]}x"}
+        assert client.post("/v1/query", json={"table": "small", "budget_ms": 5}, headers=wrong).status_code == 401
+        assert client.get("/healthz", headers={"Authorization": TOKEN}).status_code == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/healthz", headers=good).status_code == 200
+        assert client.post("/v1/query", json={"table": "small", "budget_ms": 50}, headers=good).status_code == 200
+    refusals = [r for r in caplog.records if r.name == "widthwise.daemon" and "refused" in r.getMessage()]
+    assert len(refusals) >= 6
+    assert all(TOKEN not in r.getMessage() for r in refusals)
+
+
+def test_serve_command_runs_and_prints_its_port(tables_dir: Path) -> None:
+    code = "import sys; from search.cli_serve import serve; serve(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(tables_dir), "--port", "0",
+                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(10)
+            pytest.fail(f"serve exited with {proc.returncode}: {proc.stderr.read()}")
+        assert "http://127.0.0.1:" in line
+        url = line.split("http://", 1)[1].split()[0]
+        response = httpx.get(f"http://{url}/healthz", timeout=10)
+        assert response.json()["tables"] == 3
+        assert "no token" in line
+    finally:
+        proc.terminate()
+        proc.wait(10)
