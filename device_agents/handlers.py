@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from . import __version__, sysinfo
-from .errors import BadModel, BadRequest, RuntimeUnavailable
+from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
 from .spaces import SPACES, Space, make_space
 from .timing import NO_DRIFT, DriftInjector, TimingSettings, time_session
@@ -34,6 +34,7 @@ MODEL_FORMATS = tuple(BUILDER_MODULES)
 DTYPES = ("float32", "int8")
 SPEC_KEYS = ("space", "params", "widths", "dtype", "seed")
 MODEL_CACHE_SIZE = 2
+MAX_PARAMS = 1 << 28  # 1 GiB of float32 weights: beyond this a board runs out of memory building it
 
 _drift: DriftInjector = NO_DRIFT
 _bench_lock = threading.Lock()  # one timing at a time: two would distort each other
@@ -106,10 +107,20 @@ def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise BadRequest(f"spec.params must be an object, got {params!r}", field="spec.params")
-    space = make_space(name, params)
+    try:
+        space = make_space(name, params)
+    except (TypeError, ValueError) as exc:  # e.g. a list parameter holding a non-number
+        raise BadRequest(f"bad spec.params for space {name}: {exc}", field="spec.params") from exc
     if "widths" not in spec:
         raise BadRequest(f"spec.widths is missing: a list of {space.num_layers} widths", field="spec.widths")
     widths = space.validate_widths(spec["widths"])
+    params_count = space.counts(widths)[1]
+    if params_count > MAX_PARAMS:
+        raise BadWidths(
+            f"the network with these widths has {params_count:,} parameters, above this agent's cap of "
+            f"{MAX_PARAMS:,}; use smaller widths",
+            params=params_count,
+        )
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise BadRequest(f"spec.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", field="spec.dtype")

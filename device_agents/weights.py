@@ -48,11 +48,18 @@ class _Slicer:
         n = math.prod(shape)
         start = self.offset % POOL_SIZE
         self.offset += n + 9973
+        scale = np.float32(std)
         if start + n <= POOL_SIZE:
-            flat = self.pool[start : start + n]
-        else:
-            flat = np.resize(np.roll(self.pool, -start), n)
-        return (flat * np.float32(std)).reshape(shape)
+            return (self.pool[start : start + n] * scale).reshape(shape)
+        # the pool read cyclically from `start`, scaled straight into the result: one pass
+        out = np.empty(n, dtype=np.float32)
+        done, src = 0, start
+        while done < n:
+            take = min(n - done, POOL_SIZE - src)
+            np.multiply(self.pool[src : src + take], scale, out=out[done : done + take])
+            done += take
+            src = 0
+        return out.reshape(shape)
 
 
 def register_weights(kind: str) -> Callable[[WeightMaker], WeightMaker]:

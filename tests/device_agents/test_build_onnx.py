@@ -126,3 +126,14 @@ def test_bad_widths_are_refused():
         build_onnx(space, [8] * 13)
     with pytest.raises(BadWidths):
         build_onnx(space, [8] * 13 + [0])
+
+
+def test_tensors_larger_than_the_weight_pool_read_it_cyclically():
+    from device_agents import weights
+
+    slicer = weights._Slicer(2, 0)
+    start = weights.POOL_SIZE - 100
+    slicer.offset = start
+    big = slicer.normal((2, weights.POOL_SIZE + 50), 0.5).ravel()
+    cyclic = np.concatenate([slicer.pool[start:], slicer.pool, slicer.pool])[: big.size] * np.float32(0.5)
+    np.testing.assert_array_equal(big, cyclic)

@@ -71,6 +71,16 @@ def test_bad_widths(widths, match):
         bench_spec(dict(SMALL, widths=widths))
 
 
+def test_oversized_network_is_refused_before_building():
+    with pytest.raises(BadWidths, match="parameters, above"):
+        bench_spec(dict(SMALL, widths=[8] * 12 + [100_000, 100_000]))
+
+
+def test_malformed_space_params_are_a_bad_request():
+    with pytest.raises(BadRequest, match="spec.params|ranks"):
+        bench_spec(dict(TEXT, params={"ranks": ["a", "b"]}))
+
+
 def test_unknown_space_is_named():
     with pytest.raises(UnknownSpace, match="'resnet50'"):
         bench_spec(dict(SMALL, space="resnet50"))
