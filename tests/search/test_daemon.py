@@ -87,22 +87,36 @@ def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def small() -> Table:
     return synthetic_table(CHOICES, seed=3)
 
 
+def fill(folder: Path, small: Table) -> Path:
+    """Two good tables, one broken one and a file that is not a table."""
+    small.save(folder / "small.json")
+    synthetic_table(CHOICES[:3], seed=5).save(folder / "other.json")
+    (folder / "broken.json").write_text('{"format": "widthwise-table/1", "space": ')
+    (folder / "notes.txt").write_text("not a table")
+    return folder
+
+
 @pytest.fixture
 def tables_dir(tmp_path: Path, small: Table) -> Path:
-    small.save(tmp_path / "small.json")
-    synthetic_table(CHOICES[:3], seed=5).save(tmp_path / "other.json")
-    (tmp_path / "broken.json").write_text('{"format": "widthwise-table/1", "space": ')
-    (tmp_path / "notes.txt").write_text("not a table")
-    return tmp_path
+    return fill(tmp_path, small)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, small: Table) -> Iterator[httpx.Client]:
+    """One daemon shared by the tests that do not change its folder."""
+    folder = fill(tmp_path_factory.mktemp("tables"), small)
+    with running(daemon.create_app(TableStore(folder, check_interval=0.05))) as c:
+        yield c
 
 
 @pytest.fixture
-def client(tables_dir: Path) -> Iterator[httpx.Client]:
+def own_client(tables_dir: Path) -> Iterator[httpx.Client]:
+    """A daemon of the test's own, for tests that replace files in its folder."""
     with running(daemon.create_app(TableStore(tables_dir, check_interval=0.05))) as c:
         yield c
 
@@ -301,7 +315,9 @@ def test_oversize_body_is_413_and_the_daemon_keeps_serving(tables_dir: Path) -> 
 
 # --- reload -----------------------------------------------------------------------------------
 
-def test_a_table_renamed_in_is_picked_up_without_restart(client: httpx.Client, tables_dir: Path, small: Table) -> None:
+def test_a_table_renamed_in_is_picked_up_without_restart(own_client: httpx.Client, tables_dir: Path,
+                                                         small: Table) -> None:
+    client = own_client
     budget = sorted(lat for _, lat, _ in configs(small))[30]
     before = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
     faster = synthetic_table(CHOICES, seed=3, ns_per_mac=0.025, overhead_ms=0.01, constant_ms=0.1)
@@ -325,7 +341,8 @@ def test_a_table_renamed_in_is_picked_up_without_restart(client: httpx.Client, t
 
 
 def test_a_truncated_replacement_is_refused_and_the_old_table_serves(
-        client: httpx.Client, tables_dir: Path, small: Table) -> None:
+        own_client: httpx.Client, tables_dir: Path, small: Table) -> None:
+    client = own_client
     budget = sorted(lat for _, lat, _ in configs(small))[30]
     before = client.post("/v1/query", json={"table": "small", "budget_ms": budget}).json()
     whole = table_bytes(synthetic_table(CHOICES, seed=9))
