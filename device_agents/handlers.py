@@ -20,7 +20,7 @@ from . import __version__, sysinfo
 from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
 from .spaces import SPACES, Space, make_space
-from .timing import NO_DRIFT, DriftInjector, TimingSettings, time_session
+from .timing import NO_DRIFT, DriftInjector, TimingSettings, reset_peak_rss, time_session
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
 Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed) -> model bytes
@@ -32,8 +32,10 @@ BUILDER_MODULES: dict[str, tuple[str, str]] = {
 }
 MODEL_FORMATS = tuple(BUILDER_MODULES)
 DTYPES = ("float32", "int8")
+#: dtype -> model format to pick a default runtime for (None: the protocol's default order)
+DTYPE_FORMATS: dict[str, str | None] = {"float32": None, "int8": "tflite"}
 SPEC_KEYS = ("space", "params", "widths", "dtype", "seed")
-MODEL_CACHE_SIZE = 2
+MODEL_CACHE_SIZE = 1  # a board's memory is small; repeating the last spec is the common case
 MAX_PARAMS = 1 << 28  # 1 GiB of float32 weights: beyond this a board runs out of memory building it
 
 _drift: DriftInjector = NO_DRIFT
@@ -208,8 +210,9 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     space, widths, dtype, seed = parse_spec(header.get("spec"))
     settings = TimingSettings.from_dict(header.get("timing"))
     options = _options(header)
-    runtime = choose_runtime(header.get("runtime"))
+    runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
     with _bench_lock:
+        reset_peak_rss()
         model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
         body = _bench(
             runtime, model, settings, options, dtype=dtype, int_high=dict(space.attrs).get("vocab", 1), started_ns=started
@@ -229,6 +232,7 @@ def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), fmt)
     with _bench_lock:
+        reset_peak_rss()
         body = _bench(runtime, payload, settings, options, dtype=None, int_high=1, started_ns=started)
     body["build_ms"] = None
     return body, b""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Mapping, Sequence
@@ -219,12 +220,28 @@ def random_inputs(specs: Sequence[InputSpec], *, seed: int = 0, int_high: int = 
     return feeds
 
 
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter (Linux >= 4.0), so the next reading covers one request."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_kb() -> int | None:
-    """Peak resident set size of this process in KiB, where the OS reports it."""
+    """Peak resident set size in KiB: VmHWM (since the last reset) on Linux, else getrusage's."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
-        import sys
-    except ImportError:
+    except ImportError:  # not a Unix: the OS gives no peak
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # macOS reports bytes
@@ -258,7 +275,10 @@ def time_callable(
     deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
     min_repeat_ns = settings.min_repeat_ms * 1e6
     warnings: list[str] = []
-    for _ in range(settings.warmup):
+    for k in range(settings.warmup):
+        if time.perf_counter_ns() >= deadline:
+            warnings.append(f"warm-up cut to {k} of {settings.warmup} runs: max_total_s={settings.max_total_s} reached")
+            break
         run()
     number = settings.number
     if number == 0:

@@ -68,7 +68,7 @@ class OrtSession(Session):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._session.run(self._output_names, dict(feeds))
+            return self._session.run(self._output_names, feeds if isinstance(feeds, dict) else dict(feeds))
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise BenchFailed(f"onnxruntime failed to run the model: {exc}") from exc
 

@@ -157,3 +157,12 @@ def test_configure_drift_marks_the_answer():
         handlers.configure(inject_drift_per_min=0.0)
     body, _ = bench_spec(SMALL)
     assert not any("drift injection" in w for w in body["warnings"])
+
+
+def test_int8_without_a_runtime_goes_to_a_tflite_runtime():
+    try:
+        body, _ = bench_spec(dict(SMALL, dtype="int8"))
+    except RuntimeUnavailable as exc:
+        assert "tflite" in exc.message
+    else:
+        assert body["runtime"]["name"] in ("litert", "tflite") and body["runtime"]["dtype"] == "int8"
