@@ -69,6 +69,10 @@ class FloatNet:
         """An activation tensor; int8 nets quantise it by `role_range` or as tensor `like`."""
         return self.w.tensor(name, shape, "float32")
 
+    def relu6_range(self, name: str) -> tuple[float, float]:
+        """The range of a ReLU6 output: calibrated when known, else all of [0, 6]."""
+        return self.ranges.get(name, RELU6_RANGE)
+
     def weights(self, name: str, w: np.ndarray, channel_dim: int | None) -> int:
         """A weight tensor (per-channel quantised along `channel_dim` in int8 nets)."""
         return self.w.constant(name, np.asarray(w, dtype=np.float32))
@@ -146,7 +150,7 @@ def register_block(kind: str) -> Callable[[BlockWriter], BlockWriter]:
 def _conv(net: FloatNet, name: str, x: int, w_oihw: np.ndarray, bias: np.ndarray, stride: int, out_hw: int) -> int:
     w = net.weights(f"{name}.w", w_oihw.transpose(0, 2, 3, 1), channel_dim=0)  # OHWI
     b = net.bias(f"{name}.b", bias, x, w)
-    y = net.act(name, (1, out_hw, out_hw, w_oihw.shape[0]), RELU6_RANGE)
+    y = net.act(name, (1, out_hw, out_hw, w_oihw.shape[0]), net.relu6_range(name))
     net.w.op(fb.OP_CONV_2D, [x, w, b], [y], fb.conv2d_options(stride, fb.ACT_RELU6))
     return y
 
@@ -160,7 +164,7 @@ def _write_conv(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
 def _write_dwsep(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
     dw_w = net.weights(f"{b.name}.dw_w", wts["dw_w"].transpose(1, 2, 3, 0), channel_dim=3)  # [1, k, k, C]
     dw_b = net.bias(f"{b.name}.dw_b", wts["dw_b"], x, dw_w)
-    y = net.act(f"{b.name}.dw", (1, b.out_hw, b.out_hw, b.cin), RELU6_RANGE)
+    y = net.act(f"{b.name}.dw", (1, b.out_hw, b.out_hw, b.cin), net.relu6_range(f"{b.name}.dw"))
     net.w.op(fb.OP_DEPTHWISE_CONV_2D, [x, dw_w, dw_b], [y], fb.depthwise_options(b.stride, fb.ACT_RELU6))
     return _conv(net, f"{b.name}.pw", y, wts["pw_w"], wts["pw_b"], 1, b.out_hw)
 

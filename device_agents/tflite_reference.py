@@ -1,7 +1,7 @@
 """A numpy forward pass of a space's network, for int8 calibration of the TFLite builder.
 
-int8 needs the range of every activation that is not bounded by a ReLU6; a float pass on
-random inputs like the timed ones gives those ranges. It runs at the network's own
+int8 needs the range of every activation; a float pass on random inputs like the timed
+ones gives them (a ReLU6 output never beyond [0, 6], however wide its calibrated range). It runs at the network's own
 resolution: with SAME zero padding, a smaller image has smaller pooled features, and so
 narrower logits, than the real one. One forward function per block kind, NHWC
 layout and TensorFlow SAME padding, the same arithmetic as the TFLite float model.
@@ -17,8 +17,8 @@ from .errors import UnknownSpace
 from .spaces import BlockSpec, Space
 from .weights import BlockWeights
 
-#: role name -> activation values seen in a pass (what the int8 builder needs ranges of).
-Observed = dict[str, np.ndarray]
+#: role (tensor) name -> (activation values seen in a pass, known upper bound or None).
+Observed = dict[str, tuple[np.ndarray, float | None]]
 Forward = Callable[[BlockSpec, BlockWeights, np.ndarray, Observed], np.ndarray]
 FORWARDS: dict[str, Forward] = {}
 
@@ -79,19 +79,24 @@ def relu6(x: np.ndarray) -> np.ndarray:
 
 @register_forward("conv")
 def _conv(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
-    return relu6(conv2d(x, wts["w"], wts["b"], b.stride))
+    y = relu6(conv2d(x, wts["w"], wts["b"], b.stride))
+    seen[b.name] = (y, 6.0)
+    return y
 
 
 @register_forward("dwsep")
 def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
-    return relu6(y @ wts["pw_w"][:, :, 0, 0].T + wts["pw_b"])
+    z = relu6(y @ wts["pw_w"][:, :, 0, 0].T + wts["pw_b"])
+    seen[f"{b.name}.dw"] = (y, 6.0)
+    seen[f"{b.name}.pw"] = (z, 6.0)
+    return z
 
 
 @register_forward("pool_fc")
 def _pool_fc(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x.mean(axis=(1, 2)) @ wts["w"].T + wts["b"]
-    seen[f"{b.name}.logits"] = logits
+    seen[f"{b.name}.logits"] = (logits, None)
     return logits
 
 
@@ -105,16 +110,16 @@ def _proj_dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) 
     projected = x @ wts["proj"]
     mean = projected.mean(axis=1)
     hidden = np.maximum(mean @ wts["w"].T + wts["b"], 0.0)
-    seen[f"{b.name}.projected"] = projected
-    seen[f"{b.name}.mean"] = mean
-    seen[f"{b.name}.hidden"] = hidden
+    seen[f"{b.name}.projected"] = (projected, None)
+    seen[f"{b.name}.mean"] = (mean, None)
+    seen[f"{b.name}.hidden"] = (hidden, None)
     return hidden
 
 
 @register_forward("dense")
 def _dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x @ wts["w"].T + wts["b"]
-    seen[f"{b.name}.logits"] = logits
+    seen[f"{b.name}.logits"] = (logits, None)
     return logits
 
 
@@ -143,11 +148,11 @@ def calibration_input(space: Space, seed: int) -> np.ndarray:
 
 def activation_ranges(space: Space, blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights],
                       seed: int, margin: float = 1.25) -> dict[str, tuple[float, float]]:
-    """Role -> (min, max) of the unbounded activations on calibration inputs, widened by `margin`."""
+    """Role -> (min, max) of each activation on calibration inputs, widened by `margin`, within known bounds."""
     seen: Observed = {}
     forward(blocks, weights, calibration_input(space, seed), seen)
     out = {}
-    for role, values in seen.items():
-        lo, hi = float(values.min()), float(values.max())
-        out[role] = (min(0.0, lo * margin), max(0.0, hi * margin))
+    for role, (values, bound) in seen.items():
+        lo, hi = min(0.0, float(values.min()) * margin), max(0.0, float(values.max()) * margin)
+        out[role] = (lo, hi if bound is None else min(hi, bound))
     return out
