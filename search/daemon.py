@@ -11,24 +11,25 @@ every request in constant time. Status codes: 404 unknown table, 422 invalid req
 from __future__ import annotations
 
 import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import os
 import socket
-import stat
 import threading
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import daemon_models as m
+from .daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, read_token_file, replay
 from .table_store import STATUS_ERROR, TableEntry, TableStore
+
+__all__ = ["DaemonConfigError", "check_bind", "is_loopback", "read_token_file", "create_app", "make_server",
+           "bind_socket", "serve", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_MAX_BODY"]
 
 logger = logging.getLogger("widthwise.daemon")
 
@@ -36,131 +37,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8731
 #: Largest request body accepted (bytes); inline costs and loss samples fit well within it.
 DEFAULT_MAX_BODY = 1024 * 1024
-#: Shortest bearer token accepted.
-MIN_TOKEN_CHARS = 16
-
-
-class DaemonConfigError(ValueError):
-    """The daemon cannot start as configured (non-loopback without a token, bad token file)."""
-
-
-# --- binding and tokens -------------------------------------------------------------------
-
-def is_loopback(host: str) -> bool:
-    """True when `host` names only this machine (127.0.0.0/8, ::1 or "localhost")."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False   # a host name other than localhost may resolve anywhere
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback bind without a token: the daemon would answer anyone."""
-    if not is_loopback(host) and not token:
-        raise DaemonConfigError(
-            f"--host {host} is not a loopback address: a shared token is required "
-            "(--token-file FILE); every request must then carry 'Authorization: Bearer <token>'")
-
-
-def read_token_file(path: str | os.PathLike) -> str:
-    """The token in `path` (surrounding whitespace removed); DaemonConfigError if unusable."""
-    try:
-        st = os.stat(path)
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DaemonConfigError(f"token file {str(path)!r}: cannot read: {exc}") from exc
-    if len(token) < MIN_TOKEN_CHARS:
-        raise DaemonConfigError(f"token file {str(path)!r}: the token must have at least {MIN_TOKEN_CHARS} characters")
-    if any(ch.isspace() for ch in token):
-        raise DaemonConfigError(f"token file {str(path)!r}: the token must be one line without spaces")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("token file %s is readable by group or others; chmod 600 it", path)
-    return token
-
-
-# --- the guard in front of the app: auth and body size ---------------------------------------
-
-class GuardMiddleware:
-    """ASGI middleware: bearer-token check (when a token is set) and a request body cap."""
-
-    def __init__(self, app: Callable, *, token: str | None, max_body: int) -> None:
-        self.app = app
-        self.token = token.encode() if token else None
-        self.max_body = max_body
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or ())
-        if self.token is not None:
-            problem = self._auth_problem(headers.get(b"authorization"))
-            if problem is not None:
-                client = scope.get("client") or ("?", 0)
-                logger.warning("refused %s %s from %s:%s: %s", scope.get("method"), scope.get("path"),
-                               client[0], client[1], problem)
-                await _send_json(send, 401, {"detail": problem}, [(b"www-authenticate", b"Bearer")])
-                return
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_body
-            except ValueError:
-                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
-                return
-            if too_big:
-                await _send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
-                return
-            await self.app(scope, receive, send)
-            return
-        body = await self._read_capped(receive)
-        if body is None:
-            await _send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
-            return
-        await self.app(scope, _replay(body, receive), send)
-
-    def _auth_problem(self, header: bytes | None) -> str | None:
-        if not header:
-            return "missing bearer token"
-        scheme, _, value = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-            return "invalid bearer token"
-        return None
-
-    async def _read_capped(self, receive: Callable) -> bytes | None:
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Callable) -> Callable:
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replay
-
-
-async def _send_json(send: Callable, status: int, payload: dict, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 # --- searchers, cached per (table, objective) ------------------------------------------------
@@ -295,10 +171,8 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
                          503: {"model": m.ErrorBody}})
     async def query(req: m.QueryRequest) -> Response:
         def render(ans: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
-            return _json({"table": req.table, "objective": label, **ans.to_json()})
-        op = ("query", req.method, req.max_params)
-        return await guarded(req, op, lambda s: s.query(req.budget_ms, method=req.method, max_params=req.max_params),
-                             render)
+            return _json(_query_payload(req, label, ans))
+        return await guarded(req, _query_op(req), lambda s: _run_query(s, req), render)
 
     @app.post("/v1/pareto", response_model=m.ParetoResponse, tags=["search"],
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
@@ -330,7 +204,74 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
         op = ("marginals",)
         return await guarded(req, op, lambda s: s.marginals(req.budget_ms, req.temperature), render)
 
-    return GuardMiddleware(app, token=token, max_body=max_body)  # type: ignore[return-value]
+    def answer_warm_query(body: bytes) -> bytes | None:
+        """The response body of a valid query whose Searcher is warm; None defers to FastAPI."""
+        try:
+            req = m.QueryRequest.model_validate_json(body)
+        except ValidationError:
+            return None
+        entry = store.get(req.table)
+        if entry is None or entry.table is None:
+            return None
+        key, _, label = _objective_key(req)
+        slot = entry.searchers.peek(key)
+        if slot is None or _query_op(req) not in slot.warm:
+            return None
+        try:
+            ans = _run_query(slot.searcher, req)
+        except ValueError:
+            return None   # infeasible or refused: FastAPI's route says so in its documented shape
+        return json.dumps(_query_payload(req, label, ans), allow_nan=False).encode()
+
+    fast = QueryFastLane(app, answer_warm_query)
+    return GuardMiddleware(fast, token=token, max_body=max_body)  # type: ignore[return-value]
+
+
+def _query_op(req: m.QueryRequest) -> tuple:
+    return ("query", req.method, req.max_params)
+
+
+def _run_query(searcher: Any, req: m.QueryRequest) -> Any:
+    return searcher.query(req.budget_ms, method=req.method, max_params=req.max_params)
+
+
+def _query_payload(req: m.QueryRequest, label: str, ans: Any) -> dict:
+    return {"table": req.table, "objective": label, **ans.to_json()}
+
+
+class QueryFastLane:
+    """ASGI: answers POST /v1/query straight from a warm Searcher, skipping FastAPI's routing.
+
+    Same model, same payload as the FastAPI route; anything else (invalid, unknown table,
+    cold Searcher, infeasible budget) is handed on to FastAPI with the body replayed.
+    """
+
+    PATH = "/v1/query"
+
+    def __init__(self, app: Callable, answer: Callable[[bytes], bytes | None]) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return   # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        payload = self.answer(body)
+        if payload is None:
+            await self.app(scope, replay(body, receive), send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def _finite_or_none(value: Any) -> float | None:
