@@ -295,3 +295,13 @@ def _offset_vector(b: flatbuffers.Builder, offsets: Sequence[int]) -> int:
     for off in reversed(offsets):
         b.PrependUOffsetTRelative(off)
     return b.EndVector()
+
+
+def smoke_model() -> bytes:
+    """The smallest useful model: RESHAPE of a float [1, 4] input, for checking a runtime works."""
+    w = ModelWriter("smoke")
+    x = w.tensor("x", (1, 4), "float32")
+    y = w.tensor("y", (1, 4), "float32")
+    shape = w.constant("shape", np.array([1, 4], dtype=np.int32))
+    w.op(OP_RESHAPE, [x, shape], [y], reshape_options([1, 4]))
+    return w.finish([x], [y])

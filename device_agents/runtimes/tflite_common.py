@@ -21,6 +21,21 @@ from ..errors import BadModel, BadRequest, BenchFailed, RuntimeUnavailable
 from . import InputSpec, Runtime, Session
 from .tflite_check import check_tflite
 
+#: tflite_schema.smoke_model(), kept here so a board without `flatbuffers` can still check
+#: its interpreter: a RESHAPE of a float [1, 4] input (a test keeps the two equal).
+SMOKE_MODEL = bytes.fromhex(
+    "1400000054464c33000000000000000000000000beffffff140000001c00000024000000280000000300000002000000"
+    "8c0100007001000005000000736d6f6b65000000010000001c000000010000006c00000000000e001800140010000c00"
+    "080004000e000000140000001c000000200000002400000028000000040000006d61696e00000000010000004c000000"
+    "0100000001000000010000000000000003000000d4000000a0000000740000000c000e000d000000080004000c000000"
+    "160000000100000000160e001400000010000c000b0004000e0000002400000000000011080000000c00000001000000"
+    "0100000002000000000000000200000062ffffff040000000200000001000000040000000c00140010000f0008000400"
+    "0c000000100000000100000000000002100000000500000073686170650000000100000002000000dcffffff0c000000"
+    "000000000c00000001000000790000000200000001000000040000000c0010000c000b00000004000c0000000c000000"
+    "000000000c00000001000000780000000200000001000000040000000000060008000400060000000400000008000000"
+    "01000000040000000400040004000000"
+)
+
 KNOWN_OPTIONS = ("delegate",)
 DELEGATES = ("xnnpack", "none")
 DELEGATE_NODE = "DELEGATE"
@@ -75,6 +90,7 @@ class TfliteRuntime(Runtime):
         self._module_name = module
         self._dist = dist
         self._module: ModuleType | None = None
+        self._version: str | None = None
 
     def interpreter_module(self) -> ModuleType:
         """The imported interpreter module, or RuntimeUnavailable with the import's reason."""
@@ -87,13 +103,37 @@ class TfliteRuntime(Runtime):
         return self._module
 
     def version(self) -> str:
-        self.interpreter_module()
+        if self._version is None:
+            self._smoke_test(self.interpreter_module())
+            try:
+                self._version = importlib.metadata.version(self._dist)
+            except importlib.metadata.PackageNotFoundError:
+                self._version = "unknown"
+        return self._version
+
+    def _smoke_test(self, module: ModuleType) -> None:
+        """Run SMOKE_MODEL once: a wheel built for another numpy imports but fails here."""
         try:
-            return importlib.metadata.version(self._dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
+            it = module.Interpreter(
+                model_content=SMOKE_MODEL,
+                experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
+            it.allocate_tensors()
+            x = np.arange(4, dtype=np.float32).reshape(1, 4)
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+            it.invoke()
+            ok = np.array_equal(it.get_tensor(it.get_output_details()[0]["index"]), x)
+        except Exception as exc:  # SystemError, ImportError, AttributeError...: the wheel does not work here
+            raise RuntimeUnavailable(
+                f"{self._module_name} imports but cannot run a model under numpy {np.__version__}: "
+                f"{_exception_chain(exc)}",
+                runtime=self.name,
+            ) from exc
+        if not ok:
+            raise RuntimeUnavailable(f"{self._module_name} runs a model but returns wrong values", runtime=self.name)
 
     def load(self, model: bytes, *, threads: int = 1, options: Mapping[str, object] | None = None) -> Session:
+        self.version()
         module = self.interpreter_module()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BadRequest(f"threads must be a positive integer, got {threads!r}", field="threads")
@@ -136,3 +176,14 @@ def _model_dtype(interpreter: object) -> str:
         if np.dtype(t["dtype"]) == np.int8:
             return "int8"
     return "float32"
+
+
+def _exception_chain(exc: BaseException) -> str:
+    """'Type: message' of an exception and of its causes, innermost last."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}".strip())
+        current = current.__cause__ or current.__context__
+    return "; caused by ".join(parts)
