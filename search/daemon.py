@@ -45,6 +45,8 @@ class SearchSlot:
     """One Searcher and which operations on it have run once (after which they are cheap)."""
 
     MAX_WARM = 256
+    #: Serialised fronts kept (one per parameter budget); a 14x14 front is a few hundred KB.
+    MAX_PARETO_BODIES = 4
 
     def __init__(self, searcher: Any) -> None:
         self.searcher = searcher
@@ -52,11 +54,11 @@ class SearchSlot:
         self.warm: set[tuple] = set()
         self.pareto_bodies: dict[float | None, bytes] = {}
 
-    def run_cold(self, op: tuple, fn: Callable[[Any], Any]) -> Any:
+    def run_cold(self, op: tuple | None, fn: Callable[[Any], Any]) -> Any:
         """Run `fn(searcher)` under the slot's lock (first use builds caches) and mark `op` warm."""
         with self.lock:
             result = fn(self.searcher)
-            if len(self.warm) < self.MAX_WARM:
+            if op is not None and len(self.warm) < self.MAX_WARM:
                 self.warm.add(op)
             return result
 
@@ -130,12 +132,12 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             return SearchSlot(engine.Searcher(table, objective))
         return entry.searchers.get_or_build(key, pinned, build), label
 
-    async def answer(req: m._Request, op: tuple, fn: Callable[[Any], Any]) -> Any:
+    async def answer(req: m._Request, op: tuple | None, fn: Callable[[Any], Any]) -> Any:
         """Run `fn` on the request's Searcher: inline when warm, in a worker thread when not."""
         entry = entry_for(req.table)
         key, _, label = _objective_key(req)
         slot = entry.searchers.peek(key)
-        if slot is not None and op in slot.warm:
+        if slot is not None and op is not None and op in slot.warm:
             return fn(slot.searcher), slot, label, entry
 
         def cold() -> tuple[Any, SearchSlot, str, TableEntry]:
@@ -143,7 +145,8 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             return slot.run_cold(op, fn), slot, label, entry
         return await run_in_threadpool(cold)
 
-    async def guarded(req: m._Request, op: tuple, fn: Callable[[Any], Any], render: Callable) -> Response:
+    async def guarded(req: m._Request, op: tuple | None, fn: Callable[[Any], Any], render: Callable) -> Response:
+        """Answer with `fn(searcher)` (`op` None: always in a worker thread) and map engine errors."""
         try:
             result, slot, label, entry = await answer(req, op, fn)
         except engine.InfeasibleBudget as exc:
@@ -178,16 +181,23 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
                          503: {"model": m.ErrorBody}})
     async def pareto(req: m.ParetoRequest) -> Response:
-        def render(front: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
-            body = slot.pareto_bodies.get(req.max_params)
-            if body is None:
-                body = json.dumps({"table": req.table, "objective": label, "count": len(front),
-                                   "front": [a.to_json() for a in front]}, allow_nan=False).encode()
-                if len(slot.pareto_bodies) < SearchSlot.MAX_WARM:
-                    slot.pareto_bodies[req.max_params] = body
+        slot = entry_for(req.table).searchers.peek(_objective_key(req)[0])
+        body = slot.pareto_bodies.get(req.max_params) if slot is not None else None
+        if body is not None:
             return Response(body, media_type="application/json")
-        op = ("pareto", req.max_params)
-        return await guarded(req, op, lambda s: s.pareto(max_params=req.max_params), render)
+        label = _objective_key(req)[2]
+
+        def build(searcher: Any) -> bytes:
+            front = searcher.pareto(max_params=req.max_params)
+            return json.dumps({"table": req.table, "objective": label, "count": len(front),
+                               "front": [a.to_json() for a in front]}, allow_nan=False).encode()
+
+        def render(body: bytes, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+            slot.pareto_bodies[req.max_params] = body
+            while len(slot.pareto_bodies) > SearchSlot.MAX_PARETO_BODIES:
+                del slot.pareto_bodies[next(iter(slot.pareto_bodies))]
+            return Response(body, media_type="application/json")
+        return await guarded(req, None, build, render)
 
     @app.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"],
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
