@@ -95,6 +95,13 @@ class BenchFailed(AgentError):
     code = "bench_failed"
 
 
+class AgentConnectionError(AgentError):
+    """The agent could not be reached, or the connection dropped mid-request."""
+
+    code = "connection"
+    retryable = True
+
+
 #: Every error class by its wire code, so a client can re-raise the same type.
 ERRORS_BY_CODE: dict[str, type[AgentError]] = {
     cls.code: cls
@@ -111,6 +118,7 @@ ERRORS_BY_CODE: dict[str, type[AgentError]] = {
         AuthError,
         AgentTimeout,
         BenchFailed,
+        AgentConnectionError,
     )
 }
 

@@ -1,0 +1,106 @@
+"""`python -m device_agents serve ...`: run the agent on a board (argparse: no click there)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .auth import ConfigError, is_loopback, load_token, require_token_for_bind, token_file_is_private
+from .errors import AgentError
+from .protocol import MIN_MAX_FRAME
+
+DEFAULT_PORT = 7345
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's command line."""
+    parser = argparse.ArgumentParser(prog="device_agents", description="widthwise device agent")
+    parser.add_argument("--version", action="version", version=f"widthwise device agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve timing requests over TCP or a serial line")
+    add_serve_arguments(serve)
+    return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `serve` (shared with the zipapp bundle)."""
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one (default 7345)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need --token-file)")
+    parser.add_argument("--token-file", help="file holding the shared token that clients must prove")
+    parser.add_argument("--serial", metavar="DEV", help="serve this serial device instead of TCP")
+    parser.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
+    parser.add_argument("--port-file", help="write the bound TCP port to this file once listening")
+    parser.add_argument(
+        "--inject-drift",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="testing aid: slow every timed run by RATE x run time per minute of agent uptime",
+    )
+    parser.add_argument("--max-frame-bytes", type=int, help="frame size cap (default 256 MiB on TCP, 16 MiB on serial)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start the server the parsed options describe; returns the exit status."""
+    from .server import AgentServer, ServerConfig, write_port_file  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s agent %(levelname)s %(message)s", stream=sys.stderr
+    )
+    log = logging.getLogger("device_agents")
+    if args.max_frame_bytes is not None and args.max_frame_bytes < MIN_MAX_FRAME:
+        raise ConfigError(f"--max-frame-bytes must be at least {MIN_MAX_FRAME}, got {args.max_frame_bytes}")
+    if args.inject_drift < 0:
+        raise ConfigError(f"--inject-drift must be >= 0, got {args.inject_drift}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    token = load_token(args.token_file) if args.token_file else None
+    if args.token_file and not token_file_is_private(args.token_file):
+        log.warning("token file %s is readable by other users; consider chmod 600", args.token_file)
+    if args.serial is None:
+        require_token_for_bind(args.host, token)
+        if not is_loopback(args.host):
+            log.warning("listening beyond loopback on %s: every request must prove the token", args.host)
+
+    from . import handlers  # noqa: PLC0415  (imports the runtimes; after the cheap checks)
+
+    handlers.configure(inject_drift_per_min=args.inject_drift)
+    server = AgentServer(handlers.HANDLERS, ServerConfig(token=token, max_frame_bytes=args.max_frame_bytes))
+    if args.serial is not None:
+        print(f"widthwise agent serving serial://{args.serial}?baud={args.baud}", flush=True)
+        server.serve_serial(args.serial, args.baud)
+        return 0
+
+    def announce(port: int) -> None:
+        if args.port_file:
+            write_port_file(args.port_file, port)
+        print(f"widthwise agent listening on tcp://{args.host}:{port}", flush=True)
+
+    server.serve_tcp(args.host, args.port, on_bound=announce)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m device_agents` and of the zipapp bundle."""
+    args = build_parser().parse_args(argv)
+    try:
+        return serve(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

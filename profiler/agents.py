@@ -1,0 +1,290 @@
+"""Host client of the device agent: URL -> connection, typed errors, retries, timeouts.
+
+URLs: `tcp://HOST:PORT`, `serial:///dev/ttyUSB0?baud=115200`, and `local`, which starts
+`python -m device_agents serve --port 0` as a subprocess and stops it on close. Errors
+come back as the agent's typed classes; retryable ones (timeouts, dropped connections,
+corrupt frames) are retried after a reconnect, since every request is idempotent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from device_agents import auth
+from device_agents.errors import (
+    AgentConnectionError,
+    AgentError,
+    AgentTimeout,
+    AuthError,
+    BadRequest,
+    FrameTooLarge,
+    error_from_wire,
+)
+from device_agents.protocol import SUPPORTED_VERSIONS, Frame, request_header
+from device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 10.0
+LOCAL_START_TIMEOUT_S = 60.0
+#: A half-received frame stalled this long is treated as truncated.
+FRAME_STALL_S = 10.0
+
+
+def parse_url(url: str) -> tuple[str, dict]:
+    """Split an agent URL into its kind ("tcp", "serial", "local") and parameters."""
+    if url == "local":
+        return "local", {}
+    parts = urlsplit(url)
+    if parts.scheme == "tcp":
+        if not parts.hostname or parts.port is None:
+            raise BadRequest(f"agent URL {url!r} needs a host and a port: tcp://HOST:PORT")
+        return "tcp", {"host": parts.hostname, "port": parts.port}
+    if parts.scheme == "serial":
+        device = parts.path or parts.netloc
+        if not device:
+            raise BadRequest(f"agent URL {url!r} names no device: serial:///dev/ttyUSB0?baud=115200")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"baud"}
+        if unknown:
+            raise BadRequest(f"agent URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only baud")
+        try:
+            baud = int(query.get("baud", ["115200"])[0])
+        except ValueError:
+            raise BadRequest(f"agent URL {url!r}: baud must be an integer") from None
+        return "serial", {"device": device, "baud": baud}
+    raise BadRequest(f"unknown agent URL {url!r}: use tcp://HOST:PORT, serial:///DEV?baud=N or local")
+
+
+class LocalAgent:
+    """An agent subprocess on this machine, listening on a free loopback port."""
+
+    def __init__(self, args: Sequence[str] = ()) -> None:
+        self.args = list(args)
+        self.workdir = Path(tempfile.mkdtemp(prefix="widthwise-agent-"))
+        self.port_file = self.workdir / "port"
+        self.log_path = self.workdir / "agent.log"
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self) -> int:
+        """Start the subprocess and wait for its port; AgentConnectionError if it does not come up."""
+        self.port_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        cmd = [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file), *self.args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + LOCAL_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.port_file.exists():
+                text = self.port_file.read_text().strip()
+                if text:
+                    self.port = int(text)
+                    return self.port
+            if self.proc.poll() is not None:
+                raise AgentConnectionError(f"local agent exited with status {self.proc.returncode}: {self.log_tail()}")
+            time.sleep(0.02)
+        self.stop()
+        raise AgentConnectionError(f"local agent did not start within {LOCAL_START_TIMEOUT_S:g} s: {self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the agent's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def stop(self) -> None:
+        """Terminate the subprocess (kill it if it does not exit within 5 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class AgentClient:
+    """A connection to one agent; a context manager. See module docstring for URLs."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | bytes | None = None,
+        timeout: float = 120.0,
+        retries: int = 2,
+        local_agent_args: Sequence[str] = (),
+        max_frame_bytes: int | None = None,
+    ) -> None:
+        self.url = url
+        self.kind, self.params = parse_url(url)
+        self.token = token.encode("utf-8") if isinstance(token, str) else token
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.max_frame_bytes = max_frame_bytes or default_cap("serial" if self.kind == "serial" else "tcp")
+        self.local = LocalAgent(local_agent_args) if self.kind == "local" else None
+        self._ids = itertools.count(1)
+        self._channel: FrameChannel | None = None
+        self.nonce: str | None = None
+        self.protocol: dict = {}
+        try:
+            self._with_retries(self._connect)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _open_stream(self) -> ByteStream:
+        if self.kind == "tcp":
+            return open_tcp(self.params["host"], self.params["port"], min(self.timeout, CONNECT_TIMEOUT_S))
+        if self.kind == "serial":
+            return open_serial(self.params["device"], self.params["baud"])
+        assert self.local is not None
+        if not self.local.alive():
+            self.local.start()
+        return open_tcp("127.0.0.1", int(self.local.port), CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
+
+    def _connect(self) -> None:
+        self._drop_channel()
+        self._channel = FrameChannel(self._open_stream(), max_frame_bytes=self.max_frame_bytes)
+        try:
+            body, _ = self._exchange("challenge", {"versions": list(SUPPORTED_VERSIONS)}, b"", sign=False)
+        except BaseException:
+            self._drop_channel()
+            raise
+        self.nonce = str(body.get("nonce"))
+        self.protocol = dict(body.get("protocol") or {})
+        if self.protocol.get("auth_required") and self.token is None:
+            raise AuthError(f"agent {self.url} requires a token: pass --token-file (or token=...)")
+
+    def _drop_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def close(self) -> None:
+        """Close the connection (and stop a local agent)."""
+        self._drop_channel()
+        if self.local is not None:
+            self.local.stop()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _exchange(self, rtype: str, fields: dict, payload: bytes, *, sign: bool = True, request_id: int | None = None) -> tuple[dict, bytes]:
+        """Send one request and wait for the response with its id (stale frames are skipped)."""
+        channel = self._channel
+        if channel is None:
+            raise AgentConnectionError(f"not connected to {self.url}")
+        rid = next(self._ids) if request_id is None else request_id
+        header = request_header(rtype, rid, fields, version=int(self.protocol.get("version", max(SUPPORTED_VERSIONS))))
+        if sign and self.token is not None:
+            header["auth"] = auth.request_mac(self.token, str(self.nonce), rid, rtype)
+        cap = int(self.protocol.get("max_frame_bytes", self.max_frame_bytes))
+        try:
+            channel.send(header, payload, max_frame_bytes=cap)
+        except FrameTooLarge as exc:
+            raise FrameTooLarge(
+                f"{rtype} request of {exc.details.get('size')} bytes exceeds the agent's frame cap of {cap} bytes "
+                "(agent option --max-frame-bytes)",
+                **exc.details,
+            ) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AgentTimeout(f"{rtype} request to {self.url} got no answer within {self.timeout:g} s")
+            event = channel.receive(remaining, FRAME_STALL_S)
+            if not isinstance(event, Frame):
+                continue  # garbage or a corrupt frame on the line: keep waiting for ours
+            header_in = event.header
+            if header_in.get("id") is None and header_in.get("type") == "error":
+                # the agent could not read some frame; if it was ours, resending is the cure
+                err = error_from_wire(dict(header_in.get("error") or {}))
+                if err.retryable:
+                    raise err
+                continue
+            if header_in.get("id") != rid:
+                continue  # a late answer to an earlier attempt
+            if header_in.get("type") == "error":
+                raise error_from_wire(dict(header_in.get("error") or {}))
+            body = header_in.get("body")
+            if header_in.get("type") != "result" or not isinstance(body, dict):
+                raise AgentError(f"malformed response from {self.url}: {str(header_in)[:200]}")
+            return body, event.payload
+
+    def _with_retries(self, attempt: Callable[[], T]) -> T:
+        """Run attempt; on a retryable failure drop the connection and try again, up to `retries` times."""
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except AgentError as exc:
+                if not exc.retryable or n == self.retries:
+                    raise
+                self._drop_channel()
+                time.sleep(min(2.0, 0.2 * (n + 1)))
+        raise AssertionError("unreachable")
+
+    def request(self, rtype: str, fields: dict | None = None, payload: bytes = b"") -> tuple[dict, bytes]:
+        """Send a request (resent with the same id on retry) and return (body, payload)."""
+        rid = next(self._ids)
+
+        def attempt() -> tuple[dict, bytes]:
+            if self._channel is None:
+                self._connect()
+            return self._exchange(rtype, dict(fields or {}), payload, request_id=rid)
+
+        return self._with_retries(attempt)
+
+    def hello(self) -> dict:
+        """Who the agent is: versions, runtimes, CPU, OS, fingerprint, protocol."""
+        return self.request("hello")[0]
+
+    def bench_spec(self, spec: dict, *, runtime: str | None = None, timing: dict | None = None, options: dict | None = None) -> dict:
+        """Time a network the agent builds from a compact spec (space, params, widths, dtype, seed)."""
+        fields = _without_none({"spec": spec, "runtime": runtime, "timing": timing, "options": options})
+        return self.request("bench_spec", fields)[0]
+
+    def bench_model(
+        self, model: bytes, *, fmt: str | None = None, runtime: str | None = None, timing: dict | None = None, options: dict | None = None
+    ) -> dict:
+        """Time a model sent as bytes (ONNX or TFLite)."""
+        fields = _without_none({"format": fmt, "runtime": runtime, "timing": timing, "options": options})
+        return self.request("bench_model", fields, bytes(model))[0]
+
+
+def _without_none(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 2,
+    local_agent_args: Sequence[str] = (),
+) -> AgentClient:
+    """Open a connection to the agent at `url` (see the module docstring for URL forms)."""
+    return AgentClient(url, token=token, timeout=timeout, retries=retries, local_agent_args=local_agent_args)
