@@ -50,6 +50,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc (s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_post(address: str, path: str, payload: dict) -> tuple[int, dict]:
     """One plain POST (setup and warm-up only)."""
     import http.client
@@ -115,8 +121,13 @@ def _load_process(address: str, requests: list[bytes], clients: int, offset: int
         deadline = time.perf_counter() + duration
         await asyncio.gather(*(_client(address, requests, offset + 7 * c, deadline, latencies, errors)
                                for c in range(clients)))
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
     asyncio.run(main())
-    queue.put((np.asarray(latencies, dtype=np.float64).tobytes(), errors[:20], len(errors)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    queue.put((np.asarray(latencies, dtype=np.float64).tobytes(), errors[:20], len(errors), cpu))
 
 
 def drive(address: str, requests: list[bytes], clients: int, procs: int, duration: float) -> dict:
@@ -135,10 +146,11 @@ def drive(address: str, requests: list[bytes], clients: int, procs: int, duratio
     elapsed = time.perf_counter() - started
     lat = np.concatenate([np.frombuffer(r[0]) for r in results]) * 1000.0
     error_count = sum(r[2] for r in results)
+    client_cpu = sum(r[3] for r in results)
     samples = [e for r in results for e in r[1]][:5]
     return {
         "requests": int(lat.size), "seconds": duration, "wall_seconds": elapsed,
-        "qps": lat.size / duration, "errors": error_count, "error_samples": samples,
+        "qps": lat.size / duration, "errors": error_count, "error_samples": samples, "client_cpu_s": client_cpu,
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "p90_ms": float(np.percentile(lat, 90)) if lat.size else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
@@ -190,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         http_post(address, "/v1/query", {"table": table, "budget_ms": budgets[0], "method": args.method})
         requests = request_bytes(address, table, budgets, args.method)
         drive(address, requests, args.clients, args.procs, 1.0)   # warm connections and code paths
-        rss_before = rss_kib(proc.pid)
+        rss_before, cpu_before = rss_kib(proc.pid), cpu_seconds(proc.pid)
         result = drive(address, requests, args.clients, args.procs, duration)
-        rss_after = rss_kib(proc.pid)
+        rss_after, cpu_after = rss_kib(proc.pid), cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -212,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  server RSS: before {rss_before / 1024:.1f} MiB  after {rss_after / 1024:.1f} MiB  "
           f"growth {growth * 100:+.1f} % (target <= {TARGET_RSS_GROWTH * 100:.0f} %: "
           f"{verdict(growth <= TARGET_RSS_GROWTH)})")
+    busy = cpu_after - cpu_before
+    print(f"  server CPU: {busy:.1f} s over {duration:.0f} s ({busy / duration * 100:.0f} % of one core), "
+          f"{busy / max(result['requests'], 1) * 1e6:.0f} us of server CPU per request; load generator "
+          f"{result['client_cpu_s']:.1f} s, {result['client_cpu_s'] / max(result['requests'], 1) * 1e6:.0f} us per request")
     if result["error_samples"]:
         print(f"  first errors: {result['error_samples']}")
     ok = result["errors"] == 0 and (args.soak is None or growth <= TARGET_RSS_GROWTH)
