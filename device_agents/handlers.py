@@ -165,6 +165,7 @@ def _bench(
     dtype: str | None,
     int_high: int,
     started_ns: int,
+    seed: int = 0,
 ) -> dict:
     """Load the model, time it, and assemble the C1 response body (without build fields)."""
     start = time.perf_counter_ns()
@@ -172,7 +173,7 @@ def _bench(
     init_ms = (time.perf_counter_ns() - start) / 1e6
     spent_s = (time.perf_counter_ns() - started_ns) / 1e9
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
-    measurement = time_session(session, loop_settings, int_high=int_high, drift=_drift)
+    measurement = time_session(session, loop_settings, int_high=int_high, seed=seed, drift=_drift)
     body = measurement.to_json()
     if _drift.active:
         body["warnings"].append(f"drift injection is on ({_drift.rate_per_min} per minute): a testing aid")
@@ -214,8 +215,9 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     with _bench_lock:
         reset_peak_rss()
         model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
+        vocab = dict(space.attrs).get("vocab", 1)  # token ids must index the embedding
         body = _bench(
-            runtime, model, settings, options, dtype=dtype, int_high=dict(space.attrs).get("vocab", 1), started_ns=started
+            runtime, model, settings, options, dtype=dtype, int_high=vocab, started_ns=started, seed=seed
         )
     body["build_ms"] = build_ms
     body["build_cached"] = cached

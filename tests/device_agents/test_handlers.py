@@ -166,3 +166,17 @@ def test_int8_without_a_runtime_goes_to_a_tflite_runtime():
         assert "tflite" in exc.message
     else:
         assert body["runtime"]["name"] in ("litert", "tflite") and body["runtime"]["dtype"] == "int8"
+
+
+def test_the_agent_side_imports_nothing_the_board_lacks():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from device_agents.handlers import HANDLERS\n"
+        f"HANDLERS['bench_spec']({{'type': 'bench_spec', 'id': 1, 'spec': {SMALL!r}, 'timing': {FAST!r}}}, b'')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'scipy', 'click', 'profiler', 'search'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
