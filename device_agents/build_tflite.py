@@ -42,17 +42,17 @@ def activation_quant(lo: float, hi: float) -> fb.Quant:
 def symmetric_int8(w: np.ndarray, channel_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 weights and their scales, per channel along `channel_dim` or per tensor."""
     if channel_dim is None:
-        amax = np.array([np.abs(w).max(initial=0.0)], dtype=np.float32)
-        scale = np.maximum(amax, 1e-12) / 127.0
-        q = np.round(w / scale[0])
+        scale = np.array([max(float(np.abs(w).max(initial=0.0)), 1e-12) / 127.0], dtype=np.float32)
+        q = w / scale[0]
     else:
         axes = tuple(d for d in range(w.ndim) if d != channel_dim)
-        amax = np.abs(w).max(axis=axes)
-        scale = np.maximum(amax, 1e-12) / 127.0
+        scale = (np.maximum(np.abs(w).max(axis=axes), 1e-12) / 127.0).astype(np.float32)
         shape = [1] * w.ndim
         shape[channel_dim] = -1
-        q = np.round(w / scale.reshape(shape))
-    return np.clip(q, -127, 127).astype(np.int8), scale.astype(np.float32)
+        q = w / scale.reshape(shape)
+    np.rint(q, out=q)
+    np.clip(q, -127, 127, out=q)
+    return q.astype(np.int8), scale
 
 
 class FloatNet:

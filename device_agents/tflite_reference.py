@@ -56,8 +56,14 @@ def conv2d(x: np.ndarray, w_oihw: np.ndarray, bias: np.ndarray, stride: int) -> 
     for dy in range(k):
         for dx in range(k):
             patch = xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :]
-            out = out + patch @ w_oihw[:, :, dy, dx].T
+            out += pointwise(patch, w_oihw[:, :, dy, dx])
     return out
+
+
+def pointwise(x: np.ndarray, w_oi: np.ndarray) -> np.ndarray:
+    """x [..., cin] times w [cout, cin] transposed, as one 2-D matrix product (one BLAS call)."""
+    flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    return (flat @ w_oi.T).reshape(*x.shape[:-1], w_oi.shape[0])
 
 
 def depthwise(x: np.ndarray, w_c1kk: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
@@ -87,7 +93,7 @@ def _conv(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.
 @register_forward("dwsep")
 def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
-    z = relu6(y @ wts["pw_w"][:, :, 0, 0].T + wts["pw_b"])
+    z = relu6(pointwise(y, wts["pw_w"][:, :, 0, 0]) + wts["pw_b"])
     seen[f"{b.name}.dw"] = (y, 6.0)
     seen[f"{b.name}.pw"] = (z, 6.0)
     return z

@@ -193,8 +193,9 @@ class ModelWriter:
 
     def finish(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
         """Serialise the model: version 3, identifier TFL3, one subgraph named `main`."""
-        data_bytes = sum(a.nbytes for a in self._buffers if a is not None)
-        b = flatbuffers.Builder(data_bytes + 64 * len(self._tensors) + 65536)
+        data_bytes = sum(a.nbytes + 16 for a in self._buffers if a is not None)
+        quant_bytes = sum(12 * len(t.quant.scale) + 64 for t in self._tensors if t.quant is not None)
+        b = flatbuffers.Builder(data_bytes + quant_bytes + 128 * len(self._tensors) + 65536)
         buffer_offsets = [self._write_buffer(b, a) for a in self._buffers]
         tensor_offsets = [self._write_tensor(b, t) for t in self._tensors]
         operator_offsets = [self._write_operator(b, o) for o in self._operators]
