@@ -216,9 +216,7 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
         reset_peak_rss()
         model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
         vocab = dict(space.attrs).get("vocab", 1)  # token ids must index the embedding
-        body = _bench(
-            runtime, model, settings, options, dtype=dtype, int_high=vocab, started_ns=started, seed=seed
-        )
+        body = _bench(runtime, model, settings, options, dtype=dtype, int_high=vocab, started_ns=started, seed=seed)
     body["build_ms"] = build_ms
     body["build_cached"] = cached
     return body, b""

@@ -275,11 +275,14 @@ def time_callable(
     deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
     min_repeat_ns = settings.min_repeat_ms * 1e6
     warnings: list[str] = []
-    for k in range(settings.warmup):
+    warmed = 0
+    while warmed < settings.warmup:
         if time.perf_counter_ns() >= deadline:
-            warnings.append(f"warm-up cut to {k} of {settings.warmup} runs: max_total_s={settings.max_total_s} reached")
+            bound = f"max_total_s={settings.max_total_s} reached"
+            warnings.append(f"warm-up cut to {warmed} of {settings.warmup} runs: {bound}")
             break
         run()
+        warmed += 1
     number = settings.number
     if number == 0:
         number = _calibrate(run, min_repeat_ns, settings, deadline, drift)
@@ -292,7 +295,7 @@ def time_callable(
             break
         elapsed = _timed_repeat(run, number, drift)
         times_ms.append(elapsed / number / 1e6)
-    return Measurement(tuple(times_ms), number=number, warmup=settings.warmup, notes=tuple(warnings))
+    return Measurement(tuple(times_ms), number=number, warmup=warmed, notes=tuple(warnings))
 
 
 def _calibrate(

@@ -137,7 +137,8 @@ def test_empty_model_and_unknown_format():
 
 def test_tflite_bytes_are_not_sent_to_onnxruntime():
     with pytest.raises(BadRequest, match="runs onnx models, not tflite"):
-        HANDLERS["bench_model"]({"type": "bench_model", "id": 1, "runtime": "onnxruntime"}, b"\x1c\x00\x00\x00TFL3" + b"\0" * 32)
+        fake_tflite = b"\x1c\x00\x00\x00TFL3" + b"\0" * 32
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 1, "runtime": "onnxruntime"}, fake_tflite)
 
 
 def test_format_detection():

@@ -24,7 +24,8 @@ def test_tensor_round_trips_through_onnx():
     assert parsed.data_type == onnx.TensorProto.FLOAT
     np.testing.assert_array_equal(numpy_helper.to_array(parsed), arr)
     ints = np.array([[-3, 5]], dtype=np.int64)
-    np.testing.assert_array_equal(numpy_helper.to_array(onnx.TensorProto.FromString(onnx_proto.tensor("i", ints).to_bytes())), ints)
+    parsed_ints = onnx.TensorProto.FromString(onnx_proto.tensor("i", ints).to_bytes())
+    np.testing.assert_array_equal(numpy_helper.to_array(parsed_ints), ints)
     scalar = onnx.TensorProto.FromString(onnx_proto.tensor("s", np.array(6.0, dtype=np.float32)).to_bytes())
     assert list(scalar.dims) == [] and numpy_helper.to_array(scalar) == 6.0
 

@@ -46,7 +46,7 @@ def test_load_reports_inputs_and_runs(small_model):
 
 def test_real_session_is_timed(small_model):
     m = time_session(RUNTIME.load(small_model), TimingSettings(warmup=1, repeat=3, min_repeat_ms=2))
-    assert m.count == 3 and m.min > 0 and m.number * m.min >= 2.0 * 0.9
+    assert m.count == 3 and m.min > 0 and m.number >= 1 and m.peak_rss_kb > 0
 
 
 def test_symbolic_batch_dimension_is_timed_at_one():
