@@ -129,7 +129,7 @@ def tensor(name: str, array: np.ndarray) -> Message:
     dtype_name = np.dtype(array.dtype).name
     if dtype_name not in ONNX_DTYPES:
         raise ValueError(f"no ONNX data type for numpy dtype {dtype_name}")
-    data = np.ascontiguousarray(array, dtype=np.dtype(array.dtype).newbyteorder("<"))
+    data = np.asarray(array, dtype=np.dtype(array.dtype).newbyteorder("<"), order="C")  # keeps 0-d shape
     msg = Message()
     for dim in data.shape:  # dims = 1 (repeated int64, unpacked is always accepted)
         msg.int_field(1, dim)
