@@ -1,0 +1,204 @@
+"""Fit a latency table from timed configurations, and judge a table against timings.
+
+`fit_table` holds out a share of the samples (never used for fitting or for choosing any
+strength), solves the per-(block, in-width, out-width) system with a method from
+`fit_models.METHODS`, and returns a `widthwise-table/1` Table with its held-out error.
+`error_report` measures any table on any samples of its space; `flag_outliers` names the
+samples whose timing disagrees with what the others predict, for the collector to re-time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from search.table import STATISTICS as TABLE_STATISTICS
+from search.table import Block, Table
+
+from .dataset import TrainingData
+from .fit_design import TermLayout, term_layout
+from .fit_models import METHODS, PRIOR_GRID, Solution, cross_validated_predictions
+
+DEFAULT_METHOD = "shipped"
+#: fewest training samples a fit accepts (cross-validation needs a few per fold)
+MIN_TRAINING_SAMPLES = 10
+
+
+class FitError(ValueError):
+    """The samples cannot be fitted or compared as asked; the message says why."""
+
+
+class SpaceMismatch(FitError):
+    """Samples and table describe different spaces."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted table (ready to save) and its error on the held-out samples."""
+
+    table: Table
+    report: dict
+    solution: Solution
+
+
+def _check_data(data: TrainingData) -> None:
+    if len(data) == 0:
+        raise FitError("no samples: the db holds no timed configurations")
+    y = np.asarray(data.latency_ms, dtype=np.float64)
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        bad = int(np.flatnonzero(~np.isfinite(y) | (y <= 0))[0])
+        raise FitError(f"sample {int(data.sample_ids[bad])} has latency {y[bad]!r}; latencies must be finite and > 0")
+    if data.statistic not in TABLE_STATISTICS:
+        raise FitError(f"statistic {data.statistic!r} cannot go into a table; use one of {', '.join(TABLE_STATISTICS)}")
+
+
+def _metrics(pred: np.ndarray, measured: np.ndarray) -> dict:
+    """MAPE (a fraction), RMSE in ms, and the shares within +-5 % and +-10 % of the measurement."""
+    if len(measured) == 0:
+        return {"mape": None, "rmse_ms": None, "within_5pct": None, "within_10pct": None, "count": 0}
+    rel = np.abs(pred - measured) / measured
+    return {
+        "mape": float(np.mean(rel)),
+        "rmse_ms": float(np.sqrt(np.mean((pred - measured) ** 2))),
+        "within_5pct": float(np.mean(rel <= 0.05)),
+        "within_10pct": float(np.mean(rel <= 0.10)),
+        "count": int(len(measured)),
+    }
+
+
+def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) sample positions: a seeded random share `holdout` is held out."""
+    if not 0.0 <= holdout < 1.0:
+        raise FitError(f"holdout must be in [0, 1), got {holdout}")
+    n_hold = int(round(holdout * n))
+    if holdout > 0 and n_hold == 0 and n > 1:
+        n_hold = 1
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+def fit_table(data: TrainingData, *, holdout: float = 0.15, seed: int = 0, method: str = DEFAULT_METHOD) -> FitResult:
+    """Fit a latency table on the training share of `data`; report the error on the held-out share."""
+    if method not in METHODS:
+        raise FitError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    _check_data(data)
+    train, held = split_holdout(len(data), holdout, seed)
+    if len(train) < MIN_TRAINING_SAMPLES:
+        raise FitError(f"{len(train)} training samples left after the hold-out; a fit needs at least {MIN_TRAINING_SAMPLES}")
+    layout = term_layout(data.space)
+    y = np.asarray(data.latency_ms, dtype=np.float64)
+    with threadpool_limits(limits=1, user_api="blas"):
+        solution = METHODS[method](layout, data.widths[train], y[train], np.random.default_rng(seed + 1))
+    metrics = _metrics(solution.predict(layout, data.widths[held]), y[held])
+    strengths = {k: v for k, v in solution.info.items() if isinstance(v, (int, float))}
+    fit_field = {"samples": int(len(train)), "method": method, "holdout": metrics, "seed": seed, **strengths}
+    table = build_table(data, layout, solution, fit_field)
+    report = {**metrics, "samples": int(len(train)), "holdout": metrics["count"], "method": method, **strengths}
+    return FitResult(table, report, solution)
+
+
+def _identity_part(identity: dict, key: str) -> dict:
+    value = identity.get(key)
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else {}
+
+
+def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_field: dict) -> Table:
+    """A `widthwise-table/1` Table from a solution: ms per term, exact MACs and params, identity."""
+    space = data.space
+    ms = layout.split(np.maximum(solution.term_ms, 0.0))
+    macs = layout.split(layout.macs)
+    params = layout.split(layout.params)
+    blocks = [
+        Block(
+            name=space.templates[k].name,
+            in_widths=tuple(space.block_in_choices(k)),
+            out_widths=tuple(space.block_out_choices(k)),
+            ms=ms[k],
+            macs=macs[k],
+            params=params[k],
+        )
+        for k in range(layout.num_blocks)
+    ]
+    runtime = _identity_part(data.identity, "runtime")
+    runtime["statistic"] = data.statistic
+    return Table(
+        space=space.to_json(),
+        blocks=blocks,
+        constant_ms=max(0.0, float(solution.constant_ms)),
+        device=_identity_part(data.identity, "device"),
+        runtime=runtime,
+        fit=fit_field,
+        created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+    )
+
+
+def check_same_space(table: Table, data: TrainingData) -> None:
+    """SpaceMismatch naming the first difference between a table's space and the samples'."""
+    mine = data.space.to_json()
+    theirs = table.space
+    for key in ("name", "input_channels", "output_channels", "resolution"):
+        if key in theirs and theirs.get(key) != mine.get(key):
+            raise SpaceMismatch(f"samples are of space {key}={mine.get(key)!r}, the table of {key}={theirs.get(key)!r}")
+    if [l["choices"] for l in mine["layers"]] != [list(c) for c in table.choices]:
+        raise SpaceMismatch("samples and table have different width choices (levels or family differ)")
+
+
+def table_predictions(table: Table, widths: np.ndarray) -> np.ndarray:
+    """Predicted latency (ms) of each configuration (rows), vectorised over the table's blocks."""
+    widths = np.asarray(widths, dtype=np.int64).reshape(-1, table.num_layers)
+    pred = np.full(len(widths), float(table.constant_ms))
+    level = [np.zeros(len(widths), dtype=np.int64)]
+    for k, choices in enumerate(table.choices):
+        grid = np.asarray(choices)
+        order = np.argsort(grid)
+        pos = np.searchsorted(grid[order], widths[:, k]).clip(0, len(grid) - 1)
+        if np.any(grid[order][pos] != widths[:, k]):
+            bad = widths[np.flatnonzero(grid[order][pos] != widths[:, k])[0], k]
+            raise FitError(f"width {int(bad)} of layer {k} ({table.layer_names[k]}) is not one of its choices {list(choices)}")
+        level.append(order[pos])
+    level.append(np.zeros(len(widths), dtype=np.int64))
+    for k, block in enumerate(table.blocks):
+        pred += block.ms[level[k], level[k + 1]]
+    return pred
+
+
+def error_report(table: Table, data: TrainingData) -> dict:
+    """The table's error on these samples: MAPE, RMSE, within +-5 % / +-10 %, count, method."""
+    _check_data(data)
+    check_same_space(table, data)
+    metrics = _metrics(table_predictions(table, data.widths), np.asarray(data.latency_ms, dtype=np.float64))
+    return {**metrics, "samples": int(len(data)), "holdout": metrics["count"], "method": table.fit.get("method")}
+
+
+def flag_outliers(data: TrainingData, *, threshold: float = 4.0, min_relative: float = 0.04, seed: int = 0) -> list[int]:
+    """Sample ids whose latency is off what the other samples predict (out-of-fold) by more than
+    `threshold` robust standard deviations and more than `min_relative`: the ones to re-time."""
+    _check_data(data)
+    if len(data) < MIN_TRAINING_SAMPLES:
+        return []
+    layout = term_layout(data.space)
+    y = np.asarray(data.latency_ms, dtype=np.float64)
+    with threadpool_limits(limits=1, user_api="blas"):
+        pred, scores, _ = cross_validated_predictions(layout, data.widths, y, np.random.default_rng(seed))
+    best = pred[int(np.argmin(scores))]
+    resid = np.log(y / np.maximum(best, 1e-12))
+    centre = float(np.median(resid))
+    spread = 1.4826 * float(np.median(np.abs(resid - centre)))
+    off = np.abs(resid - centre)
+    flagged = (off > threshold * spread) & (off > np.log1p(min_relative))
+    return [int(i) for i in np.asarray(data.sample_ids)[flagged]]
+
+
+__all__ = [
+    "FitError",
+    "FitResult",
+    "SpaceMismatch",
+    "PRIOR_GRID",
+    "error_report",
+    "fit_table",
+    "flag_outliers",
+    "table_predictions",
+]

@@ -1,0 +1,235 @@
+"""Solvers of the latency system, a registry by name: shipped, paper, nnls, flops.
+
+Each method takes the term layout, the training widths and latencies and returns every
+term's latency plus a constant. Regularisation strengths are chosen from the training
+samples alone (cross-validation or a validation split of them), never hand-set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.optimize import minimize, nnls
+
+from .fit_design import TermLayout
+from .fit_monotone import monotone_projection
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A fitted system: per-term latency (ms), the constant (ms), and how it was chosen."""
+
+    term_ms: np.ndarray
+    constant_ms: float
+    info: dict = field(default_factory=dict)
+
+    def predict(self, layout: TermLayout, widths: np.ndarray) -> np.ndarray:
+        """Predicted latency (ms) of each configuration."""
+        return self.constant_ms + self.term_ms[layout.term_indices(widths)].sum(axis=1)
+
+
+Method = Callable[[TermLayout, np.ndarray, np.ndarray, np.random.Generator], Solution]
+METHODS: dict[str, Method] = {}
+
+#: relative residual beyond which the shipped fit's loss grows linearly (bursts, outliers)
+HUBER_REL = 0.04
+#: reweighting rounds of the Huber loss
+HUBER_ROUNDS = 4
+#: candidate strengths of the pull towards the prior (per term, in relative units)
+PRIOR_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+#: candidate strengths of the paper's monotonicity penalty
+PAPER_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
+CV_FOLDS = 5
+
+
+def register_method(name: str) -> Callable[[Method], Method]:
+    """Register a fitting method under a name."""
+
+    def deco(fn: Method) -> Method:
+        METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def _folds(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [np.sort(order[i::k]) for i in range(min(k, n))]
+
+
+def selection_score(pred: np.ndarray, y: np.ndarray) -> float:
+    """Model-selection score: mean squared relative error, each capped at 10 % so bursts do not rule."""
+    r = np.minimum(np.abs(pred - y) / y, 0.10)
+    return float(np.mean(r * r))
+
+
+# --- shipped: pairwise terms = structured prior + ridge deviation, solved in closed form ----------
+
+
+def _prior_coefficients(collapsed: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Non-negative prior coefficients and constant minimising the weighted relative error."""
+    system = np.hstack([collapsed, np.ones((len(y), 1))]) * weight[:, None]
+    coef, _ = nnls(system, y * weight, maxiter=50 * system.shape[1])
+    return coef
+
+
+@dataclass(frozen=True)
+class PriorProblem:
+    """What the shipped fit needs of a training set, computed once for every strength tried."""
+
+    layout: TermLayout
+    y: np.ndarray
+    design: sp.csr_matrix
+    basis: sp.csr_matrix
+    collapsed: np.ndarray
+    scale: np.ndarray
+    gram: np.ndarray
+
+    @classmethod
+    def build(cls, layout: TermLayout, widths: np.ndarray, y: np.ndarray) -> "PriorProblem":
+        design = layout.design(widths)
+        basis = layout.prior_basis()
+        collapsed = (design @ basis).toarray()
+        coef = _prior_coefficients(collapsed, y, 1.0 / y)
+        # penalties are relative to the prior's own value of each term (floored for tiny terms)
+        floor = 0.02 * float(np.median(y)) / layout.num_blocks
+        scale = np.maximum(basis @ coef[:-1], floor)
+        scaled = design @ sp.diags(scale)
+        return cls(layout, y, design, basis, collapsed, scale, (scaled @ scaled.T).toarray())
+
+    def solve(self, strength: float) -> Solution:
+        """Terms = basis x theta + scale x u; ridge `strength` on u; Huber loss by reweighting.
+
+        The deviations u are integrated out exactly (an N x N system), so theta >= 0 is a small
+        NNLS and the pairwise terms follow in closed form.
+        """
+        n, p = len(self.y), self.layout.num_terms
+        g = np.hstack([self.collapsed, np.ones((n, 1))])
+        h = np.ones(n)
+        for _ in range(HUBER_ROUNDS):
+            d = np.sqrt(h / n) / self.y
+            kernel = np.eye(n) + (p / strength) * (d[:, None] * self.gram * d[None, :])
+            chol = np.linalg.cholesky(kernel)
+            theta, _ = nnls(
+                sla.solve_triangular(chol, d[:, None] * g, lower=True),
+                sla.solve_triangular(chol, d * self.y, lower=True),
+                maxiter=50 * g.shape[1],
+            )
+            resid = d * (self.y - g @ theta)
+            u = (p / strength) * (self.design.T @ (d * sla.cho_solve((chol, True), resid)))
+            terms = self.basis @ theta[:-1] + self.scale * u
+            rel = np.abs(self.design @ terms + theta[-1] - self.y) / self.y
+            h = np.where(rel <= HUBER_REL, 1.0, HUBER_REL / np.maximum(rel, 1e-12))
+        return Solution(np.maximum(terms, 0.0), float(theta[-1]), {"prior_coefficients": theta[:-1]})
+
+
+def cross_validated_predictions(
+    layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Out-of-fold predictions of the shipped model for every prior strength, (strengths, N),
+    their selection scores, and the number of folds."""
+    folds = _folds(len(y), CV_FOLDS, rng)
+    pred = np.zeros((len(PRIOR_GRID), len(y)))
+    for val in folds:
+        train = np.setdiff1d(np.arange(len(y)), val)
+        problem = PriorProblem.build(layout, widths[train], y[train])
+        for s, strength in enumerate(PRIOR_GRID):
+            pred[s, val] = problem.solve(strength).predict(layout, widths[val])
+    scores = np.array([selection_score(p, y) for p in pred])
+    return pred, scores, len(folds)
+
+
+@register_method("shipped")
+def fit_shipped(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """Pairwise terms pulled towards a per-block prior (MACs, activation and weight sizes, a
+    constant), relative Huber loss, strength by k-fold CV, then projected onto monotone tables."""
+    _, scores, n_folds = cross_validated_predictions(layout, widths, y, rng)
+    best = PRIOR_GRID[int(np.argmin(scores))]
+    raw = PriorProblem.build(layout, widths, y).solve(best)
+    support = np.bincount(layout.term_indices(widths).ravel(), minlength=layout.num_terms)
+    terms = monotone_projection(layout, raw.term_ms, weights=1.0 + support)
+    info = {
+        "prior_strength": best,
+        "cv_folds": n_folds,
+        "cv_scores": {f"{g:g}": float(v) for g, v in zip(PRIOR_GRID, scores)},
+    }
+    return Solution(terms, raw.constant_ms, info)
+
+
+# --- paper: NNLS with a monotonicity penalty ---------------------------------------------------
+
+
+def _fit_paper_once(layout: TermLayout, widths: np.ndarray, y: np.ndarray, strength: float) -> Solution:
+    """Least squares in ms over terms and constant >= 0, plus strength x squared monotonicity violations."""
+    design = layout.design(widths)
+    design_t = design.T.tocsr()
+    n, p = design.shape
+    lo, hi = layout.monotone_pairs()
+    unit = float(np.mean(y))
+    pair_scale = unit / layout.num_blocks
+
+    def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
+        x, c = v[:p], v[-1]
+        r = (design @ x + c - y) / unit
+        grad = np.zeros_like(v)
+        grad[:p] = design_t @ (2.0 * r / unit / n)
+        grad[-1] = float(np.sum(2.0 * r / unit / n))
+        loss = float(r @ r) / n
+        if strength > 0:
+            viol = np.maximum((x[lo] - x[hi]) / pair_scale, 0.0)
+            loss += strength / len(lo) * float(viol @ viol)
+            gv = 2.0 * strength / len(lo) * viol / pair_scale
+            grad[:p] += np.bincount(lo, gv, minlength=p) - np.bincount(hi, gv, minlength=p)
+        return loss, grad
+
+    res = minimize(
+        objective,
+        np.zeros(p + 1),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, None)] * (p + 1),
+        options={"maxiter": 3000, "ftol": 1e-14, "gtol": 1e-10},
+    )
+    return Solution(res.x[:p].copy(), float(res.x[-1]))
+
+
+@register_method("paper")
+def fit_paper(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """The paper's fit: NNLS with monotonicity regularisation, strength chosen on a validation split."""
+    order = rng.permutation(len(y))
+    n_val = max(1, len(y) // 5)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    scores = [
+        selection_score(_fit_paper_once(layout, widths[train], y[train], s).predict(layout, widths[val]), y[val])
+        for s in PAPER_GRID
+    ]
+    best = PAPER_GRID[int(np.argmin(scores))]
+    sol = _fit_paper_once(layout, widths, y, best)
+    info = {"monotonicity_strength": best, "validation_scores": {f"{g:g}": v for g, v in zip(PAPER_GRID, scores)}}
+    return Solution(sol.term_ms, sol.constant_ms, info)
+
+
+# --- baselines ----------------------------------------------------------------------------------
+
+
+@register_method("nnls")
+def fit_nnls(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """Plain non-negative least squares on the pairwise terms and the constant."""
+    design = layout.design(widths).toarray()
+    system = np.hstack([design, np.ones((len(y), 1))])
+    coef, _ = nnls(system, y, maxiter=20 * system.shape[1])
+    return Solution(coef[:-1].copy(), float(coef[-1]))
+
+
+@register_method("flops")
+def fit_flops(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """A straight line in the network's MACs: latency = slope x MACs + intercept (both >= 0)."""
+    macs = layout.macs[layout.term_indices(widths)].sum(axis=1)
+    scale = float(macs.max()) or 1.0
+    coef, _ = nnls(np.stack([macs / scale, np.ones_like(macs)], axis=1), y)
+    slope = coef[0] / scale
+    return Solution(slope * layout.macs, float(coef[1]), {"ms_per_gmac": float(slope * 1e9)})

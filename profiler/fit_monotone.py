@@ -1,0 +1,48 @@
+"""Projection of per-block latency matrices onto monotone ones (more channels is not faster).
+
+Each block's (in-width x out-width) matrix is replaced by the closest matrix, in a weighted
+least-squares sense, that does not decrease along rows or columns: Dykstra's alternating
+projections between the row-wise and the column-wise isotonic regressions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from .fit_design import TermLayout
+
+
+def _isotonic_rows(m: np.ndarray, w: np.ndarray) -> np.ndarray:
+    out = m.copy()
+    if m.shape[1] > 1:
+        for i in range(m.shape[0]):
+            out[i] = isotonic_regression(m[i], weights=w[i]).x
+    return out
+
+
+def monotone_matrix(m: np.ndarray, w: np.ndarray, *, rounds: int = 200, tol: float = 1e-10) -> np.ndarray:
+    """The weighted projection of m onto matrices non-decreasing along both axes."""
+    x = np.asarray(m, dtype=np.float64).copy()
+    p = np.zeros_like(x)
+    q = np.zeros_like(x)
+    for _ in range(rounds):
+        y = _isotonic_rows(x + p, w)
+        p = x + p - y
+        x_new = _isotonic_rows((y + q).T, w.T).T
+        q = y + q - x_new
+        done = np.max(np.abs(x_new - x)) <= tol * (1.0 + np.max(np.abs(x_new)))
+        x = x_new
+        if done:
+            break
+    # the last projection was column-wise; make rows exact too (ties of float round-off)
+    return np.maximum.accumulate(np.maximum.accumulate(x, axis=1), axis=0)
+
+
+def monotone_projection(layout: TermLayout, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Every block's matrix of a flat term vector made monotone; weights say how firm each term is."""
+    out = np.asarray(terms, dtype=np.float64).copy()
+    for o, (a, b) in zip(layout.offsets, layout.shapes):
+        sl = slice(o, o + a * b)
+        out[sl] = monotone_matrix(out[sl].reshape(a, b), np.asarray(weights[sl], float).reshape(a, b)).ravel()
+    return out

@@ -1,0 +1,109 @@
+"""Synthetic timings with a known answer, for testing and benchmarking the fit.
+
+A ground-truth per-block table is generated from a cost model the fit's prior cannot
+express exactly (pointwise work padded to SIMD tiles, a per-term perturbation), and
+samples are drawn from it with multiplicative noise and occasional slow bursts, the way
+timings on a shared machine look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from device_agents.spaces import Space
+
+from .dataset import TrainingData
+from .fit_design import TermLayout, block_activations, term_layout
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The true per-term latencies (ms) and constant of a synthetic device."""
+
+    layout: TermLayout
+    term_ms: np.ndarray
+    constant_ms: float
+
+    def latency(self, widths: np.ndarray) -> np.ndarray:
+        """Noise-free latency (ms) of each configuration (rows of widths)."""
+        idx = self.layout.term_indices(widths)
+        return self.constant_ms + self.term_ms[idx].sum(axis=1)
+
+
+def make_ground_truth(space: Space, seed: int = 0, tile: int = 16, jitter: float = 0.01) -> GroundTruth:
+    """A plausible device: MAC, memory and per-call costs, tile padding, a little per-term jitter."""
+    rng = np.random.default_rng(seed)
+    layout = term_layout(space)
+    ms_per_gmac = 25.0 * rng.uniform(0.8, 1.2, size=layout.num_blocks)
+    ms_per_gelem = 150.0 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
+    ms_per_call = 0.02 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
+    term = np.empty(layout.num_terms)
+    t = 0
+    for k in range(layout.num_blocks):
+        for cin in space.block_in_choices(k):
+            for cout in space.block_out_choices(k):
+                block = space.block_at(k, cin, cout)
+                padded = space.block_at(k, _pad(cin, tile), _pad(cout, tile))
+                act_in, act_out = block_activations(block)
+                term[t] = (
+                    ms_per_gmac[k] * layout.features[t, 0] * 1e-9 * _tile_ratio(block, padded)
+                    + ms_per_gelem[k] * (act_in + act_out) * 1e-9
+                    + ms_per_call[k]
+                )
+                t += 1
+    term *= 1.0 + jitter * rng.standard_normal(layout.num_terms)
+    return GroundTruth(layout, np.maximum(term, 0.0), constant_ms=0.15)
+
+
+def _pad(width: int, tile: int) -> int:
+    return -(-width // tile) * tile
+
+
+def _tile_ratio(block, padded) -> float:
+    # pointwise work is done in whole tiles: MACs of the padded block over the true MACs
+    true_macs = block.cin * block.cout
+    return (padded.cin * padded.cout) / true_macs if true_macs else 1.0
+
+
+def random_widths(space: Space, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n configurations, each layer's width drawn uniformly from its choices."""
+    cols = [rng.choice(np.asarray(layer.choices), size=n) for layer in space.layers]
+    return np.stack(cols, axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SyntheticRun:
+    """Noisy samples of a ground truth, and which sample ids got a burst."""
+
+    data: TrainingData
+    truth: GroundTruth
+    burst_ids: tuple[int, ...]
+
+
+def synthetic_samples(
+    truth: GroundTruth,
+    n: int,
+    *,
+    seed: int = 0,
+    noise: float = 0.025,
+    burst_rate: float = 0.04,
+    burst_range: tuple[float, float] = (0.10, 0.40),
+    statistic: str = "min",
+) -> SyntheticRun:
+    """n timed configurations: truth x lognormal(noise), a share `burst_rate` slowed by a burst."""
+    rng = np.random.default_rng(seed)
+    space = truth.layout.space
+    widths = random_widths(space, n, rng)
+    clean = truth.latency(widths)
+    measured = clean * np.exp(noise * rng.standard_normal(n))
+    bursts = rng.random(n) < burst_rate
+    measured[bursts] *= 1.0 + rng.uniform(*burst_range, size=int(bursts.sum()))
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    identity = {
+        "device": {"name": "synthetic", "cpu": "model", "cores": 1, "os": "none"},
+        "runtime": {"name": "synthetic", "version": "0", "threads": 1, "dtype": "float32"},
+    }
+    data = TrainingData(space, widths, measured, ids, statistic, identity)
+    return SyntheticRun(data, truth, tuple(int(i) for i in ids[bursts]))
