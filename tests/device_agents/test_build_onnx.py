@@ -137,3 +137,21 @@ def test_tensors_larger_than_the_weight_pool_read_it_cyclically():
     big = slicer.normal((2, weights.POOL_SIZE + 50), 0.5).ravel()
     cyclic = np.concatenate([slicer.pool[start:], slicer.pool, slicer.pool])[: big.size] * np.float32(0.5)
     np.testing.assert_array_equal(big, cyclic)
+
+
+def test_onnx_and_tflite_float_networks_agree_for_a_seed():
+    """Both builders take the same canonical weights, so the two networks compute the same logits."""
+    build_tflite = pytest.importorskip("device_agents.build_tflite").build_tflite
+    from device_agents.runtimes import get_runtime
+
+    try:
+        litert = get_runtime("litert")
+    except RuntimeUnavailable:
+        pytest.skip("no LiteRT runtime here")
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    widths = [8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 24]
+    x = np.random.default_rng(2).uniform(-1, 1, space.input_shape).astype(np.float32)
+    onnx_logits = _run(build_onnx(space, widths, seed=7), x)
+    session = litert.load(build_tflite(space, widths, seed=7))
+    (tflite_logits,) = session.run({session.inputs[0].name: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
+    np.testing.assert_allclose(tflite_logits, onnx_logits, rtol=1e-4, atol=1e-4)
