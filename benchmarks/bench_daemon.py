@@ -56,38 +56,70 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def http_post(address: str, path: str, payload: dict) -> tuple[int, dict]:
-    """One plain POST (setup and warm-up only)."""
+def http_post(address: str, path: str, payload: dict | None) -> tuple[int, dict]:
+    """One plain request, POST with a payload or GET without (setup and warm-up only)."""
     import http.client
 
     host, port = address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    conn.request("POST", path, json.dumps(payload), {"Content-Type": "application/json"})
+    if payload is None:
+        conn.request("GET", path)
+    else:
+        conn.request("POST", path, json.dumps(payload), {"Content-Type": "application/json"})
     response = conn.getresponse()
     body = json.loads(response.read() or b"null")
     conn.close()
     return response.status, body
 
 
-def request_bytes(address: str, table: str, budgets: list[float], method: str) -> list[bytes]:
-    """Pre-encoded HTTP/1.1 keep-alive requests, one per budget."""
-    out = []
-    for budget in budgets:
-        body = json.dumps({"table": table, "budget_ms": budget, "method": method}).encode()
-        head = (f"POST /v1/query HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        out.append(head + body)
-    return out
+def encode(address: str, path: str, payload: dict | bytes) -> bytes:
+    """One HTTP/1.1 keep-alive POST, pre-encoded."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
 
 
-async def _client(address: str, requests: list[bytes], offset: int, deadline: float,
+def http_get(address: str, path: str) -> tuple[int, dict]:
+    return http_post(address, path, None)
+
+
+def request_mix(address: str, table: str, budgets: list[float], method: str, mix: bool,
+                choices: list[int], min_latency: float) -> list[tuple[bytes, int]]:
+    """(request, expected status) pairs: budget queries, and with `mix` the other endpoints and errors."""
+    out = [(encode(address, "/v1/query", {"table": table, "budget_ms": b, "method": method}), 200) for b in budgets]
+    if not mix:
+        return out
+    rng = np.random.default_rng(0)
+    extra = []
+    for k, budget in enumerate(budgets[::4]):
+        extra.append((encode(address, "/v1/marginals", {"table": table, "budget_ms": budget, "temperature": 0.5}), 200))
+        unary = [[float(v) for v in rng.random(n)] for n in choices]
+        costs = {"format": "widthwise-costs/1", "unary": unary}
+        extra.append((encode(address, "/v1/query", {"table": table, "budget_ms": budget, "method": "lagrangian",
+                                                    "objective": costs}), 200))
+    extra += [
+        (encode(address, "/v1/query", b'{"table": "%s", "budget_ms": NaN}' % table.encode()), 422),
+        (encode(address, "/v1/query", {"table": table, "budget_ms": -1}), 422),
+        (encode(address, "/v1/query", {"table": "no-such-table", "budget_ms": 5}), 404),
+        (encode(address, "/v1/query", {"table": table, "budget_ms": min_latency / 2}), 409),
+    ]
+    merged = []
+    for i, item in enumerate(out):
+        merged.append(item)
+        if i % 2 == 1 and extra:
+            merged.append(extra.pop())
+    return merged + extra
+
+
+async def _client(address: str, requests: list[tuple[bytes, int]], offset: int, deadline: float,
                   latencies: list[float], errors: list[str]) -> None:
     host, port = address.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     i = offset
     try:
         while time.perf_counter() < deadline:
-            request = requests[i % len(requests)]
+            request, expected = requests[i % len(requests)]
             i += 1
             start = time.perf_counter()
             writer.write(request)
@@ -99,15 +131,15 @@ async def _client(address: str, requests: list[bytes], offset: int, deadline: fl
                     length = int(line[15:])
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
-            if status != 200:
-                errors.append(f"HTTP {status}")
+            if status != expected:
+                errors.append(f"HTTP {status} (expected {expected})")
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         writer.close()
 
 
-def _load_process(address: str, requests: list[bytes], clients: int, offset: int, duration: float,
+def _load_process(address: str, requests: list[tuple[bytes, int]], clients: int, offset: int, duration: float,
                   queue: multiprocessing.Queue) -> None:
     try:
         import uvloop
@@ -130,7 +162,7 @@ def _load_process(address: str, requests: list[bytes], clients: int, offset: int
     queue.put((np.asarray(latencies, dtype=np.float64).tobytes(), errors[:20], len(errors), cpu))
 
 
-def drive(address: str, requests: list[bytes], clients: int, procs: int, duration: float) -> dict:
+def drive(address: str, requests: list[tuple[bytes, int]], clients: int, procs: int, duration: float) -> dict:
     """Run the load; return counts, rate and latency percentiles (ms)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -186,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="soak mode: this many seconds of load, with resident memory before and after")
     parser.add_argument("--method", default="exact", choices=["exact", "lagrangian", "greedy"])
     parser.add_argument("--budgets", type=int, default=64, help="distinct budgets cycled through")
+    parser.add_argument("--mix", action="store_true",
+                        help="mix in marginals, inline-objective queries and requests that must fail (422/404/409)")
     args = parser.parse_args(argv)
     duration = args.soak if args.soak is not None else args.duration
 
@@ -200,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = front["front"][0]["latency_ms"], front["front"][-1]["latency_ms"]
         budgets = [float(b) for b in np.linspace(lo, hi * 1.05, args.budgets)]
         http_post(address, "/v1/query", {"table": table, "budget_ms": budgets[0], "method": args.method})
-        requests = request_bytes(address, table, budgets, args.method)
+        status, tables = http_get(address, "/v1/tables")
+        choices = [len(c) for c in next(t for t in tables["tables"] if t["name"] == table)["space"]["choices"]]
+        requests = request_mix(address, table, budgets, args.method, args.mix, choices, lo)
         drive(address, requests, args.clients, args.procs, 1.0)   # warm connections and code paths
         rss_before, cpu_before = rss_kib(proc.pid), cpu_seconds(proc.pid)
         result = drive(address, requests, args.clients, args.procs, duration)
@@ -213,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     growth = (rss_after - rss_before) / rss_before
     print(f"daemon load: table {table!r} ({len(front['front'])} front points, first /v1/pareto {warm_ms:.0f} ms), "
-          f"method {args.method}, {args.clients} clients over {args.procs} process(es), {duration:.0f} s, "
+          f"method {args.method}{' with the mixed requests' if args.mix else ''}, {args.clients} clients over {args.procs} process(es), {duration:.0f} s, "
           f"{os.cpu_count()} cores shared with the server")
     print(f"  requests {result['requests']}  errors {result['errors']}  "
           f"throughput {result['qps']:.0f} q/s (target >= {TARGET_QPS:.0f}: {verdict(result['qps'] >= TARGET_QPS)}, "

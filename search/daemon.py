@@ -87,8 +87,11 @@ def _unprocessable(field: str, message: str) -> Response:
 # --- the app ---------------------------------------------------------------------------------
 
 def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = None,
-               max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
-    """The ASGI app over a tables folder (or a ready TableStore), guarded by token and body cap."""
+               max_body: int = DEFAULT_MAX_BODY) -> GuardMiddleware:
+    """The ASGI app over a tables folder (or a ready TableStore): guard -> query fast lane -> FastAPI.
+
+    The FastAPI instance (routes, OpenAPI schema) is `create_app(...).app.app`.
+    """
     from . import engine   # imported here so `widthwise --help` does not pay for it
 
     store = tables if isinstance(tables, TableStore) else TableStore(tables)
@@ -234,7 +237,7 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
         return json.dumps(_query_payload(req, label, ans), allow_nan=False).encode()
 
     fast = QueryFastLane(app, answer_warm_query)
-    return GuardMiddleware(fast, token=token, max_body=max_body)  # type: ignore[return-value]
+    return GuardMiddleware(fast, token=token, max_body=max_body)
 
 
 def _query_op(req: m.QueryRequest) -> tuple:
