@@ -65,6 +65,9 @@ class OrtSession(Session):
                 raise BadModel(f"model input {node_arg.name} has unsupported type {node_arg.type}", input=node_arg.name)
             self.inputs.append(InputSpec(node_arg.name, _concrete_shape(node_arg.shape), dtype))
         self._output_names = [o.name for o in session.get_outputs()]
+        # what the model computes in: its first floating-point input's type (else its first input's)
+        floats = [i.dtype for i in self.inputs if i.dtype.startswith("float")]
+        self.info.setdefault("dtype", floats[0] if floats else (self.inputs[0].dtype if self.inputs else None))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:

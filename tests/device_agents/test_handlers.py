@@ -59,6 +59,7 @@ def test_bench_model_times_onnx_bytes():
     body, _ = HANDLERS["bench_model"]({"type": "bench_model", "id": 3, "timing": FAST}, model)
     check_bench_body(body)
     assert body["build_ms"] is None and body["model_bytes"] == len(model)
+    assert body["runtime"]["dtype"] == "float32"
 
 
 @pytest.mark.parametrize(
