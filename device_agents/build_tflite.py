@@ -9,8 +9,9 @@ at the end, no final softmax, logits out). Images are NHWC here (TFLite's layout
 int8 follows TFLite's full-integer scheme: per-tensor activation scale and zero point,
 symmetric per-channel int8 weights for convolutions, per-tensor for fully connected
 layers, int32 biases at input scale x weight scale, QUANTIZE/DEQUANTIZE at the float
-ends. ReLU6 outputs are [0, 6] by construction; the other ranges (logits, text
-activations) come from a cheap numpy pass (device_agents.tflite_reference).
+ends. Activation ranges come from a numpy float pass on random inputs like the timed
+ones (device_agents.tflite_reference), ReLU6 outputs capped at [0, 6]; so an int8 text
+model is calibrated for random token ids, not for degenerate inputs such as all zeros.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class FloatNet:
         return t, t
 
     def model_output(self, x: int) -> int:
-        """The graph output tensor, given the last block's output."""
+        """The graph output tensor, given the last block's output (named like the ONNX one)."""
+        self.w.rename(x, OUTPUT_NAME)
         return x
 
 

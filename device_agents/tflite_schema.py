@@ -178,6 +178,10 @@ class ModelWriter:
         self._tensors.append(_Tensor(name, data.shape, TENSOR_TYPES[data.dtype.name], len(self._buffers) - 1, quant))
         return len(self._tensors) - 1
 
+    def rename(self, index: int, name: str) -> None:
+        """Give a tensor another name (e.g. the graph output's fixed name)."""
+        self._tensors[index].name = name
+
     def shape_of(self, index: int) -> tuple[int, ...]:
         """The shape a tensor was declared with."""
         return self._tensors[index].shape

@@ -74,6 +74,9 @@ def test_file_header_version_buffer0_and_operator_codes(mobilenet):
     for i in range(m.OperatorCodesLength()):
         code = m.OperatorCodes(i)
         assert code.DeprecatedBuiltinCode() == min(code.BuiltinCode(), 127)
+    g = m.Subgraphs(0)
+    assert g.Tensors(g.Inputs(0)).Name() == b"input" and g.Tensors(g.Outputs(0)).Name() == b"logits"
+    assert list(g.Tensors(g.Inputs(0)).ShapeAsNumpy()) == [1, 40, 40, 3]  # NHWC
     ops = _ops(m)
     assert ops.count("CONV_2D") == 14 and ops.count("DEPTHWISE_CONV_2D") == 13
     assert ops[-3:] == ["AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
