@@ -149,7 +149,7 @@ class TfliteRuntime(Runtime):
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BadModel(f"{self.name} cannot load the model: {exc}", runtime=self.name) from exc
-        partitions = sum(1 for op in interpreter._get_ops_details() if op.get("op_name") == DELEGATE_NODE)
+        partitions = _delegate_partitions(interpreter)
         info: dict = {
             "threads": threads,
             "delegate": "xnnpack" if partitions else None,
@@ -160,6 +160,14 @@ class TfliteRuntime(Runtime):
         if delegate == "xnnpack" and not partitions:
             info["warnings"] = ["the XNNPACK delegate was requested but took no operator; timed without it"]
         return TfliteSession(interpreter, info)
+
+
+def _delegate_partitions(interpreter: object) -> int:
+    """How many delegate nodes the execution plan holds (0 when the interpreter cannot say)."""
+    ops_details = getattr(interpreter, "_get_ops_details", None)  # both LiteRT and tflite_runtime have it
+    if ops_details is None:
+        return 0
+    return sum(1 for op in ops_details() if op.get("op_name") == DELEGATE_NODE)
 
 
 def _fix_dynamic_inputs(interpreter: object) -> None:
