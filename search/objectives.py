@@ -1,0 +1,203 @@
+"""Objectives: what the search minimises besides meeting the budget, as per-layer costs.
+
+An objective is a unary cost per (layer, choice) plus an optional pairwise cost per block
+entry (the shape of the table's `blocks[*].ms`); lower is better. `flops` and `params` are
+proxies read from the table's exact counts; a `widthwise-costs/1` object carries a user's
+own costs; loss samples logged by a supernet are fitted to unary costs by least squares.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .table import Table
+
+COSTS_FORMAT = "widthwise-costs/1"
+#: Ridge weight of the loss-sample fit, relative to the number of samples.
+RIDGE = 1e-3
+
+
+class ObjectiveError(ValueError):
+    """An objective does not fit the table or cannot be built; the message names the layer or field."""
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """Unary costs [L][K_k] and optional pairwise costs [L+1][K_in][K_out] over one table."""
+
+    name: str
+    unary: tuple[np.ndarray, ...]
+    pairwise: tuple[np.ndarray, ...] | None
+    description: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _widest_total(table: Table, key: str) -> float:
+    """The count (`macs` or `params`) of the configuration with every layer at its widest."""
+    widest = [max(range(len(c)), key=c.__getitem__) for c in table.choices]
+    idx = [0, *widest, 0]
+    return float(sum(getattr(b, key)[idx[k], idx[k + 1]] for k, b in enumerate(table.blocks)))
+
+
+def _count_objective(table: Table, key: str) -> Objective:
+    """Maximise a count: cost = -(count / count of the widest configuration), pairwise per block."""
+    for k, block in enumerate(table.blocks):
+        if getattr(block, key) is None:
+            raise ObjectiveError(
+                f"blocks[{k}] ({block.name}): the table has no '{key}', so the '{_NAMES[key]}' objective "
+                "cannot be used; give a costs file or loss samples"
+            )
+    scale = _widest_total(table, key) or 1.0
+    pairwise = tuple(-np.asarray(getattr(b, key), dtype=np.float64) / scale for b in table.blocks)
+    unary = tuple(np.zeros(len(c)) for c in table.choices)
+    what = "MACs" if key == "macs" else "parameters"
+    return Objective(
+        _NAMES[key],
+        unary,
+        pairwise,
+        f"maximise {what} (a proxy for accuracy): cost = -{what} / {what} of the widest configuration",
+        {"scale": scale},
+    )
+
+
+_NAMES = {"macs": "flops", "params": "params"}
+
+#: objective name -> builder from a table.
+NAMED_OBJECTIVES: dict[str, Callable[[Table], Objective]] = {
+    "flops": lambda table: _count_objective(table, "macs"),
+    "params": lambda table: _count_objective(table, "params"),
+}
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ObjectiveError(f"{where}: must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vector(value: object, length: int, where: str) -> np.ndarray:
+    if not isinstance(value, list) or len(value) != length:
+        got = len(value) if isinstance(value, list) else type(value).__name__
+        raise ObjectiveError(f"{where}: expected {length} values (one per width choice), got {got}")
+    return np.array([_number(v, f"{where}[{j}]") for j, v in enumerate(value)], dtype=np.float64)
+
+
+def costs_objective(table: Table, costs: dict) -> Objective:
+    """Validate a parsed `widthwise-costs/1` object against the table and wrap it."""
+    if not isinstance(costs, dict):
+        raise ObjectiveError(f"costs: must be a JSON object, got {type(costs).__name__}")
+    unknown = sorted(set(costs) - {"format", "space", "unary", "pairwise", "description"})
+    if unknown:
+        raise ObjectiveError(f"costs.{unknown[0]}: unknown field")
+    if costs.get("format") != COSTS_FORMAT:
+        raise ObjectiveError(f"costs.format: unknown format {costs.get('format')!r}; expected {COSTS_FORMAT!r}")
+    space = costs.get("space")
+    if space not in (None, "") and table.space_name and space != table.space_name:
+        raise ObjectiveError(f"costs.space: costs are for space {space!r} but the table is {table.space_name!r}")
+    unary_raw = costs.get("unary")
+    choices, names = table.choices, table.layer_names
+    if not isinstance(unary_raw, list) or len(unary_raw) != len(choices):
+        got = len(unary_raw) if isinstance(unary_raw, list) else type(unary_raw).__name__
+        raise ObjectiveError(f"costs.unary: expected {len(choices)} layers (one list per layer), got {got}")
+    unary = tuple(
+        _vector(row, len(choices[k]), f"costs.unary[{k}] (layer {names[k]})") for k, row in enumerate(unary_raw)
+    )
+    pairwise = None
+    if costs.get("pairwise") is not None:
+        raw = costs["pairwise"]
+        if not isinstance(raw, list) or len(raw) != len(table.blocks):
+            got = len(raw) if isinstance(raw, list) else type(raw).__name__
+            raise ObjectiveError(f"costs.pairwise: expected {len(table.blocks)} blocks, got {got}")
+        mats = []
+        for k, (rows, block) in enumerate(zip(raw, table.blocks)):
+            where = f"costs.pairwise[{k}] (block {block.name})"
+            if not isinstance(rows, list) or len(rows) != len(block.in_widths):
+                got = len(rows) if isinstance(rows, list) else type(rows).__name__
+                raise ObjectiveError(f"{where}: expected {len(block.in_widths)} rows (one per input width), got {got}")
+            mats.append(np.stack([_vector(r, len(block.out_widths), f"{where}[{i}]") for i, r in enumerate(rows)]))
+        pairwise = tuple(mats)
+    description = str(costs.get("description") or "user costs (widthwise-costs/1)")
+    return Objective("costs", unary, pairwise, description)
+
+
+def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Width indices [n][L] and losses [n] of loss samples; ObjectiveError naming a bad sample."""
+    choices, names = table.choices, table.layer_names
+    lookup = [{w: j for j, w in enumerate(c)} for c in choices]
+    rows, losses = [], []
+    for s, sample in enumerate(samples):
+        if not isinstance(sample, (list, tuple)) or len(sample) != 2:
+            raise ObjectiveError(f"loss sample {s}: must be [[w_0, ..., w_{len(choices) - 1}], loss]")
+        widths, loss = sample
+        if not isinstance(widths, (list, tuple)) or len(widths) != len(choices):
+            got = len(widths) if isinstance(widths, (list, tuple)) else type(widths).__name__
+            raise ObjectiveError(f"loss sample {s}: expected {len(choices)} widths, got {got}")
+        row = []
+        for k, w in enumerate(widths):
+            j = lookup[k].get(w) if isinstance(w, int) and not isinstance(w, bool) else None
+            if j is None:
+                raise ObjectiveError(
+                    f"loss sample {s}: width {w!r} of layer {k} ({names[k]}) is not one of its choices {list(choices[k])}"
+                )
+            row.append(j)
+        rows.append(row)
+        losses.append(_number(loss, f"loss sample {s}: loss"))
+    if not rows:
+        raise ObjectiveError("loss samples: none given")
+    return np.asarray(rows, dtype=np.int64), np.asarray(losses)
+
+
+def loss_samples_objective(table: Table, samples: Sequence[object], ridge: float = RIDGE) -> Objective:
+    """Fit per-layer unary costs to logged (configuration, loss) pairs by ridge-regularised least squares.
+
+    The design is one-hot per (layer, choice) with a free intercept; the ridge pulls a choice
+    that no sample used to its layer's average, so it neither attracts nor repels the search.
+    """
+    idx, losses = _sample_indices(table, samples)
+    sizes = [len(c) for c in table.choices]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    n, width = len(losses), int(offsets[-1])
+    design = np.zeros((n, width))
+    design[np.arange(n)[:, None], idx + offsets[:-1]] = 1.0
+    mean_x, mean_y = design.mean(axis=0), losses.mean()
+    centred = design - mean_x
+    lam = ridge * max(n, 1)
+    gram = centred.T @ centred + lam * np.eye(width)
+    coef = np.linalg.solve(gram, centred.T @ (losses - mean_y))
+    fitted = centred @ coef + mean_y
+    rmse = float(np.sqrt(np.mean((fitted - losses) ** 2)))
+    counts = np.bincount((idx + offsets[:-1]).ravel(), minlength=width)
+    unary = tuple(coef[offsets[k] : offsets[k + 1]].copy() for k in range(len(sizes)))
+    unobserved = {
+        table.layer_names[k]: [table.choices[k][j] for j in range(sizes[k]) if counts[offsets[k] + j] == 0]
+        for k in range(len(sizes))
+    }
+    info = {
+        "samples": n,
+        "rmse": rmse,
+        "intercept": float(mean_y - mean_x @ coef),
+        "unobserved": {k: v for k, v in unobserved.items() if v},
+    }
+    return Objective("loss-samples", unary, None, f"unary costs fitted to {n} loss samples (rmse {rmse:.4g})", info)
+
+
+def build_objective(table: Table, objective: str | dict = "flops", loss_samples: list | None = None) -> Objective:
+    """The objective for a table: a name, a parsed costs object, or (when given) fitted loss samples."""
+    if loss_samples is not None:
+        if objective not in ("flops", None):
+            raise ObjectiveError("objective: give either an objective or loss samples, not both")
+        return loss_samples_objective(table, loss_samples)
+    if isinstance(objective, str):
+        builder = NAMED_OBJECTIVES.get(objective)
+        if builder is None:
+            raise ObjectiveError(
+                f"objective: unknown name {objective!r}; use one of {', '.join(NAMED_OBJECTIVES)} or a costs object"
+            )
+        return builder(table)
+    if isinstance(objective, dict):
+        return costs_objective(table, objective)
+    raise ObjectiveError(f"objective: must be a name or a widthwise-costs/1 object, got {type(objective).__name__}")

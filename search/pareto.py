@@ -1,0 +1,151 @@
+"""Exact search: dynamic programming over Pareto sets of (latency, cost) per chain state.
+
+After block k, every state (a width of layer k) keeps the partial configurations that no
+other partial configuration ending in the same state beats on both latency and cost; a
+dominated prefix cannot start an optimal configuration, so the last block's set is the
+exact Pareto front of the whole chain, found in one pass. Each set is a flat numpy array
+grouped by state, with a back-pointer per point to recover the configurations at the end.
+
+With a parameter budget the parameters become a third criterion: a prefix is also dropped
+when even the leanest completion would exceed the budget, and the dominance test compares
+all three, so the front is exact under that budget too.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chain import Chain, within
+
+#: Rows compared at once in the three-criterion dominance test (bounds its memory).
+DOMINANCE_CHUNK = 512
+
+
+@dataclass(frozen=True, eq=False)
+class Front:
+    """Pareto-optimal configurations sorted by latency (strictly falling cost), with their indices."""
+
+    latency: np.ndarray
+    cost: np.ndarray
+    params: np.ndarray | None
+    configs: np.ndarray
+    max_params: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.latency)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_latencies", self.latency.tolist())
+
+    def position(self, budget_ms: float) -> int:
+        """Index of the least-cost point within the budget, or -1 when none is: a binary search."""
+        lats = self._latencies  # type: ignore[attr-defined]
+        pos = bisect.bisect_right(lats, budget_ms) - 1
+        while pos + 1 < len(lats) and within(lats[pos + 1], budget_ms):
+            pos += 1
+        if pos < 0 and lats and within(lats[0], budget_ms):
+            pos = 0
+        return pos
+
+
+def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (state), the positions of the points not dominated in (latency, cost), row-major.
+
+    Returns (row, column) of the kept points, each row's kept points by rising latency.
+    """
+    order = np.argsort(lat, axis=1, kind="stable")
+    sorted_cost = np.take_along_axis(cost, order, axis=1)
+    best = np.minimum.accumulate(sorted_cost, axis=1)
+    keep = np.empty(order.shape, dtype=bool)
+    keep[:, 0] = True
+    np.less(sorted_cost[:, 1:], best[:, :-1], out=keep[:, 1:])
+    rows, pos = np.nonzero(keep)
+    return rows, order[rows, pos]
+
+
+def _prune_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like `_prune_2d` over three criteria, among the points marked alive (the params-feasible)."""
+    out_rows, out_cols = [], []
+    for j in range(lat.shape[0]):
+        cols = np.flatnonzero(alive[j])
+        if cols.size == 0:
+            continue
+        cols = cols[np.lexsort((par[j, cols], cost[j, cols], lat[j, cols]))]
+        c, p = cost[j, cols], par[j, cols]
+        dominated = np.zeros(cols.size, dtype=bool)
+        for start in range(0, cols.size, DOMINANCE_CHUNK):
+            stop = min(start + DOMINANCE_CHUNK, cols.size)
+            # point p (rows) is dominated by an earlier q (columns) with cost and params no larger
+            block = (c[None, :stop] <= c[start:stop, None]) & (p[None, :stop] <= p[start:stop, None])
+            block &= np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
+            dominated[start:stop] = block.any(axis=1)
+        keep = ~dominated
+        out_rows.append(np.full(int(keep.sum()), j))
+        out_cols.append(cols[keep])
+    if not out_rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(out_rows), np.concatenate(out_cols)
+
+
+def _rest_min(mats: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """For each layer k (0..L, L the output), per state, the least sum of the blocks after it."""
+    rest = [np.zeros(1)]
+    for m in reversed(mats[1:]):
+        rest.append((m + rest[-1][None, :]).min(axis=1))
+    rest.reverse()
+    return rest
+
+
+def build_front(chain: Chain, max_params: float | None = None) -> Front:
+    """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`."""
+    if max_params is not None and chain.params is None:
+        raise ValueError("max_params: the table has no params")
+    lat_m, cost_m = chain.latency, chain.cost
+    par_m = chain.params if max_params is not None else None
+    rest = _rest_min(par_m) if par_m is not None else None
+    lat = chain.constant_ms + lat_m[0][0]
+    cost = cost_m[0][0].copy()
+    state = np.arange(lat.size)
+    par = par_m[0][0].copy() if par_m is not None else None
+    parents: list[np.ndarray] = [np.full(lat.size, -1)]
+    states: list[np.ndarray] = [state]
+    if par is not None:
+        feasible = np.flatnonzero(par + rest[0] <= max_params + 1e-9 * max(1.0, max_params))
+        lat, cost, par, state = lat[feasible], cost[feasible], par[feasible], state[feasible]
+        parents[0], states[0] = parents[0][feasible], state
+    for k in range(1, len(lat_m)):
+        # candidates[j, p]: point p extended to state j of the next layer
+        cand_lat = lat[None, :] + lat_m[k][state].T
+        cand_cost = cost[None, :] + cost_m[k][state].T
+        if par is None:
+            rows, cols = _prune_2d(cand_lat, cand_cost)
+        else:
+            cand_par = par[None, :] + par_m[k][state].T
+            alive = cand_par + rest[k][:, None] <= max_params + 1e-9 * max(1.0, max_params)
+            rows, cols = _prune_3d(cand_lat, cand_cost, cand_par, alive)
+            par = cand_par[rows, cols]
+        lat, cost, state = cand_lat[rows, cols], cand_cost[rows, cols], rows
+        parents.append(cols)
+        states.append(rows)
+    # The last block has one output state; tidy ties in latency (keep the cheapest of each).
+    if lat.size:
+        order = np.lexsort((cost, lat))
+        lat, cost, tail = lat[order], cost[order], parents[-1][order]
+        best = np.minimum.accumulate(cost)
+        keep = np.ones(lat.size, dtype=bool)
+        keep[1:] = cost[1:] < best[:-1]
+        lat, cost, tail = lat[keep], cost[keep], tail[keep]
+        par = par[order][keep] if par is not None else None
+    else:
+        tail = np.zeros(0, dtype=np.int64)
+    configs = np.empty((lat.size, chain.num_layers), dtype=np.int64)
+    pointer = tail
+    for k in range(chain.num_layers - 1, -1, -1):
+        configs[:, k] = states[k][pointer]
+        pointer = parents[k][pointer]
+    if par is None and chain.params is not None:
+        par = chain.totals(chain.params, configs)
+    return Front(lat, cost, par, configs, max_params)

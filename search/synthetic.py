@@ -1,0 +1,162 @@
+"""Synthetic latency tables: realistic-looking `widthwise-table/1` tables for tests and benchmarks.
+
+The latency of a block follows its multiply-accumulate count with a per-block overhead, a
+penalty for widths that do not fill a SIMD lane, and seeded noise, so the search sees the
+irregular, non-convex trade-offs a measured table has. Nothing here imports device_agents:
+the MobileNet-V1 shape is restated so the search stays a leaf package.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .table import Block, Table
+
+#: (kind, stride, base width) of MobileNet-V1's 14 searchable layers: the stem, then 13 dw-separable.
+MOBILENET_V1_SHAPE: tuple[tuple[str, int, int], ...] = (
+    ("conv", 2, 32),
+    ("dwsep", 1, 64),
+    ("dwsep", 2, 128),
+    ("dwsep", 1, 128),
+    ("dwsep", 2, 256),
+    ("dwsep", 1, 256),
+    ("dwsep", 2, 512),
+    ("dwsep", 1, 512),
+    ("dwsep", 1, 512),
+    ("dwsep", 1, 512),
+    ("dwsep", 1, 512),
+    ("dwsep", 1, 512),
+    ("dwsep", 2, 1024),
+    ("dwsep", 1, 1024),
+)
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What a synthetic block computes: its kind and its spatial size (output side)."""
+
+    kind: str
+    out_hw: int
+    kernel: int = 3
+
+
+def grid_widths(base: int, levels: int, lo: float = 0.2, hi: float = 1.5, multiple: int = 8) -> list[int]:
+    """`base x linspace(lo, hi, levels)` rounded to multiples of `multiple` (at least it), deduplicated."""
+    out: list[int] = []
+    for m in np.linspace(lo, hi, levels):
+        w = max(multiple, int(math.floor(base * float(m) / multiple + 0.5)) * multiple)
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def _counts(shape: BlockShape, cin: int, cout: int) -> tuple[float, float]:
+    """Exact MACs and parameters of one block, by kind (same conventions as the agent's spaces)."""
+    hw2 = shape.out_hw * shape.out_hw
+    kk = shape.kernel * shape.kernel
+    if shape.kind == "conv":
+        weights = kk * cin * cout
+        return float(hw2 * weights), float(weights + cout)
+    if shape.kind == "dwsep":
+        dw, pw = kk * cin, cin * cout
+        return float(hw2 * (dw + pw)), float(dw + cin + pw + cout)
+    if shape.kind == "dense":
+        return float(cin * cout), float(cin * cout + cout)
+    raise ValueError(f"unknown synthetic block kind {shape.kind!r}")
+
+
+def synthetic_table(
+    choices: list[list[int]],
+    seed: int = 0,
+    *,
+    input_channels: int = 3,
+    output_channels: int = 1000,
+    shapes: list[BlockShape] | None = None,
+    ns_per_mac: float = 0.05,
+    overhead_ms: float = 0.02,
+    noise: float = 0.08,
+    lane: int = 16,
+    constant_ms: float = 0.3,
+    space_name: str = "synthetic",
+) -> Table:
+    """A valid table over `choices` (one width list per layer) with MACs, params and noisy latencies.
+
+    `shapes` gives each of the L+1 blocks' kind and spatial size; by default a stem conv at
+    56x56, dw-separable blocks halving the resolution every third layer, and a dense classifier.
+    """
+    n_layers = len(choices)
+    if n_layers < 1 or any(len(c) < 1 for c in choices):
+        raise ValueError("choices must hold at least one non-empty width list")
+    if shapes is None:
+        shapes = [BlockShape("conv", 56)]
+        hw = 56
+        for k in range(1, n_layers):
+            if k % 3 == 0:
+                hw = max(1, -(-hw // 2))
+            shapes.append(BlockShape("dwsep", hw))
+        shapes.append(BlockShape("dense", 1))
+    if len(shapes) != n_layers + 1:
+        raise ValueError(f"shapes must describe {n_layers + 1} blocks, got {len(shapes)}")
+    rng = np.random.default_rng(seed)
+    chain = [[input_channels], *[list(c) for c in choices], [output_channels]]
+    blocks = []
+    for k in range(n_layers + 1):
+        ins, outs = chain[k], chain[k + 1]
+        macs = np.zeros((len(ins), len(outs)))
+        params = np.zeros_like(macs)
+        for i, cin in enumerate(ins):
+            for j, cout in enumerate(outs):
+                macs[i, j], params[i, j] = _counts(shapes[k], cin, cout)
+        # Widths off the SIMD lane pay for a partly filled vector; the noise is multiplicative.
+        ragged = np.add.outer([cin % lane != 0 for cin in ins], [cout % lane != 0 for cout in outs])
+        ms = overhead_ms + ns_per_mac * 1e-6 * macs * (1.0 + 0.15 * ragged)
+        ms = ms * np.exp(noise * rng.standard_normal(ms.shape))
+        name = "classifier" if k == n_layers else f"layer{k}"
+        blocks.append(Block(name, tuple(ins), tuple(outs), np.round(ms, 6), macs, params))
+    space = {
+        "name": space_name,
+        "input_channels": int(input_channels),
+        "output_channels": int(output_channels),
+        "layers": [{"name": blocks[k].name, "choices": [int(w) for w in choices[k]]} for k in range(n_layers)],
+    }
+    return Table(
+        space=space,
+        blocks=blocks,
+        constant_ms=constant_ms,
+        device={"name": "synthetic", "cpu": "none", "cores": 1, "os": "none"},
+        runtime={"name": "synthetic", "version": "0", "threads": 1, "dtype": "float32", "statistic": "median"},
+        fit={"samples": 0, "method": "synthetic", "seed": seed},
+    )
+
+
+def mobilenet_v1_choices(levels: int = 14) -> list[list[int]]:
+    """Per-layer width grids of the 14-layer MobileNet-V1 space (0.2x to 1.5x the base widths)."""
+    return [grid_widths(base, levels) for _, _, base in MOBILENET_V1_SHAPE]
+
+
+def mobilenet_v1_table(seed: int = 0, resolution: int = 224, levels: int = 14) -> Table:
+    """A synthetic table shaped like the 14-layer, `levels`-level MobileNet-V1 space (3 in, 1000 out)."""
+    shapes = []
+    hw = resolution
+    for kind, stride, _ in MOBILENET_V1_SHAPE:
+        hw = -(-hw // stride)
+        shapes.append(BlockShape(kind, hw))
+    shapes.append(BlockShape("dense", 1))
+    table = synthetic_table(
+        mobilenet_v1_choices(levels),
+        seed,
+        input_channels=3,
+        output_channels=1000,
+        shapes=shapes,
+        ns_per_mac=0.02,
+        space_name="mobilenet_v1",
+    )
+    names = ["conv0", *[f"dwsep{k}" for k in range(1, len(MOBILENET_V1_SHAPE))]]
+    for layer, block, name in zip(table.space["layers"], table.blocks, names):
+        layer["name"] = name
+        block.name = name
+    table.space["resolution"] = resolution
+    return table
