@@ -56,6 +56,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a CPU, from /proc schedstat (s)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def http_post(address: str, path: str, payload: dict | None) -> tuple[int, dict]:
     """One plain request, POST with a payload or GET without (setup and warm-up only)."""
     import http.client
@@ -238,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         choices = [len(c) for c in next(t for t in tables["tables"] if t["name"] == table)["space"]["choices"]]
         requests = request_mix(address, table, budgets, args.method, args.mix, choices, lo)
         drive(address, requests, args.clients, args.procs, 1.0)   # warm connections and code paths
-        rss_before, cpu_before = rss_kib(proc.pid), cpu_seconds(proc.pid)
+        rss_before, cpu_before, wait_before = rss_kib(proc.pid), cpu_seconds(proc.pid), run_queue_wait_s(proc.pid)
         result = drive(address, requests, args.clients, args.procs, duration)
-        rss_after, cpu_after = rss_kib(proc.pid), cpu_seconds(proc.pid)
+        rss_after, cpu_after, wait_after = rss_kib(proc.pid), cpu_seconds(proc.pid), run_queue_wait_s(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -264,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  server CPU: {busy:.1f} s over {duration:.0f} s ({busy / duration * 100:.0f} % of one core), "
           f"{busy / max(result['requests'], 1) * 1e6:.0f} us of server CPU per request; load generator "
           f"{result['client_cpu_s']:.1f} s, {result['client_cpu_s'] / max(result['requests'], 1) * 1e6:.0f} us per request")
+    print(f"  server waited {wait_after - wait_before:.1f} s of the {duration:.0f} s runnable but without a CPU "
+          f"(other processes on the machine); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if result["error_samples"]:
         print(f"  first errors: {result['error_samples']}")
     ok = result["errors"] == 0 and (args.soak is None or growth <= TARGET_RSS_GROWTH)
