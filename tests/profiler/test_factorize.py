@@ -206,3 +206,13 @@ def test_onnx_export_computes_the_factorised_embeddings(tmp_path, dtype: type) -
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
     # and the embeddings are close to the original rows, as far as the rank allows
     assert np.linalg.norm(out - table[ids]) / np.linalg.norm(table[ids]) < 0.05
+
+
+@pytest.mark.parametrize("method", ["randomized", "svds"])
+def test_wide_float32_matrix(decaying: np.ndarray, method: str) -> None:
+    wide = decaying.T.astype(np.float32)  # 40 x 120: more columns than rows
+    s = np.linalg.svd(decaying, compute_uv=False)
+    fact = fz.factorize(wide, 7, method=method)
+    assert fact.lookup.shape == (40, 7) and fact.projection.shape == (7, 120)
+    assert fact.lookup.dtype == np.float32
+    assert fact.rel_error == pytest.approx(np.sqrt(np.sum(s[7:] ** 2) / np.sum(s**2)), rel=1e-4)
