@@ -4,6 +4,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import numpy_helper
 
 from device_agents import onnx_proto
@@ -86,3 +88,22 @@ def test_model_passes_the_checker_and_shape_inference_and_runs():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     (y,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_array_equal(y, (x + np.array([1, -2, 3], np.float32)).T)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.lists(st.integers(-(2**40), 2**40), max_size=6))
+def test_any_int64_attribute_round_trips(value, values):
+    parsed = onnx.AttributeProto.FromString(onnx_proto.attribute("a", value).to_bytes())
+    assert parsed.i == value
+    parsed_list = onnx.AttributeProto.FromString(onnx_proto.attribute("b", values).to_bytes())
+    assert list(parsed_list.ints) == values
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=0, max_size=4), st.sampled_from(["float32", "int64", "int8", "uint8"]))
+def test_any_small_tensor_round_trips(shape, dtype):
+    arr = (np.arange(int(np.prod(shape)), dtype=np.int64) * 37 % 101 - 50).astype(dtype).reshape(shape)
+    parsed = onnx.TensorProto.FromString(onnx_proto.tensor("t", arr).to_bytes())
+    back = numpy_helper.to_array(parsed)
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
