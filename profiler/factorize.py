@@ -25,6 +25,8 @@ ROW_CHUNK = 16_384
 #: below this many entries a full dense SVD is cheap enough to always be used by "auto".
 DENSE_MAX_ENTRIES = 4_000_000
 NPY_MAGIC = b"\x93NUMPY"
+#: a serialised ONNX protobuf must stay under 2 GiB (weights inline, no external data).
+ONNX_MAX_BYTES = 2**31 - 2**24
 
 
 class FactorizeError(ValueError):
@@ -348,6 +350,11 @@ def export_onnx(fact: Factorization, path: str | Path | None = None, *, opset: i
     """
     from onnx import TensorProto, checker, helper, numpy_helper
 
+    if fact.lookup.nbytes + fact.projection.nbytes > ONNX_MAX_BYTES:
+        raise FactorizeError(
+            f"the factors take {(fact.lookup.nbytes + fact.projection.nbytes) / 2**30:.2f} GiB, over the 2 GiB "
+            "limit of a single ONNX file; write them with -o OUT.npz instead"
+        )
     elem = TensorProto.FLOAT if fact.lookup.dtype == np.float32 else TensorProto.DOUBLE
     lookup = numpy_helper.from_array(fact.lookup, name="lookup")
     projection = numpy_helper.from_array(fact.projection, name="projection")

@@ -216,3 +216,9 @@ def test_wide_float32_matrix(decaying: np.ndarray, method: str) -> None:
     assert fact.lookup.shape == (40, 7) and fact.projection.shape == (7, 120)
     assert fact.lookup.dtype == np.float32
     assert fact.rel_error == pytest.approx(np.sqrt(np.sum(s[7:] ** 2) / np.sum(s**2)), rel=1e-4)
+
+
+def test_onnx_export_refuses_factors_over_two_gib(monkeypatch: pytest.MonkeyPatch, decaying: np.ndarray) -> None:
+    monkeypatch.setattr(fz, "ONNX_MAX_BYTES", 1000)  # stands in for 2 GiB: the 120 x 4 factors are larger
+    with pytest.raises(fz.FactorizeError, match="-o OUT.npz"):
+        fz.export_onnx(fz.factorize(decaying, 4))
