@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import daemon_models as m
 from .daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, read_token_file, replay
-from .table_store import STATUS_ERROR, TableEntry, TableStore
+from .table_store import STATUS_ERROR, LoadedTable, TableEntry, TableStore
 
 __all__ = ["DaemonConfigError", "check_bind", "is_loopback", "read_token_file", "create_app", "make_server",
            "bind_socket", "serve", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_MAX_BODY"]
@@ -124,34 +124,34 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             raise HTTPException(503, f"table {name!r} cannot be served: {entry.error}")
         return entry
 
-    def slot_for(entry: TableEntry, req: m._Request) -> tuple[SearchSlot, str]:
+    def slot_for(version: LoadedTable, req: m._Request) -> tuple[SearchSlot, str]:
         key, pinned, label = _objective_key(req)
-        table = entry.table
+        table = version.table
 
         def build() -> SearchSlot:
             objective_arg = req.objective if isinstance(req.objective, str) else req.objective.model_dump()
             samples = [[list(w), float(loss)] for w, loss in req.loss_samples] if req.loss_samples is not None else None
             objective = engine.make_objective(table, objective_arg, samples)
             return SearchSlot(engine.Searcher(table, objective))
-        return entry.searchers.get_or_build(key, pinned, build), label
+        return version.searchers.get_or_build(key, pinned, build), label
 
     async def answer(req: m._Request, op: tuple | None, fn: Callable[[Any], Any]) -> Any:
         """Run `fn` on the request's Searcher: inline when warm, in a worker thread when not."""
-        entry = entry_for(req.table)
+        version = entry_for(req.table).version
         key, _, label = _objective_key(req)
-        slot = entry.searchers.peek(key)
+        slot = version.searchers.peek(key)
         if slot is not None and op is not None and op in slot.warm:
-            return fn(slot.searcher), slot, label, entry
+            return fn(slot.searcher), slot, label, version
 
-        def cold() -> tuple[Any, SearchSlot, str, TableEntry]:
-            slot, label = slot_for(entry, req)
-            return slot.run_cold(op, fn), slot, label, entry
+        def cold() -> tuple[Any, SearchSlot, str, LoadedTable]:
+            slot, label = slot_for(version, req)
+            return slot.run_cold(op, fn), slot, label, version
         return await run_in_threadpool(cold)
 
     async def guarded(req: m._Request, op: tuple | None, fn: Callable[[Any], Any], render: Callable) -> Response:
         """Answer with `fn(searcher)` (`op` None: always in a worker thread) and map engine errors."""
         try:
-            result, slot, label, entry = await answer(req, op, fn)
+            result, slot, label, version = await answer(req, op, fn)
         except engine.InfeasibleBudget as exc:
             return _json({"error": "infeasible_budget", "detail": str(exc),
                           "min_latency_ms": _finite_or_none(getattr(exc, "min_latency_ms", None)),
@@ -160,7 +160,7 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             return _unprocessable(_objective_field(exc, req), str(exc))
         except ValueError as exc:
             return _unprocessable(_objective_field(exc, req), str(exc))
-        return render(result, slot, label, entry)
+        return render(result, slot, label, version)
 
     @app.get("/healthz", response_model=m.HealthResponse, tags=["service"])
     async def healthz() -> Response:
@@ -176,7 +176,7 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
                          503: {"model": m.ErrorBody}})
     async def query(req: m.QueryRequest) -> Response:
-        def render(ans: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+        def render(ans: Any, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
             return _json(_query_payload(req, label, ans))
         return await guarded(req, _query_op(req), lambda s: _run_query(s, req), render)
 
@@ -184,7 +184,7 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
                          503: {"model": m.ErrorBody}})
     async def pareto(req: m.ParetoRequest) -> Response:
-        slot = entry_for(req.table).searchers.peek(_objective_key(req)[0])
+        slot = entry_for(req.table).version.searchers.peek(_objective_key(req)[0])
         body = slot.pareto_bodies.get(req.max_params) if slot is not None else None
         if body is not None:
             return Response(body, media_type="application/json")
@@ -195,7 +195,7 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             return json.dumps({"table": req.table, "objective": label, "count": len(front),
                                "front": [a.to_json() for a in front]}, allow_nan=False).encode()
 
-        def render(body: bytes, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
+        def render(body: bytes, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
             slot.pareto_bodies[req.max_params] = body
             while len(slot.pareto_bodies) > SearchSlot.MAX_PARETO_BODIES:
                 del slot.pareto_bodies[next(iter(slot.pareto_bodies))]
@@ -206,8 +206,8 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
                          503: {"model": m.ErrorBody}})
     async def marginals(req: m.MarginalsRequest) -> Response:
-        def render(per_layer: Any, slot: SearchSlot, label: str, entry: TableEntry) -> Response:
-            table = entry.table
+        def render(per_layer: Any, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
+            table = version.table
             layers = []
             for name, choices, probs in zip(table.layer_names, table.choices, per_layer):
                 layers.append({"name": name, "widths": list(choices),
@@ -224,10 +224,11 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
         except ValidationError:
             return None
         entry = store.get(req.table)
-        if entry is None or entry.table is None:
+        version = entry.version if entry is not None else None
+        if version is None:
             return None
         key, _, label = _objective_key(req)
-        slot = entry.searchers.peek(key)
+        slot = version.searchers.peek(key)
         if slot is None or _query_op(req) not in slot.warm:
             return None
         try:

@@ -84,17 +84,38 @@ class SearcherCache:
         return len(self._pinned) + len(self._inline)
 
 
+@dataclass(frozen=True)
+class LoadedTable:
+    """One good version of a table file with its own caches; replaced whole on reload."""
+
+    table: Table
+    searchers: SearcherCache
+    loaded_at: float
+
+
 @dataclass
 class TableEntry:
-    """One table file: the version that serves, the state of the file on disk, the caches."""
+    """One table file: the version that serves, the state of the file on disk."""
 
     name: str
     path: Path
     signature: FileSignature | None = None
-    table: Table | None = None
+    version: LoadedTable | None = None
     error: str | None = None
-    loaded_at: float | None = None
-    searchers: SearcherCache = field(default_factory=SearcherCache)
+
+    @property
+    def table(self) -> Table | None:
+        return self.version.table if self.version is not None else None
+
+    @property
+    def searchers(self) -> SearcherCache:
+        if self.version is None:
+            raise LookupError(f"table {self.name!r} has no loaded version")
+        return self.version.searchers
+
+    @property
+    def loaded_at(self) -> float | None:
+        return self.version.loaded_at if self.version is not None else None
 
     @property
     def status(self) -> str:
@@ -111,8 +132,9 @@ class TableEntry:
             "error": self.error,
             "loaded_at": _iso(self.loaded_at),
         }
-        table = self.table
-        if table is not None:
+        version = self.version
+        if version is not None:
+            table = version.table
             out["space"] = {
                 "name": table.space_name,
                 "resolution": table.space.get("resolution"),
@@ -190,7 +212,7 @@ class TableStore:
         for name, (path, st) in seen.items():
             entry = self._entries.get(name)
             if entry is None:
-                entry = self._entries[name] = TableEntry(name, path, searchers=SearcherCache(self._max_inline))
+                entry = self._entries[name] = TableEntry(name, path)
             signature = FileSignature.of(st)
             if signature != entry.signature:
                 self._load(entry, signature)
@@ -208,10 +230,8 @@ class TableStore:
         except (OSError, ValueError, RecursionError) as exc:
             entry.error = f"{entry.path.name}: {type(exc).__name__}: {exc}"
             return
-        entry.table = table
+        entry.version = LoadedTable(table, SearcherCache(self._max_inline), time.time())
         entry.error = None
-        entry.loaded_at = time.time()
-        entry.searchers = SearcherCache(self._max_inline)
 
 
 def _short_error(exc: TableError, path: Path) -> str:
