@@ -1,19 +1,174 @@
-"""Scaffolding: replaced by the module that implements these commands."""
+"""`widthwise fit`, `predict` and `validate`: latency tables from a sample db, and their use.
+
+Every failure the user can cause (a missing or corrupt table, widths off the grid, an
+empty db, a db of another space) ends as one line naming the problem and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
-@click.command()
-def fit() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'fit' is not implemented yet")
+STATISTIC_CHOICES = ("min", "median", "mean")
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn the typed errors of tables, stores and fits into a click error (one line, exit 1)."""
+    from search.table import TableError
+
+    from .fit import FitError
+    from .store import StoreError
+
+    try:
+        yield
+    except (TableError, FitError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{getattr(exc, 'filename', '') or ''} {exc.strerror or exc}".strip()) from exc
+
+
+def _read_samples(db: str, statistic: str):
+    from .store import SampleStore
+
+    with SampleStore(db) as store:
+        return store.training_data(statistic)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _report_line(report: dict) -> str:
+    if not report.get("count"):
+        return "no held-out samples (use --holdout > 0 to measure the error)"
+    return (
+        f"MAPE {_pct(report['mape'])}, within 5 % {_pct(report['within_5pct'])}, "
+        f"within 10 % {_pct(report['within_10pct'])}, RMSE {report['rmse_ms']:.3f} ms over {report['count']} samples"
+    )
+
 
 @click.command()
-def predict() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'predict' is not implemented yet")
+@click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="Sample db from `widthwise collect`.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Table file to write.")
+@click.option("--holdout", default=0.15, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Share of samples held out to report the error (never used to fit).")
+@click.option("--method", default="shipped", show_default=True,
+              type=click.Choice(["shipped", "paper", "nnls", "flops"]), help="Fitting method.")
+@click.option("--statistic", default="min", show_default=True, type=click.Choice(STATISTIC_CHOICES),
+              help="Per-sample statistic the table estimates.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the hold-out split and the CV folds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed: int, as_json: bool) -> None:
+    """Fit a latency table (widthwise-table/1) from a sample db; report its held-out error."""
+    from .fit import fit_table
+
+    with _one_line_errors():
+        data = _read_samples(db, statistic)
+        result = fit_table(data, holdout=holdout, seed=seed, method=method)
+        result.table.save(output)
+    if as_json:
+        click.echo(json.dumps({"table": output, **result.report}, indent=1))
+        return
+    click.echo(f"wrote {output}: method {method}, {result.report['samples']} training samples, statistic {statistic}")
+    click.echo(f"held out: {_report_line(result.report)}")
+
+
+def parse_widths(text: str) -> list[int]:
+    """`32,64,128` or `32 64 128` as a list of integers; BadParameter naming the bad item."""
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not items:
+        raise click.BadParameter("no widths given", param_hint="--widths")
+    out = []
+    for item in items:
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not an integer", param_hint="--widths") from None
+    return out
+
 
 @click.command()
-def validate() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'validate' is not implemented yet")
+@click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table file.")
+@click.option("--widths", required=True, help="One width per layer, comma- or space-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+def predict(table_path: str, widths: str, as_json: bool) -> None:
+    """Predicted latency of a width configuration, with its per-block breakdown."""
+    from search.table import load_table
 
+    values = parse_widths(widths)
+    with _one_line_errors():
+        table = load_table(table_path)
+    try:
+        parts = table.breakdown(values)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    total = table.constant_ms + sum(ms for _, ms in parts)
+    if as_json:
+        click.echo(json.dumps({
+            "widths": values,
+            "latency_ms": total,
+            "constant_ms": table.constant_ms,
+            "blocks": [{"name": name, "ms": ms} for name, ms in parts],
+            "statistic": table.statistic,
+        }, indent=1))
+        return
+    click.echo(f"predicted latency: {total:.3f} ms ({table.statistic}, {table.runtime.get('name', 'unknown runtime')})")
+    click.echo(f"  {'constant':<14}{table.constant_ms:>9.3f} ms")
+    for name, ms in parts:
+        click.echo(f"  {name:<14}{ms:>9.3f} ms")
+
+
+def _scatter(table, data, path: str) -> None:
+    """Predicted against measured latency, one point per sample, with the +-5 % band."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException("--plot needs matplotlib: pip install 'widthwise[plot]'") from None
+    from .fit import table_predictions
+
+    pred = table_predictions(table, data.widths)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = float(min(pred.min(), data.latency_ms.min())), float(max(pred.max(), data.latency_ms.max()))
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+    ax.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="grey", alpha=0.25, label="±5 %")
+    ax.scatter(data.latency_ms, pred, s=8)
+    ax.set_xlabel(f"measured ({data.statistic}) ms")
+    ax.set_ylabel("predicted ms")
+    ax.set_title(f"{table.space_name}: {len(pred)} samples")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command()
+@click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table file.")
+@click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="Sample db to check against.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter plot (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> None:
+    """The table's error on another db: MAPE, RMSE, share within 5 % and 10 %."""
+    from search.table import load_table
+
+    from .fit import error_report
+
+    with _one_line_errors():
+        table = load_table(table_path)
+        data = _read_samples(db, table.statistic)
+        report = error_report(table, data)
+        if plot_path:
+            _scatter(table, data, plot_path)
+    if as_json:
+        click.echo(json.dumps({"table": table_path, "db": db, "plot": plot_path, **report}, indent=1))
+        return
+    click.echo(f"{table_path} on {db}: {_report_line(report)}")
+    if plot_path:
+        click.echo(f"wrote {plot_path}")

@@ -40,7 +40,7 @@ HUBER_REL = 0.04
 #: reweighting rounds of the Huber loss
 HUBER_ROUNDS = 4
 #: candidate strengths of the pull towards the prior (per term, in relative units)
-PRIOR_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+PRIOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: candidate strengths of the paper's monotonicity penalty
 PAPER_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 CV_FOLDS = 5

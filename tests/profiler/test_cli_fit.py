@@ -1,0 +1,146 @@
+"""`widthwise fit`, `predict`, `validate` over real SQLite sample dbs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_agents.spaces import make_space
+from profiler.cli import main
+from profiler.fit_synthetic import make_ground_truth, random_widths
+from profiler.store import SampleStore
+from search.table import load_table
+
+
+def _write_db(path, space, truth, n: int, seed: int) -> None:
+    """A real sample db: n configurations, each with 8 noisy repeats around the true latency."""
+    rng = np.random.default_rng(seed)
+    identity = {
+        "space": space.name,
+        "space_params": space.param_dict,
+        "device_fingerprint": "cafe",
+        "runtime": "onnxruntime",
+        "runtime_version": "test",
+        "threads": 1,
+        "dtype": "float32",
+        "delegate": None,
+        "timing": {"repeat": 8},
+        "statistic": "min",
+        "sampling": "uniform",
+        "seed": seed,
+        "device": {"cpu": "test cpu", "cores": 2, "os": "Linux"},
+    }
+    widths = random_widths(space, n, rng)
+    with SampleStore(str(path), identity) as store:
+        for slot, (w, lat) in enumerate(zip(widths, truth.latency(widths))):
+            times = lat * (1.0 + np.abs(rng.normal(0, 0.01, size=8)))
+            store.add("sample", [int(v) for v in w], {"times_ms": times.tolist()}, fingerprint="cafe", slot=slot)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space("mobilenet_v1", {"resolution": 32, "levels": 5})
+
+
+@pytest.fixture(scope="module")
+def dbs(tmp_path_factory, space):
+    root = tmp_path_factory.mktemp("dbs")
+    truth = make_ground_truth(space, seed=4)
+    _write_db(root / "train.sqlite", space, truth, 120, seed=1)
+    _write_db(root / "val.sqlite", space, truth, 40, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def table_path(dbs):
+    out = dbs / "tables" / "t.json"
+    result = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--holdout", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "held out:" in result.output and "MAPE" in result.output
+    return out
+
+
+def test_fit_writes_a_valid_table(table_path, space):
+    table = load_table(table_path)
+    assert table.space == space.to_json()
+    assert table.runtime["name"] == "onnxruntime" and table.runtime["statistic"] == "min"
+    assert table.device["cpu"] == "test cpu" and table.device["fingerprint"] == "cafe"
+    assert table.fit["samples"] == 96 and table.fit["holdout"]["count"] == 24
+
+
+def test_fit_json_and_method(dbs, tmp_path):
+    out = tmp_path / "flops.json"
+    result = CliRunner().invoke(
+        main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--method", "flops", "--seed", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["method"] == "flops" and report["table"] == str(out) and report["count"] == 18
+    assert load_table(out).fit["method"] == "flops"
+
+
+def test_predict_matches_the_table(table_path, space):
+    widths = [layer.choices[1] for layer in space.layers]
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", "--table", str(table_path), "--widths", ",".join(map(str, widths)), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    table = load_table(table_path)
+    assert out["latency_ms"] == pytest.approx(table.predict(widths))
+    assert [b["name"] for b in out["blocks"]] == [b.name for b in table.blocks]
+    text = runner.invoke(main, ["predict", "--table", str(table_path), "--widths", " ".join(map(str, widths))])
+    assert text.exit_code == 0 and "predicted latency" in text.output and "classifier" in text.output
+
+
+def test_predict_refuses_widths_off_the_grid(table_path, space):
+    widths = [layer.choices[0] for layer in space.layers]
+    widths[2] += 1
+    result = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", ",".join(map(str, widths))])
+    assert result.exit_code == 1
+    assert "layer 2" in result.output and "not one of its choices" in result.output
+    short = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,8"])
+    assert short.exit_code == 1 and "got 2 widths" in short.output
+    junk = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,x"])
+    assert junk.exit_code != 0 and "'x' is not an integer" in junk.output
+
+
+def test_corrupt_table_is_one_line_naming_the_field(table_path, tmp_path):
+    raw = json.loads(table_path.read_text())
+    del raw["blocks"][1]["ms"][0]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))
+    result = CliRunner().invoke(main, ["predict", "--table", str(bad), "--widths", "8"])
+    assert result.exit_code == 1
+    assert "blocks[1].ms" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_validate_reports_and_plots(table_path, dbs, tmp_path):
+    png = tmp_path / "scatter.png"
+    result = CliRunner().invoke(
+        main, ["validate", "--table", str(table_path), "--db", str(dbs / "val.sqlite"), "--plot", str(png), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["count"] == 40 and 0 <= report["within_5pct"] <= 1 and report["mape"] < 0.1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validate_refuses_a_db_of_another_space(table_path, tmp_path):
+    other = make_space("mobilenet_v1", {"resolution": 32, "levels": 4})
+    _write_db(tmp_path / "other.sqlite", other, make_ground_truth(other), 20, seed=5)
+    result = CliRunner().invoke(main, ["validate", "--table", str(table_path), "--db", str(tmp_path / "other.sqlite")])
+    assert result.exit_code == 1 and "width choices" in result.output
+
+
+def test_fit_errors_are_one_line(tmp_path, space):
+    missing = CliRunner().invoke(main, ["fit", "--db", str(tmp_path / "nope.sqlite"), "-o", str(tmp_path / "t.json")])
+    assert missing.exit_code == 1 and "no sample db" in missing.output
+    empty = tmp_path / "empty.sqlite"
+    _write_db(empty, space, make_ground_truth(space), 0, seed=1)
+    result = CliRunner().invoke(main, ["fit", "--db", str(empty), "-o", str(tmp_path / "t.json")])
+    assert result.exit_code == 1 and "no samples" in result.output
+    assert not (tmp_path / "t.json").exists()
