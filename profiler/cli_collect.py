@@ -1,9 +1,119 @@
-"""Scaffolding: replaced by the module that implements these commands."""
+"""`widthwise collect`: time planned width configurations on an agent into a SQLite db."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
 
 import click
 
+from device_agents.errors import AgentError
+from .collect import DEFAULT_TIMING, TIMING_KEYS, CollectError, CollectIncomplete, CollectSettings
+from .collect import collect as run_collection
+from .sampling import SAMPLER_MODULES
+from .store import StoreError
+
+EXIT_INCOMPLETE = 1
+EXIT_INTERRUPTED = 130
+
+
+def parse_assignments(pairs: tuple[str, ...], what: str) -> dict[str, object]:
+    """`key=value` options into a dict; values are JSON when they parse (numbers, lists), else text."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        if key in out:
+            raise click.BadParameter(f"{key} given twice", param_hint=what)
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @click.command()
-def collect() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'collect' is not implemented yet")
+@click.option("--agent", default="local", show_default=True, help="tcp://HOST:PORT, serial:///DEV?baud=N, or local.")
+@click.option("--space", "space_name", default="mobilenet_v1", show_default=True, help="Search space to sample.")
+@click.option("--resolution", type=int, default=None, help="Input resolution (mobilenet_v1; default 224).")
+@click.option("--levels", type=int, default=None, help="Width levels per layer (mobilenet_v1; default 14).")
+@click.option("--space-param", "space_params", multiple=True, metavar="KEY=VALUE", help="Other space parameter (repeatable).")
+@click.option("--samples", type=click.IntRange(min=0), required=True, help="Configurations to measure in total.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite db (created or resumed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling plan.")
+@click.option("--sampling", type=click.Choice(sorted(SAMPLER_MODULES)), default="coverage", show_default=True)
+@click.option("--runtime", default=None, help="Agent runtime (default: onnxruntime if the agent has it).")
+@click.option("--dtype", type=click.Choice(["float32", "int8"]), default="float32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--delegate", default=None, help="TFLite delegate (xnnpack|none); part of the db identity.")
+@click.option("--timing", "timing_params", multiple=True, metavar="KEY=VALUE",
+              help=f"Override a timing setting ({', '.join(TIMING_KEYS)}); defaults {json.dumps(dict(DEFAULT_TIMING))}.")
+@click.option("--reference-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Re-time the reference configuration after this many samples...")
+@click.option("--reference-seconds", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              help="...or after this many seconds, whichever comes first.")
+@click.option("--retime/--no-retime", default=True, show_default=True, help="Re-time the samples the fit flags as outliers.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="File holding the agent's shared token.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds to wait for one answer.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def collect(
+    agent: str, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
+    samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
+    delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
+    retime: bool, token_file: Path | None, timeout: float, progress: bool, as_json: bool,
+) -> None:
+    """Measure width configurations of a space on an agent, one SQLite row per sample.
+
+    Re-running the same command resumes: only the missing samples are measured. A db
+    collected with another space, device or runtime setting is refused.
+    """
+    params = parse_assignments(space_params, "--space-param")
+    for key, value in (("resolution", resolution), ("levels", levels)):
+        if value is not None:
+            if key in params:
+                raise click.BadParameter(f"{key} given both as --{key} and --space-param", param_hint="--space-param")
+            params[key] = value
+    timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
+    token = token_file.read_text().strip() if token_file else None
+    try:
+        settings = CollectSettings(
+            space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
+            runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
+            reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
+        )
+        from .agents import connect
+
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with connect(agent, token=token, timeout=timeout) as client:
+                summary = run_collection(client, settings, progress=progress)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except CollectIncomplete as exc:
+        if as_json:
+            click.echo(json.dumps(exc.summary, sort_keys=True))
+        click.echo(f"widthwise collect: {exc}", err=True)
+        sys.exit(EXIT_INTERRUPTED if exc.summary.get("reason") == "interrupted" else EXIT_INCOMPLETE)
+    except (CollectError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except AgentError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc.message}") from exc
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        click.echo(
+            f"{summary['samples']} samples in {summary['db']} ({summary['new']} new this run, "
+            f"{summary['references']} reference timings, {summary['retimed']} re-timed; "
+            f"outliers: {summary['outlier_check']}) in {summary['elapsed_s']:.1f} s"
+        )
 

@@ -2,10 +2,10 @@
 
 A db belongs to one space, device and runtime setting, recorded in its `meta` table; a
 collection with any other identity is refused with the field that differs. The planned
-configurations sit in `plan` (slot -> widths) and each measurement is one row of
-`samples`, written in its own transaction the moment it arrives, so a process killed at
-any instant leaves a db that opens, is consistent, and tells exactly which slots are
-missing. Unique indexes make a slot measured twice, or a sample re-timed twice, an
+configurations sit in `plan` (slot -> widths), the collector's progress notes in
+`notes`, and each measurement is one row of `samples`, written in its own transaction
+the moment it arrives, so a process killed at any instant leaves a db that opens, is
+consistent, and tells exactly which slots are missing. Unique indexes make a slot measured twice, or a sample re-timed twice, an
 error rather than a silent duplicate.
 """
 
@@ -59,6 +59,7 @@ STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS plan (slot INTEGER PRIMARY KEY, widths TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS samples (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL CHECK (kind IN ('sample', 'reference', 'retime')),
@@ -231,6 +232,16 @@ class SampleStore:
     def count(self, kind: str = "sample") -> int:
         """How many rows of this kind the db holds."""
         return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE kind = ?", (kind,)).fetchone()[0])
+
+    def note(self, key: str) -> dict | None:
+        """A progress note the collector keeps in the db (e.g. the outlier pass), or None."""
+        row = self._db.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_note(self, key: str, value: Mapping[str, object]) -> None:
+        """Write (or replace) a progress note, in its own transaction."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO notes (key, value) VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
     # --- writing -------------------------------------------------------------------------
 

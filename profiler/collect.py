@@ -1,0 +1,301 @@
+"""The collection loop: plan configurations, time the missing ones on an agent, store each.
+
+The db is the single source of truth. A run plans the configurations (seeded, so the
+same command plans the same slots), asks the store which slots have no sample yet, and
+times only those, one transaction per sample. A fixed reference configuration is
+re-timed at intervals so the store can remove drift. After the main pass the fit's
+outlier check names samples to re-time, once each; the list it named is kept in the db
+so an interrupted pass resumes instead of starting over. Ctrl-C or a dead agent stops
+the loop with everything measured so far stored (`CollectIncomplete` says how far).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from device_agents.errors import AgentError, RuntimeUnavailable
+from device_agents.spaces import Space, make_space
+from device_agents.timing import TimingSettings
+
+from .dataset import TrainingData
+from .sampling import UnknownSampler, make_sampler, sampler_class
+from .store import SampleStore, StoreError
+
+#: about 250 ms of repeats per sample at 224: 12 repeats of at least 20 ms each.
+DEFAULT_TIMING: Mapping[str, object] = {"warmup": 2, "repeat": 12, "number": 0, "min_repeat_ms": 20.0}
+TIMING_KEYS = ("warmup", "repeat", "number", "min_repeat_ms", "max_total_s")
+DTYPES = ("float32", "int8")
+OUTLIER_NOTE = "outlier_pass"
+
+
+class CollectError(Exception):
+    """The collection cannot start or go on (bad settings, an agent that cannot serve them)."""
+
+
+class CollectIncomplete(Exception):
+    """The loop stopped early (interrupt, dead agent); `summary` says how far it got."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """What to collect and how; everything except `db` and the reference cadence is db identity."""
+
+    space: str
+    samples: int
+    db: str
+    space_params: Mapping[str, object] = field(default_factory=dict)
+    seed: int = 0
+    sampling: str = "coverage"
+    runtime: str | None = None
+    dtype: str = "float32"
+    threads: int = 1
+    delegate: str | None = None
+    timing: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULT_TIMING))
+    statistic: str = "min"
+    reference_every: int = 20
+    reference_seconds: float = 15.0
+    retime_outliers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.samples < 0:
+            raise CollectError(f"samples must be non-negative, got {self.samples}")
+        if self.dtype not in DTYPES:
+            raise CollectError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.threads < 1:
+            raise CollectError(f"threads must be at least 1, got {self.threads}")
+        if self.reference_every < 1 or self.reference_seconds <= 0:
+            raise CollectError("reference_every must be >= 1 and reference_seconds > 0")
+        unknown = set(self.timing) - set(TIMING_KEYS)
+        if unknown:
+            raise CollectError(f"unknown timing key(s) {', '.join(sorted(unknown))}; known: {', '.join(TIMING_KEYS)}")
+        try:  # the agent's own validation, before a db is created with these settings
+            TimingSettings.from_dict({**self.timing, "threads": self.threads})
+            make_space(self.space, dict(self.space_params))
+            sampler_class(self.sampling)
+        except AgentError as exc:
+            raise CollectError(exc.message) from exc
+        except UnknownSampler as exc:
+            raise CollectError(str(exc)) from exc
+
+
+def reference_widths(space: Space) -> tuple[int, ...]:
+    """The fixed reference configuration: each layer's choice nearest its base width."""
+    return tuple(min(layer.choices, key=lambda w: (abs(w - layer.base), w)) for layer in space.layers)
+
+
+def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple[str, str]:
+    """(name, version) of the runtime to use: the requested one, else the agent's default."""
+    runtimes = dict(hello.get("runtimes") or {})  # type: ignore[arg-type]
+    if requested is None:
+        if not runtimes:
+            raise CollectError("the agent has no usable runtime")
+        requested = "onnxruntime" if "onnxruntime" in runtimes else next(iter(runtimes))
+    if requested not in runtimes:
+        why = dict(hello.get("runtimes_unavailable") or {}).get(requested, "not installed")  # type: ignore[arg-type]
+        raise CollectError(f"runtime {requested} is not usable on the agent: {why}")
+    return requested, str(runtimes[requested])
+
+
+def flag_outliers_function() -> Callable[[TrainingData], list[int]] | None:
+    """The fit's `flag_outliers`, or None when profiler.fit does not provide it."""
+    try:
+        module = importlib.import_module("profiler.fit")
+    except ImportError:
+        return None
+    return getattr(module, "flag_outliers", None)
+
+
+class Collector:
+    """One collection run against a connected agent client (see `collect`)."""
+
+    def __init__(self, client, settings: CollectSettings, *, progress: bool = True) -> None:
+        self.client = client
+        self.settings = settings
+        self.progress = progress
+        self.space = make_space(settings.space, dict(settings.space_params))
+        self.reference = reference_widths(self.space)
+        self.counts = {"new": 0, "references": 0, "retimed": 0}
+        self.since_reference = 0
+        self.last_reference = float("-inf")
+        self.started = time.monotonic()
+        self.outlier_check = "not reached"
+        self.store: SampleStore | None = None
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def open_store(self) -> SampleStore:
+        """Greet the agent, derive the db identity, open (or create) the db with it."""
+        s = self.settings
+        hello = self.client.hello()
+        self.fingerprint = str(hello.get("fingerprint"))
+        self.runtime, version = resolve_runtime(hello, s.runtime)
+        identity = {
+            "space": self.space.name,
+            "space_params": self.space.param_dict,
+            "device_fingerprint": self.fingerprint,
+            "runtime": self.runtime,
+            "runtime_version": version,
+            "threads": s.threads,
+            "dtype": s.dtype,
+            "delegate": s.delegate,
+            "timing": dict(s.timing),
+            "statistic": s.statistic,
+            "sampling": s.sampling,
+            "seed": s.seed,
+            "device": {k: hello.get(k) for k in ("cpu", "cores", "os", "machine", "python", "agent_version")},
+            "reference_widths": list(self.reference),
+        }
+        self.identity = identity
+        self.store = SampleStore(s.db, identity)
+        return self.store
+
+    # --- measuring -----------------------------------------------------------------------
+
+    def bench(self, widths: Sequence[int]) -> dict:
+        """Time one configuration on the agent and check it ran with the db's settings."""
+        s = self.settings
+        spec = {"space": self.space.name, "params": self.space.param_dict, "widths": list(widths), "dtype": s.dtype}
+        response = self.client.bench_spec(
+            spec,
+            runtime=self.runtime,
+            timing={**s.timing, "threads": s.threads},
+            options={"delegate": s.delegate} if s.delegate is not None else None,
+        )
+        ran = dict(response.get("runtime") or {})
+        for key, want in (("name", self.runtime), ("version", self.identity["runtime_version"]), ("threads", s.threads), ("dtype", s.dtype)):
+            if key in ran and ran[key] != want:
+                raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}")
+        return response
+
+    def take_reference(self) -> None:
+        """Re-time the reference configuration and store it."""
+        assert self.store is not None
+        self.store.add("reference", self.reference, self.bench(self.reference), fingerprint=self.fingerprint)
+        self.counts["references"] += 1
+        self.since_reference = 0
+        self.last_reference = time.monotonic()
+
+    def reference_due(self) -> bool:
+        s = self.settings
+        return self.since_reference >= s.reference_every or time.monotonic() - self.last_reference >= s.reference_seconds
+
+    def measure(self, kind: str, widths: Sequence[int], **where: int) -> None:
+        """Store one measurement of `kind`, re-timing the reference first when it is due."""
+        assert self.store is not None
+        if self.reference_due():
+            self.take_reference()
+        self.store.add(kind, widths, self.bench(widths), fingerprint=self.fingerprint, **where)
+        self.since_reference += 1
+
+    # --- the run -------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Main pass over the missing slots, then the outlier re-timing pass; the summary."""
+        s = self.settings
+        store = self.open_store()
+        plan = make_sampler(s.sampling, self.space, seed=s.seed).plan(s.samples)
+        store.ensure_plan(plan)
+        missing = store.missing_slots(s.samples)
+        bar = _progress_bar(s.samples, s.samples - len(missing), enabled=self.progress)
+        try:
+            for slot in missing:
+                self.measure("sample", plan[slot], slot=slot)
+                self.counts["new"] += 1
+                bar.set_postfix(refs=self.counts["references"], refresh=False)
+                bar.update(1)
+            if self.counts["new"]:
+                self.take_reference()  # closes the series so the last samples are interpolated, not extrapolated
+            bar.close()
+            self.outlier_pass()
+        except (KeyboardInterrupt, AgentError, StoreError) as exc:
+            bar.close()
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            summary = self.summary(complete=False, reason=reason)
+            raise CollectIncomplete(
+                f"collection stopped after {summary['samples']} of {s.samples} samples "
+                f"({summary['new']} new this run) because {reason}; {s.db} is consistent: "
+                "run the same command again to resume",
+                summary,
+            ) from exc
+        return self.summary(complete=True)
+
+    def outlier_pass(self) -> None:
+        """Re-time, once each, the samples the fit flags; the flagged list is kept in the db."""
+        s, store = self.settings, self.store
+        assert store is not None
+        if not s.retime_outliers:
+            self.outlier_check = "disabled"
+            return
+        note = store.note(OUTLIER_NOTE)
+        if note is None or note.get("samples") != s.samples:
+            flag = flag_outliers_function()
+            if flag is None:
+                self.outlier_check = "skipped: profiler.fit.flag_outliers is not available"
+                return
+            try:
+                flagged = [int(i) for i in flag(store.training_data(s.statistic))]
+            except ValueError as exc:
+                self.outlier_check = f"skipped: {exc}"
+                return
+            note = {"samples": s.samples, "flagged": flagged}
+            store.set_note(OUTLIER_NOTE, note)
+        by_id = {row.id: row for row in store.rows("sample")}
+        todo = [i for i in note["flagged"] if i in by_id and i not in store.retimed_ids()]
+        for sample_id in todo:
+            self.measure("retime", by_id[sample_id].widths, retime_of=sample_id)
+            self.counts["retimed"] += 1
+        if todo:
+            self.take_reference()
+        self.outlier_check = f"{len(note['flagged'])} flagged"
+
+    def summary(self, *, complete: bool, reason: str | None = None) -> dict:
+        """What the db holds and what this run added."""
+        store = self.store
+        samples = store.count("sample") if store else 0
+        out = {
+            "db": self.settings.db,
+            "space": self.space.name,
+            "asked": self.settings.samples,
+            "samples": samples,
+            "missing": len(store.missing_slots(self.settings.samples)) if store else self.settings.samples,
+            "new": self.counts["new"],
+            "references": self.counts["references"],
+            "retimed": self.counts["retimed"],
+            "references_total": store.count("reference") if store else 0,
+            "retimed_total": store.count("retime") if store else 0,
+            "outlier_check": self.outlier_check,
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "complete": complete,
+        }
+        if reason is not None:
+            out["reason"] = reason
+        return out
+
+
+def _progress_bar(total: int, initial: int, *, enabled: bool):
+    """A tqdm bar on stderr with rate and ETA (disabled bars cost nothing)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sample", file=sys.stderr, disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+
+
+def collect(client, settings: CollectSettings, *, progress: bool = True) -> dict:
+    """Collect `settings.samples` samples into `settings.db` through a connected client; the summary.
+
+    Raises CollectIncomplete (with the summary) when interrupted or when the agent dies,
+    and CollectError or StoreError (e.g. IdentityMismatch) when it cannot start.
+    """
+    collector = Collector(client, settings, progress=progress)
+    try:
+        return collector.run()
+    finally:
+        if collector.store is not None:
+            collector.store.close()

@@ -1,0 +1,101 @@
+"""`widthwise collect` end to end: JSON summary, refusals, and Ctrl-C then resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from profiler.cli import main
+from profiler.cli_collect import EXIT_INTERRUPTED, parse_assignments
+
+BASE = ["collect", "--resolution", "32", "--levels", "4", "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
+        "--timing", "warmup=1", "--reference-every", "3", "--no-progress"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [*BASE, *args])
+
+
+def slots(db: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT id, slot FROM samples WHERE kind = 'sample' ORDER BY id").fetchall()
+
+
+def test_collect_prints_a_json_summary_and_refuses_another_setting(tmp_path):
+    db = tmp_path / "runs" / "cli.sqlite"
+    result = invoke("--samples", "4", "--db", str(db), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["samples"] == summary["new"] == 4 and summary["complete"] is True
+    assert summary["references"] >= 2 and summary["db"] == str(db)
+    assert [s for _, s in slots(db)] == [0, 1, 2, 3]
+
+    refused = invoke("--samples", "4", "--db", str(db), "--threads", "2")
+    assert refused.exit_code == 1
+    assert "threads=1" in refused.output and "threads=2" in refused.output
+    assert len(slots(db)) == 4
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--space-param", "width=3"], "no parameter 'width'"),
+        (["--space-param", "resolution=40"], "resolution given both"),
+        (["--space-param", "oops"], "expected KEY=VALUE"),
+        (["--timing", "repeats=3"], "unknown timing key"),
+        (["--timing", "number=-1"], "timing.number must be at least 0"),
+        (["--timing", "repeat=5"], "repeat given twice"),
+        (["--space", "resnet"], "unknown space 'resnet'"),
+    ],
+)
+def test_bad_options_are_named_and_nothing_is_created(tmp_path, args, message):
+    db = tmp_path / "bad.sqlite"
+    result = invoke("--samples", "2", "--db", str(db), *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not db.exists()
+
+
+def test_text_space_parameters_are_typed_and_unknown_ones_refused(tmp_path):
+    assert parse_assignments(("ranks=[8,16]", "vocab=1000", "name=abc"), "--space-param") == {
+        "ranks": [8, 16], "vocab": 1000, "name": "abc"}
+    result = CliRunner().invoke(main, ["collect", "--space", "text_lowrank", "--resolution", "224", "--samples", "1",
+                                       "--db", str(tmp_path / "t.sqlite")])
+    assert result.exit_code != 0 and "no parameter 'resolution'" in result.output
+
+
+def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
+    db = tmp_path / "int.sqlite"
+    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *BASE, "--samples", "60", "--db", str(db), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if db.exists() and len(slots(db)) >= 3:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "stopped after" in err and "run the same command again to resume" in err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    before = slots(db)
+    assert stopped["complete"] is False and stopped["samples"] == len(before) < 60
+    assert [s for _, s in before] == list(range(len(before)))
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    after = slots(db)
+    assert summary["new"] == 60 - len(before) and len(after) == 60
+    assert after[: len(before)] == before and sorted(s for _, s in after) == list(range(60))
