@@ -175,6 +175,7 @@ def _bench(
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
     measurement = time_session(session, loop_settings, int_high=int_high, seed=seed, drift=_drift)
     body = measurement.to_json()
+    body["warnings"].extend(str(w) for w in session.info.get("warnings", []))
     if _drift.active:
         body["warnings"].append(f"drift injection is on ({_drift.rate_per_min} per minute): a testing aid")
     body["init_ms"] = init_ms
