@@ -232,7 +232,12 @@ class Searcher:
         temperature = _check_number(temperature, "temperature")
         if temperature == 0:
             raise QueryError("temperature: must be > 0")
-        gamma = self.query(budget_ms, "lagrangian").gamma or 0.0
+        try:
+            found = self.lagrangian_path().query(budget_ms)
+        except LagrangianInfeasible:
+            raise self._infeasible(budget_ms, None) from None
+        # Inside the answer's optimality range, so that T -> 0 concentrates on that one answer.
+        gamma = found.gamma_inside if found.gamma_inside is not None else found.gamma
         probs = chain_marginals(self.chain, gamma, temperature)
         return [{int(w): float(p) for w, p in zip(choices, row)} for choices, row in zip(self.chain.choices, probs)]
 

@@ -40,6 +40,8 @@ class LagrangianAnswer:
     cost: float
     gamma: float
     passes: int = 0
+    #: A gamma strictly inside the range where this vertex is the unique arg-min (when known).
+    gamma_inside: float | None = None
 
 
 class _Evaluator:
@@ -135,4 +137,7 @@ class LagrangianPath:
             else:
                 raise LagrangianInfeasible(budget_ms, self.latencies[0])
         idx, latency, cost = self.vertices[pos]
-        return LagrangianAnswer(idx, latency, cost, self.gammas[pos])
+        low = self.gammas[pos]
+        high = self.gammas[pos - 1] if pos > 0 else None
+        inside = 0.5 * (low + high) if high is not None else (2.0 * low if low > 0 else 0.0)
+        return LagrangianAnswer(idx, latency, cost, low, gamma_inside=inside)

@@ -20,6 +20,10 @@ import numpy as np
 
 from .chain import Chain, within
 
+#: Candidate sets smaller than this are sorted directly, without the binned pre-filter.
+PREFILTER_MIN = 4096
+#: Latency bins per state in the pre-filter (more bins: fewer survivors, more memory).
+PREFILTER_BINS = 2048
 #: Rows compared at once in the three-criterion dominance test (bounds its memory).
 DOMINANCE_CHUNK = 512
 
@@ -51,10 +55,11 @@ class Front:
         return pos
 
 
-def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prune_sorted(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (state), the positions of the points not dominated in (latency, cost), row-major.
 
     Returns (row, column) of the kept points, each row's kept points by rising latency.
+    +inf latencies mark padding and are never kept.
     """
     order = np.argsort(lat, axis=1, kind="stable")
     sorted_cost = np.take_along_axis(cost, order, axis=1)
@@ -63,7 +68,47 @@ def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray
     keep[:, 0] = True
     np.less(sorted_cost[:, 1:], best[:, :-1], out=keep[:, 1:])
     rows, pos = np.nonzero(keep)
-    return rows, order[rows, pos]
+    cols = order[rows, pos]
+    finite = np.isfinite(lat[rows, cols])
+    return rows[finite], cols[finite]
+
+
+def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_prune_sorted`, after a linear-time pre-filter that drops most dominated points.
+
+    The latency axis is cut into bins; a point whose cost is no lower than the least cost in
+    an earlier bin of its row (so at a strictly smaller latency) is dominated. Only the few
+    survivors are sorted, which is what keeps the exact front fast.
+    """
+    rows_n, cols_n = lat.shape
+    if lat.size <= PREFILTER_MIN:
+        return _prune_sorted(lat, cost)
+    lo, hi = float(lat.min()), float(lat.max())
+    bins = min(PREFILTER_BINS, cols_n)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    which = ((lat - lo) * (1.0 / width)).astype(np.int64)
+    np.clip(which, 0, bins - 1, out=which)
+    which += (np.arange(rows_n) * bins)[:, None]
+    least = np.full(rows_n * bins, np.inf)
+    np.minimum.at(least, which.ravel(), cost.ravel())
+    least = least.reshape(rows_n, bins)
+    before = np.empty_like(least)
+    before[:, 0] = np.inf
+    np.minimum.accumulate(least[:, :-1], axis=1, out=before[:, 1:])
+    alive = cost < before.ravel()[which]
+    rows, cols = np.nonzero(alive)
+    counts = np.bincount(rows, minlength=rows_n)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(rows.size) - np.repeat(starts, counts)
+    span = int(counts.max()) if rows.size else 1
+    packed_lat = np.full((rows_n, span), np.inf)
+    packed_cost = np.full((rows_n, span), np.inf)
+    packed_col = np.zeros((rows_n, span), dtype=np.int64)
+    packed_lat[rows, pos] = lat[rows, cols]
+    packed_cost[rows, pos] = cost[rows, cols]
+    packed_col[rows, pos] = cols
+    kept_rows, kept_pos = _prune_sorted(packed_lat, packed_cost)
+    return kept_rows, packed_col[kept_rows, kept_pos]
 
 
 def _prune_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +163,16 @@ def build_front(chain: Chain, max_params: float | None = None) -> Front:
         parents[0], states[0] = parents[0][feasible], state
     for k in range(1, len(lat_m)):
         # candidates[j, p]: point p extended to state j of the next layer
-        cand_lat = lat[None, :] + lat_m[k][state].T
-        cand_cost = cost[None, :] + cost_m[k][state].T
+        # gathered from transposed copies so that rows (states) are contiguous
+        cand_lat = np.ascontiguousarray(lat_m[k].T)[:, state]
+        cand_lat += lat
+        cand_cost = np.ascontiguousarray(cost_m[k].T)[:, state]
+        cand_cost += cost
         if par is None:
             rows, cols = _prune_2d(cand_lat, cand_cost)
         else:
-            cand_par = par[None, :] + par_m[k][state].T
+            cand_par = np.ascontiguousarray(par_m[k].T)[:, state]
+            cand_par += par
             alive = cand_par + rest[k][:, None] <= max_params + 1e-9 * max(1.0, max_params)
             rows, cols = _prune_3d(cand_lat, cand_cost, cand_par, alive)
             par = cand_par[rows, cols]

@@ -160,3 +160,53 @@ def mobilenet_v1_table(seed: int = 0, resolution: int = 224, levels: int = 14) -
         block.name = name
     table.space["resolution"] = resolution
     return table
+
+
+def random_table(
+    seed: int,
+    layers: int = 3,
+    max_choices: int = 4,
+    *,
+    integer: bool = True,
+    with_counts: bool = True,
+) -> Table:
+    """A small random table (for exhaustive checks): 1..max_choices widths per layer.
+
+    With `integer`, latencies are small integers so that ties, the hard case for dominance
+    pruning, are frequent; params are positive integers and MACs follow them.
+    """
+    rng = np.random.default_rng(seed)
+    choices = [sorted(rng.choice(np.arange(1, 9) * 8, size=rng.integers(1, max_choices + 1), replace=False).tolist())
+               for _ in range(layers)]
+    chain = [[3], *choices, [10]]
+    blocks = []
+    for k in range(layers + 1):
+        shape = (len(chain[k]), len(chain[k + 1]))
+        ms = rng.integers(0, 6, size=shape).astype(float) if integer else rng.random(shape) * 5
+        params = rng.integers(1, 20, size=shape).astype(float) if with_counts else None
+        macs = params * 10 if params is not None else None
+        name = "classifier" if k == layers else f"layer{k}"
+        blocks.append(Block(name, tuple(chain[k]), tuple(chain[k + 1]), ms, macs, params))
+    space = {
+        "name": "random",
+        "input_channels": 3,
+        "output_channels": 10,
+        "layers": [{"name": f"layer{k}", "choices": [int(w) for w in choices[k]]} for k in range(layers)],
+    }
+    return Table(space=space, blocks=blocks, constant_ms=float(rng.integers(0, 3)))
+
+
+def random_costs(table: Table, seed: int, *, pairwise: bool = True, integer: bool = True) -> dict:
+    """A random `widthwise-costs/1` object for `table` (optionally with pairwise terms)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(shape: tuple[int, ...]) -> list:
+        values = rng.integers(-5, 6, size=shape).astype(float) if integer else rng.normal(size=shape)
+        return values.tolist()
+
+    return {
+        "format": "widthwise-costs/1",
+        "space": table.space_name,
+        "unary": [draw((len(c),)) for c in table.choices],
+        "pairwise": [draw(b.ms.shape) for b in table.blocks] if pairwise else None,
+    }

@@ -1,0 +1,138 @@
+"""Exact search (Pareto DP) against brute-force enumeration on many small random chains."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import search.pareto as pareto
+from search.chain import build_chain, within
+from search.engine import InfeasibleBudget, Searcher, make_objective
+from search.synthetic import mobilenet_v1_table, random_costs, random_table
+
+
+def enumerate_chain(chain):
+    """Every configuration with its latency, cost and params, summed in chain order."""
+    out = []
+    for idx in itertools.product(*(range(len(c)) for c in chain.choices)):
+        out.append((idx, chain.latency_of(idx), chain.cost_of(idx), chain.params_of(idx)))
+    return out
+
+
+def brute_best(points, budget, max_params=None):
+    ok = [p for p in points if within(p[1], budget) and (max_params is None or within(p[3], max_params))]
+    return min(ok, key=lambda p: p[2]) if ok else None
+
+
+def brute_front(points, max_params=None):
+    """(latency, cost) of the brute-force Pareto set, one entry per distinct non-dominated pair."""
+    ok = [(p[1], p[2]) for p in points if max_params is None or within(p[3], max_params)]
+    front = []
+    for lat, cost in sorted(set(ok)):
+        if not front or cost < front[-1][1]:
+            front.append((lat, cost))
+    return front
+
+
+def instance(seed, layers, choices, objective_kind, integer=True):
+    table = random_table(seed, layers, choices, integer=integer)
+    if objective_kind == "flops":
+        objective = make_objective(table, "flops")
+    else:
+        objective = make_objective(table, random_costs(table, seed + 1, pairwise=objective_kind == "pairwise"))
+    return table, objective
+
+
+cases = st.tuples(
+    st.integers(0, 10**6),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.sampled_from(["flops", "unary", "pairwise"]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases)
+def test_front_equals_brute_force_front(case):
+    table, objective = instance(*case)
+    searcher = Searcher(table, objective)
+    points = enumerate_chain(searcher.chain)
+    front = searcher.front()
+    expected = np.array(brute_front(points)).reshape(-1, 2)
+    np.testing.assert_allclose(np.column_stack([front.latency, front.cost]).reshape(-1, 2), expected, rtol=1e-12)
+    for row, lat, cost in zip(front.configs, front.latency, front.cost):
+        assert searcher.chain.latency_of(row) == pytest.approx(lat)
+        assert searcher.chain.cost_of(row) == pytest.approx(cost)
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases, st.floats(0.0, 1.0))
+def test_exact_query_equals_brute_force(case, where):
+    table, objective = instance(*case)
+    searcher = Searcher(table, objective)
+    points = enumerate_chain(searcher.chain)
+    lats = sorted(p[1] for p in points)
+    for budget in {lats[int(where * (len(lats) - 1))], lats[0], lats[-1], (lats[0] + lats[-1]) / 2}:
+        best = brute_best(points, budget)
+        answer = searcher.query(budget, "exact")
+        assert answer.cost == pytest.approx(best[2])
+        assert within(answer.latency_ms, budget)
+        assert table.predict(answer.widths) == pytest.approx(answer.latency_ms)
+    if lats[0] > 0:
+        with pytest.raises(InfeasibleBudget) as err:
+            searcher.query(lats[0] * 0.99, "exact")
+        assert err.value.min_latency_ms == pytest.approx(lats[0])
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_exact_with_params_budget_equals_brute_force(case, where_lat, where_par):
+    table, objective = instance(*case)
+    searcher = Searcher(table, objective)
+    points = enumerate_chain(searcher.chain)
+    lats = sorted(p[1] for p in points)
+    pars = sorted(p[3] for p in points)
+    budget = lats[int(where_lat * (len(lats) - 1))]
+    max_params = pars[int(where_par * (len(pars) - 1))]
+    best = brute_best(points, budget, max_params)
+    if best is None:
+        with pytest.raises(InfeasibleBudget):
+            searcher.query(budget, "exact", max_params=max_params)
+        return
+    answer = searcher.query(budget, "exact", max_params=max_params)
+    assert answer.cost == pytest.approx(best[2])
+    assert within(answer.latency_ms, budget) and within(answer.params, max_params)
+    got = np.array([(a.latency_ms, a.cost) for a in searcher.pareto(max_params)]).reshape(-1, 2)
+    np.testing.assert_allclose(got, np.array(brute_front(points, max_params)).reshape(-1, 2), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases)
+def test_prefilter_changes_nothing(case):
+    table, objective = instance(*case)
+    chain = build_chain(table, objective)
+    plain = pareto.build_front(chain)
+    saved = pareto.PREFILTER_MIN
+    pareto.PREFILTER_MIN = 0  # force the binned pre-filter on even for tiny candidate sets
+    try:
+        filtered = pareto.build_front(chain)
+    finally:
+        pareto.PREFILTER_MIN = saved
+    assert filtered.latency.tolist() == plain.latency.tolist()
+    assert filtered.cost.tolist() == plain.cost.tolist()
+
+
+def test_mobilenet_front_spans_fastest_to_widest():
+    table = mobilenet_v1_table(seed=3)
+    searcher = Searcher(table, make_objective(table, "flops"))
+    front = searcher.front()
+    assert front.latency[0] == pytest.approx(searcher.chain.min_latency())
+    widest = tuple(max(c) for c in table.choices)
+    assert searcher.pareto()[-1].widths == widest
+    assert np.all(np.diff(front.latency) > 0) and np.all(np.diff(front.cost) < 0)
+    assert searcher.front() is front  # cached per (table, objective)
