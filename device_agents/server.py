@@ -46,6 +46,8 @@ class Session:
     nonce: str | None = None
     version: int = PROTOCOL_VERSION
     requests: int = 0
+    #: (id, type, header, payload) of the last answer, resent when the same request comes again
+    last_answer: tuple[int, str, dict, bytes] | None = None
 
 
 @dataclass
@@ -55,7 +57,8 @@ class ServerConfig:
     token: bytes | None = None
     max_frame_bytes: int | None = None  # None: the transport's default cap
     idle_timeout_s: float = 3600.0  # a TCP connection silent this long is closed
-    frame_timeout_s: float = 10.0  # a frame stalled half-way this long is truncated
+    frame_timeout_s: float = 10.0  # a TCP frame stalled half-way this long is truncated
+    serial_frame_timeout_s: float = 1.0  # the same on a serial line, where frames flow without gaps
     max_connections: int = 8
 
     def cap_for(self, transport: str) -> int:
@@ -92,7 +95,7 @@ class AgentServer:
         header = frame.header
         rid = frame.request_id
         try:
-            if "id" not in header or (rid is None and header.get("id") is not None):
+            if rid is None:
                 raise BadRequest(f"request id must be an integer in [0, {MAX_REQUEST_ID}], got {header.get('id')!r}")
             rtype = header.get("type")
             if not isinstance(rtype, str):
@@ -109,12 +112,26 @@ class AgentServer:
                 except AgentError as exc:
                     log.warning("refused %s request %s from %s: %s", rtype, rid, session.peer, exc.message)
                     raise
+            last = session.last_answer
+            if last is not None and last[0] == rid and last[1] == rtype:
+                return last[2], last[3]  # a resend after a corrupted answer: no need to time again
+            header_out, payload_out = self._dispatch(session, rtype, rid, header, frame.payload, max_frame_bytes)
+            session.last_answer = (rid, rtype, header_out, payload_out)
+            return header_out, payload_out
+        except AgentError as exc:
+            if exc.code != "unauthorized":
+                log.info("error answering %s from %s: %s: %s", header.get("type"), session.peer, exc.code, exc.message)
+            return error_header(rid, exc, session.version), b""
+
+    def _dispatch(self, session: Session, rtype: str, rid: int | None, header: dict, payload: bytes, max_frame_bytes: int) -> tuple[dict, bytes]:
+        """Run the handler of an authenticated request; every failure becomes an error header."""
+        try:
             handler = self.handlers.get(rtype)  # type: ignore[union-attr]
             if handler is None:
                 known = ", ".join(sorted({*SERVER_TYPES, *self.handlers}))  # type: ignore[misc]
                 raise BadRequest(f"unknown request type {rtype!r}; this agent answers: {known}", type=rtype)
             with self._exec_lock:
-                body, payload = handler(header, frame.payload)
+                body, payload = handler(header, payload)
             if rtype == "hello":
                 body = dict(body)
                 body["protocol"] = self._protocol_info(session, max_frame_bytes)
@@ -146,14 +163,17 @@ class AgentServer:
 
     # --- a stream of requests -----------------------------------------------------------
 
-    def serve_channel(self, channel: FrameChannel, session: Session, *, idle_timeout: float | None) -> None:
+    def serve_channel(
+        self, channel: FrameChannel, session: Session, *, idle_timeout: float | None, frame_timeout: float | None = None
+    ) -> None:
         """Answer frames on one channel until the peer closes, goes idle, or the server stops."""
         cap = channel.max_frame_bytes
+        stall = self.config.frame_timeout_s if frame_timeout is None else frame_timeout
         wait = 0.5 if idle_timeout is None else min(0.5, idle_timeout)
         idle = 0.0
         while not self._stop.is_set():
             try:
-                event = channel.receive(wait, self.config.frame_timeout_s)
+                event = channel.receive(wait, stall)
             except AgentTimeout:
                 idle += wait
                 if idle_timeout is not None and idle >= idle_timeout and not channel.decoder.buffered:
@@ -224,7 +244,9 @@ class AgentServer:
         channel = FrameChannel(open_serial(device, baud), max_frame_bytes=cap)
         log.info("serving serial line %s at %d baud (auth %s)", device, baud, "on" if self.config.token else "off")
         try:
-            self.serve_channel(channel, Session(f"serial:{device}"), idle_timeout=None)
+            self.serve_channel(
+                channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s
+            )
         finally:
             channel.close()
 

@@ -28,14 +28,16 @@ from device_agents.errors import (
     FrameTooLarge,
     error_from_wire,
 )
-from device_agents.protocol import SUPPORTED_VERSIONS, Frame, request_header
+from device_agents.protocol import SUPPORTED_VERSIONS, Frame, encode_frame, request_header
 from device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
 LOCAL_START_TIMEOUT_S = 60.0
-#: A half-received frame stalled this long is treated as truncated.
-FRAME_STALL_S = 10.0
+#: A half-received frame stalled this long is treated as truncated (TCP, serial).
+FRAME_STALL_S = {"tcp": 10.0, "serial": 1.0}
+#: Resends of one request on the same connection after the agent reports an unreadable frame.
+MAX_RESENDS = 3
 
 
 def parse_url(url: str) -> tuple[str, dict]:
@@ -137,6 +139,7 @@ class AgentClient:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.max_frame_bytes = max_frame_bytes or default_cap("serial" if self.kind == "serial" else "tcp")
+        self.frame_stall_s = FRAME_STALL_S["serial" if self.kind == "serial" else "tcp"]
         self.local = LocalAgent(local_agent_args) if self.kind == "local" else None
         self._ids = itertools.count(1)
         self._channel: FrameChannel | None = None
@@ -203,27 +206,35 @@ class AgentClient:
             header["auth"] = auth.request_mac(self.token, str(self.nonce), rid, rtype)
         cap = int(self.protocol.get("max_frame_bytes", self.max_frame_bytes))
         try:
-            channel.send(header, payload, max_frame_bytes=cap)
+            frame_bytes = encode_frame(header, payload, max_frame_bytes=cap)
         except FrameTooLarge as exc:
             raise FrameTooLarge(
                 f"{rtype} request of {exc.details.get('size')} bytes exceeds the agent's frame cap of {cap} bytes "
                 "(agent option --max-frame-bytes)",
                 **exc.details,
             ) from None
+        channel.stream.write_all(frame_bytes)
+        resends = 0
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AgentTimeout(f"{rtype} request to {self.url} got no answer within {self.timeout:g} s")
-            event = channel.receive(remaining, FRAME_STALL_S)
+            event = channel.receive(remaining, self.frame_stall_s)
             if not isinstance(event, Frame):
-                continue  # garbage or a corrupt frame on the line: keep waiting for ours
+                # a corrupt frame may have been our answer: ask again (the agent resends it
+                # from its cache without timing again); plain garbage needs no action
+                if "skipped" not in event.details and resends < MAX_RESENDS:
+                    resends += 1
+                    channel.stream.write_all(frame_bytes)
+                continue
             header_in = event.header
             if header_in.get("id") is None and header_in.get("type") == "error":
                 # the agent could not read some frame; if it was ours, resending is the cure
                 err = error_from_wire(dict(header_in.get("error") or {}))
-                if err.retryable:
-                    raise err
+                if err.retryable and resends < MAX_RESENDS:
+                    resends += 1
+                    channel.stream.write_all(frame_bytes)
                 continue
             if header_in.get("id") != rid:
                 continue  # a late answer to an earlier attempt
