@@ -74,7 +74,7 @@ def test_text_space_parameters_are_typed_and_unknown_ones_refused(tmp_path):
 
 def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     db = tmp_path / "int.sqlite"
-    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *BASE, "--samples", "60", "--db", str(db), "--json"]
+    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *BASE, "--samples", "30", "--db", str(db), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -90,12 +90,12 @@ def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     assert "stopped after" in err and "run the same command again to resume" in err
     stopped = json.loads(out.strip().splitlines()[-1])
     before = slots(db)
-    assert stopped["complete"] is False and stopped["samples"] == len(before) < 60
+    assert stopped["complete"] is False and stopped["samples"] == len(before) < 30
     assert [s for _, s in before] == list(range(len(before)))
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     after = slots(db)
-    assert summary["new"] == 60 - len(before) and len(after) == 60
-    assert after[: len(before)] == before and sorted(s for _, s in after) == list(range(60))
+    assert summary["new"] == 30 - len(before) and len(after) == 30
+    assert after[: len(before)] == before and sorted(s for _, s in after) == list(range(30))

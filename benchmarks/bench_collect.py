@@ -1,0 +1,84 @@
+"""Collection speed: N samples (reference re-timing included) on a local agent, against the budget.
+
+The issue's budget is 300 samples at 224 with 14 levels, ONNX Runtime, one thread, in at
+most 2 minutes. Prints the wall time, the rate, where each sample's time goes (median
+build, session creation and timed repeats, from the agent's answers) and the ratio to
+the budget. Timings on a shared machine are noisy: read them as one run's figures.
+
+    .venv/bin/python benchmarks/bench_collect.py [--samples 300] [--resolution 224] [--db PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from profiler.agents import connect  # noqa: E402
+from profiler.collect import CollectSettings, collect  # noqa: E402
+from profiler.store import SampleStore  # noqa: E402
+
+BUDGET_S = 120.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--levels", type=int, default=14)
+    parser.add_argument("--sampling", default="coverage")
+    parser.add_argument("--db", default=None, help="keep the db here (default: a temporary file)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    db = args.db or os.path.join(tmp.name, "bench.sqlite")
+    if os.path.exists(db):
+        parser.error(f"{db} exists: the benchmark measures a fresh collection")
+    settings = CollectSettings(
+        space="mobilenet_v1", samples=args.samples, db=db, sampling=args.sampling,
+        space_params={"resolution": args.resolution, "levels": args.levels},
+    )
+    start = time.monotonic()
+    with connect("local") as client:
+        connected = time.monotonic()
+        summary = collect(client, settings, progress=sys.stderr.isatty())
+    total = time.monotonic() - start
+    with SampleStore(db) as store:
+        rows = store.rows()
+        facts = store._db.execute("SELECT build_ms, init_ms, warmup, number, repeat FROM samples").fetchall()
+    build = np.array([f[0] or 0.0 for f in facts])
+    init = np.array([f[1] or 0.0 for f in facts])
+    timed = np.array([sum(r.times_ms) * f[3] for r, f in zip(rows, facts)])
+    out = {
+        "samples": summary["samples"],
+        "references": summary["references"],
+        "retimed": summary["retimed"],
+        "agent_start_s": round(connected - start, 2),
+        "collect_s": summary["elapsed_s"],
+        "total_s": round(total, 2),
+        "rate_per_s": round((summary["new"] + summary["references"] + summary["retimed"]) / summary["elapsed_s"], 2),
+        "median_build_ms": round(float(np.median(build)), 1),
+        "median_session_ms": round(float(np.median(init)), 1),
+        "median_timed_ms": round(float(np.median(timed)), 1),
+        "budget_ratio": round(total / BUDGET_S, 2),
+        "outlier_check": summary["outlier_check"],
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key:>18}: {value}")
+        print(f"{'budget':>18}: {BUDGET_S:.0f} s for 300 samples at 224 -> {'met' if total <= BUDGET_S else 'NOT met'} "
+              f"({args.samples} samples at {args.resolution} here)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
