@@ -64,13 +64,13 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File holding the agent's shared token.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds to wait for one answer.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def collect(
     agent: str, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
-    retime: bool, token_file: Path | None, timeout: float, progress: bool, as_json: bool,
+    retime: bool, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
 ) -> None:
     """Measure width configurations of a space on an agent, one SQLite row per sample.
 
@@ -85,6 +85,8 @@ def collect(
             params[key] = value
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
     token = token_file.read_text().strip() if token_file else None
+    if progress is None:
+        progress = sys.stderr.isatty()
     try:
         settings = CollectSettings(
             space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,

@@ -54,6 +54,8 @@ def test_collect_prints_a_json_summary_and_refuses_another_setting(tmp_path):
         (["--timing", "number=-1"], "timing.number must be at least 0"),
         (["--timing", "repeat=5"], "repeat given twice"),
         (["--space", "resnet"], "unknown space 'resnet'"),
+        (["--agent", "http://127.0.0.1:1"], "unknown agent URL"),
+        (["--agent", "tcp://127.0.0.1:1"], "cannot connect"),
     ],
 )
 def test_bad_options_are_named_and_nothing_is_created(tmp_path, args, message):
