@@ -1,14 +1,227 @@
-"""Scaffolding: replaced by the module that implements these commands."""
+"""`widthwise agent serve|info|bundle` and `widthwise bench`: the agent from the host side.
 
+Every failure is one line naming the problem and a non-zero exit; `--json` prints the
+agent's response as it came.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import zipapp
+from pathlib import Path
 import click
+
+from device_agents.auth import ConfigError, load_token
+from device_agents.errors import AgentError
+
+from .agents import AgentClient, connect
+
+BUNDLE_MAIN = '''"""widthwise device agent, bundled: python3 widthwise-agent.pyz serve --port 7345"""
+from device_agents.__main__ import main
+
+raise SystemExit(main())
+'''
+
+
+def _fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+def _open_agent(url: str, token_file: str | None, timeout: float, retries: int = 2) -> AgentClient:
+    """Connect, turning a bad URL, token file or unreachable agent into one clear line."""
+    try:
+        token = load_token(token_file) if token_file else None
+        return connect(url, token=token.decode("utf-8", "replace") if token else None, timeout=timeout, retries=retries)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except AgentError as exc:
+        raise _fail(f"agent {url}: {exc.code}: {exc.message}") from None
+
+
+def _agent_options(fn):  # noqa: ANN001, ANN202  (a click decorator stack)
+    fn = click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for an answer")(fn)
+    fn = click.option("--token-file", type=click.Path(dir_okay=False), help="shared token of an agent that requires one")(fn)
+    fn = click.option("--agent", "agent_url", default="local", show_default=True, help="tcp://HOST:PORT, serial:///DEV?baud=N or local")(fn)
+    return fn
+
 
 @click.group()
 def agent() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'agent' is not implemented yet")
+    """Run, inspect and package the device agent."""
+
+
+@agent.command("serve")
+@click.option("--port", type=int, default=7345, show_default=True, help="TCP port; 0 picks a free one")
+@click.option("--host", default="127.0.0.1", show_default=True, help="bind address; beyond loopback needs --token-file")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="shared token clients must prove")
+@click.option("--serial", "serial_dev", metavar="DEV", help="serve a serial device instead of TCP")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
+@click.option("--inject-drift", type=float, default=0.0, metavar="RATE", help="testing aid: slow runs down over time")
+@click.option("--max-frame-bytes", type=int, help="frame cap (default 256 MiB TCP, 16 MiB serial)")
+def serve(port: int, host: str, token_file: str | None, serial_dev: str | None, baud: int, port_file: str | None,
+          inject_drift: float, max_frame_bytes: int | None) -> None:
+    """Serve timing requests, exactly as `python -m device_agents serve` does."""
+    from device_agents.__main__ import main as agent_main  # noqa: PLC0415
+
+    argv = ["serve", "--port", str(port), "--host", host, "--baud", str(baud), "--inject-drift", str(inject_drift)]
+    for flag, value in (("--token-file", token_file), ("--serial", serial_dev), ("--port-file", port_file),
+                        ("--max-frame-bytes", max_frame_bytes)):
+        if value is not None:
+            argv += [flag, str(value)]
+    status = agent_main(argv)
+    if status:
+        sys.exit(status)
+
+
+@agent.command("info")
+@_agent_options
+@click.option("--json", "as_json", is_flag=True, help="print the hello response as JSON")
+def info(agent_url: str, token_file: str | None, timeout: float, as_json: bool) -> None:
+    """Who the agent is: versions, runtimes, CPU, OS and a stable fingerprint."""
+    with _open_agent(agent_url, token_file, timeout) as client:
+        try:
+            hello = client.hello()
+        except AgentError as exc:
+            raise _fail(f"agent {agent_url}: {exc.code}: {exc.message}") from None
+    if as_json:
+        click.echo(json.dumps(hello, indent=2, sort_keys=True))
+        return
+    proto = hello.get("protocol", {})
+    rows = [
+        ("agent", f"{agent_url} (agent {hello.get('agent_version')}, protocol {proto.get('version')})"),
+        ("cpu", f"{hello.get('cpu')} ({hello.get('cores')} cores, {hello.get('machine')})"),
+        ("os", f"{hello.get('os')}, python {hello.get('python')}"),
+        ("runtimes", ", ".join(f"{k} {v}" for k, v in sorted(hello.get("runtimes", {}).items())) or "none"),
+        ("spaces", ", ".join(hello.get("spaces", []))),
+        ("fingerprint", str(hello.get("fingerprint"))),
+    ]
+    for name, reason in sorted(hello.get("runtimes_unavailable", {}).items()):
+        rows.append((f"  no {name}", reason))
+    for key, value in rows:
+        click.echo(f"{key:<12} {value}")
+
+
+def build_bundle(out: Path) -> int:
+    """Write a zipapp of device_agents (plus flatbuffers when importable); returns its size."""
+    import device_agents  # noqa: PLC0415
+
+    src = Path(device_agents.__file__).resolve().parent
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    with tempfile.TemporaryDirectory(prefix="widthwise-bundle-") as tmp:
+        root = Path(tmp)
+        shutil.copytree(src, root / "device_agents", ignore=ignore)
+        try:
+            import flatbuffers  # noqa: PLC0415
+
+            shutil.copytree(Path(flatbuffers.__file__).resolve().parent, root / "flatbuffers", ignore=ignore)
+        except ImportError:
+            pass
+        (root / "__main__.py").write_text(BUNDLE_MAIN)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        zipapp.create_archive(root, target=out, interpreter="/usr/bin/env python3", compressed=True)
+    return out.stat().st_size
+
+
+@agent.command("bundle")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("widthwise-agent.pyz"),
+              show_default=True, help="the zipapp to write")
+def bundle(output: Path) -> None:
+    """Package the agent as one file: copy it to a board, run `python3 FILE serve ...`."""
+    try:
+        size = build_bundle(output)
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc}") from None
+    click.echo(f"wrote {output} ({size / 1024:.0f} KiB): run it with `python3 {output.name} serve --port 7345`")
+
+
+def parse_widths(text: str) -> list[int]:
+    """A comma-separated width list; a clear error on anything that is not an integer."""
+    out = []
+    for k, item in enumerate(text.split(",")):
+        item = item.strip()
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise _fail(f"--widths: item {k} ({item!r}) is not an integer") from None
+    return out
+
+
+def format_result(result: dict, what: str, agent_url: str) -> list[str]:
+    """The short human summary of a bench response."""
+    stats = result.get("stats", {})
+    rt = result.get("runtime", {})
+    threads = rt.get("threads")
+    lines = [
+        f"agent     {agent_url}: {rt.get('name')} {rt.get('version')}, {threads} thread{'s' if threads != 1 else ''}, "
+        f"{rt.get('dtype')}" + (f", delegate {rt['delegate']}" if rt.get("delegate") else ""),
+        f"model     {what} ({result.get('model_bytes', 0) / 1e6:.1f} MB"
+        + (f", built in {result['build_ms']:.0f} ms" if result.get("build_ms") is not None else "")
+        + f", session {result.get('init_ms', 0):.0f} ms)",
+        f"timing    {result.get('repeat')} repeats x {result.get('number')} runs, {result.get('warmup')} warm-up",
+        "ms        " + "  ".join(f"{k} {stats[k]:.3f}" for k in ("min", "median", "mean", "p90", "iqr", "std") if k in stats),
+    ]
+    if result.get("peak_rss_kb") is not None:
+        lines.append(f"peak rss  {result['peak_rss_kb'] / 1024:.0f} MiB")
+    lines += [f"warning   {w}" for w in result.get("warnings", [])]
+    return lines
+
 
 @click.command()
-def bench() -> None:
-    """Not implemented yet."""
-    raise click.ClickException("'bench' is not implemented yet")
+@_agent_options
+@click.option("--space", default="mobilenet_v1", show_default=True, help="search space the agent builds")
+@click.option("--resolution", type=int, help="input resolution (spaces that have one)")
+@click.option("--widths", help="comma-separated widths, one per searchable layer (default: the 1.0 widths)")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="time this .onnx or .tflite file instead of a spec")
+@click.option("--runs", type=int, help="timed repeats (agent default 15)")
+@click.option("--warmup", type=int, help="warm-up runs (agent default 3)")
+@click.option("--threads", type=int, help="intra-op threads (agent default 1)")
+@click.option("--runtime", help="onnxruntime, litert or tflite (default: the agent's first available)")
+@click.option("--dtype", type=click.Choice(["float32", "int8"]), help="network dtype (spec only)")
+@click.option("--seed", type=int, help="weight seed (spec only)")
+@click.option("--json", "as_json", is_flag=True, help="print the agent's response as JSON")
+def bench(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None,
+          widths: str | None, model_path: Path | None, runs: int | None, warmup: int | None, threads: int | None,
+          runtime: str | None, dtype: str | None, seed: int | None, as_json: bool) -> None:
+    """Time one network on an agent: a space with widths, or a model file."""
+    timing = {k: v for k, v in (("repeat", runs), ("warmup", warmup), ("threads", threads)) if v is not None}
+    if model_path is not None:
+        model = model_path.read_bytes()
+        fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(model_path.suffix.lower())
+        what = f"{model_path.name}"
+        call = lambda client: client.bench_model(model, fmt=fmt, runtime=runtime, timing=timing or None)  # noqa: E731
+    else:
+        from device_agents.spaces import make_space  # noqa: PLC0415
+
+        params = {"resolution": resolution} if resolution is not None else {}
+        if widths is None:
+            try:
+                width_list = list(make_space(space, params).base_widths())
+            except AgentError as exc:
+                raise _fail(f"{exc.code}: {exc.message}") from None
+        else:
+            width_list = parse_widths(widths)
+        spec: dict = {"space": space, "widths": width_list}
+        if params:
+            spec["params"] = params
+        if dtype is not None:
+            spec["dtype"] = dtype
+        if seed is not None:
+            spec["seed"] = seed
+        what = f"{space}" + (f" r{resolution}" if resolution else "") + f" widths {','.join(map(str, width_list))}"
+        call = lambda client: client.bench_spec(spec, runtime=runtime, timing=timing or None)  # noqa: E731
+    with _open_agent(agent_url, token_file, timeout) as client:
+        try:
+            result = call(client)
+        except AgentError as exc:
+            raise _fail(f"agent {agent_url}: {exc.code}: {exc.message}") from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    for line in format_result(result, what, agent_url):
+        click.echo(line)
 
