@@ -138,18 +138,22 @@ class SampleStore:
             raise StoreError(f"no sample db at {self.path}")
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             if identity is not None:
                 self._create_or_check(identity)
             self.meta = self._read_meta()
+            if self.meta.get("format") != FORMAT:
+                raise StoreError(f"{self.path} is not a {FORMAT} db (format={self.meta.get('format')!r})")
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise StoreError(f"{self.path} is not a usable sample db: {exc}") from exc
-        if self.meta.get("format") != FORMAT:
-            raise StoreError(f"{self.path} is not a {FORMAT} db (format={self.meta.get('format')!r})")
+        except BaseException:
+            self._db.close()
+            raise
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -175,9 +179,14 @@ class SampleStore:
         if missing:
             raise StoreError(f"identity lacks field(s): {', '.join(missing)}")
         with self._transaction() as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                raise StoreError(f"{self.path} is an SQLite db of something else (tables: {', '.join(sorted(tables))})")
+            stored = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")} if tables else {}
+            if stored and stored.get("format") != FORMAT:
+                raise IdentityMismatch(self.path, "format", stored.get("format"), FORMAT)
             for statement in _SCHEMA:
                 db.execute(statement)
-            stored = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
             if not stored:
                 wanted.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
                 db.executemany(

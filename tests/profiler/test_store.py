@@ -96,9 +96,14 @@ def test_missing_db_corrupt_db_and_bad_identity_are_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="unknown identity field"):
         SampleStore(tmp_path / "b.sqlite", identity(colour="red"))
     other = tmp_path / "other.sqlite"
-    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="no sample-db metadata"):
         SampleStore(other)
+    with pytest.raises(StoreError, match=r"SQLite db of something else \(tables: t\)"):
+        SampleStore(other, identity())
+    with sqlite3.connect(other) as con:  # refused without a trace
+        assert [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["t"]
 
 
 def test_plan_slots_and_duplicates(tmp_path, space, measured):
@@ -195,3 +200,14 @@ def test_a_killed_writer_leaves_a_consistent_db(tmp_path, measured):
         slots = [r.slot for r in store.rows("sample")]
         assert slots == list(range(n))  # no gap, no duplicate
         assert store.missing_slots(n + 5) == list(range(n, n + 5))
+
+
+def test_a_db_of_another_format_version_is_refused(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    SampleStore(path, identity()).close()
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'format'", (json.dumps("widthwise-samples/2"),))
+    with pytest.raises(IdentityMismatch, match="format"):
+        SampleStore(path, identity())
+    with pytest.raises(StoreError, match="is not a widthwise-samples/1 db"):
+        SampleStore(path)
