@@ -105,8 +105,9 @@ class FrameDecoder:
     """Incremental decoder: feed bytes, then pull Frames or FrameError events until None.
 
     Resynchronisation rule: bytes before a magic are skipped (one event per run of them);
-    a candidate frame that fails any check is abandoned by dropping its first byte and
+    a candidate frame that fails a check is abandoned by dropping its first byte and
     scanning for the next magic, so a frame hidden behind a corrupt one is still found.
+    The body of an oversize frame is skipped the same way, without an event per chunk.
     """
 
     max_frame_bytes: int = DEFAULT_MAX_FRAME_TCP
@@ -114,6 +115,7 @@ class FrameDecoder:
     frames: int = 0
     errors: int = 0
     skipped_bytes: int = 0
+    _quiet: int = field(default=0, repr=False)
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
@@ -140,6 +142,26 @@ class FrameDecoder:
     def _drop(self, n: int) -> None:
         del self._buf[:n]
 
+    def _skip_to_magic(self) -> int:
+        """Drop bytes up to the next magic (keeping a tail that may begin one); returns how many."""
+        buf = self._buf
+        start = buf.find(MAGIC)
+        if start < 0:
+            keep = next((k for k in (3, 2, 1) if len(buf) >= k and MAGIC.startswith(bytes(buf[-k:]))), 0)
+            start = len(buf) - keep
+        self._drop(start)
+        self.skipped_bytes += start
+        return start
+
+    def _abandon(self, exc: AgentError) -> AgentError:
+        """Give up the candidate frame at the front: drop its first byte, rescan for a magic."""
+        self._drop(1)
+        skipped = self._skip_to_magic()
+        self._quiet = max(0, self._quiet - skipped)
+        exc.details["dropped"] = 1 + skipped
+        self.errors += 1
+        return exc
+
     def _error(self, exc: AgentError) -> AgentError:
         self.errors += 1
         return exc
@@ -150,29 +172,25 @@ class FrameDecoder:
         if not buf:
             return None
         if not buf.startswith(MAGIC):
-            start = buf.find(MAGIC)
-            if start < 0:
-                # keep a tail that could be the start of a magic split across reads
-                keep = next((k for k in (3, 2, 1) if len(buf) >= k and MAGIC.startswith(bytes(buf[-k:]))), 0)
-                start = len(buf) - keep
-                if start == 0:
-                    return None
-            self._drop(start)
-            self.skipped_bytes += start
-            return self._error(FrameError(f"skipped {start} bytes that are not part of a frame (no magic)", skipped=start))
+            skipped = self._skip_to_magic()
+            quiet = min(skipped, self._quiet)
+            self._quiet -= quiet
+            skipped -= quiet  # the body of a refused oversize frame was already reported
+            if skipped == 0:
+                return self.next_event() if quiet and buf.startswith(MAGIC) else None
+            return self._error(FrameError(f"skipped {skipped} bytes that are not part of a frame (no magic)", skipped=skipped))
         if len(buf) < PREFIX.size:
             return None
         _, hlen, plen, crc = PREFIX.unpack_from(buf)
         if zlib.crc32(bytes(buf[:12])) != crc:
-            self._drop(1)
-            return self._error(FrameError("frame prefix CRC mismatch (corrupt length fields)"))
+            return self._abandon(FrameError("frame prefix CRC mismatch (corrupt length fields)"))
         if hlen < 2:
-            self._drop(1)
-            return self._error(FrameError(f"frame header length {hlen} is too small for a JSON object"))
+            return self._abandon(FrameError(f"frame header length {hlen} is too small for a JSON object"))
         if hlen > MAX_HEADER_BYTES or hlen + plen > self.max_frame_bytes:
-            self._drop(1)
+            # the body that follows is skipped like garbage, but silently: one error per frame
             cap = MAX_HEADER_BYTES if hlen > MAX_HEADER_BYTES else self.max_frame_bytes
-            return self._error(
+            self._quiet = hlen + plen + TRAILER.size + PREFIX.size - 1
+            return self._abandon(
                 FrameTooLarge(
                     f"frame announces {hlen} header + {plen} payload bytes, above the cap of {cap} bytes",
                     size=hlen + plen,
@@ -189,14 +207,14 @@ class FrameDecoder:
         payload = bytes(body[hlen:]) if ok else b""
         body.release()
         if not ok:
-            self._drop(1)
-            return self._error(FrameError("frame body CRC mismatch (corrupt header or payload)"))
+            return self._abandon(FrameError("frame body CRC mismatch (corrupt header or payload)"))
         self._drop(end + TRAILER.size)
         try:
             header = parse_header(head)
         except FrameError as exc:
             return self._error(exc)
         self.frames += 1
+        self._quiet = 0
         return Frame(header, payload)
 
     def truncate_front(self) -> AgentError | None:
@@ -204,8 +222,7 @@ class FrameDecoder:
         if not self._buf:
             return None
         have, need = len(self._buf), len(self._buf) + self.bytes_wanted()
-        self._drop(1)
-        return self._error(FrameError(f"truncated frame: received {have} of {need} bytes before the line went quiet"))
+        return self._abandon(FrameError(f"truncated frame: received {have} of {need} bytes before the line went quiet"))
 
     def events(self) -> Iterable[Frame | AgentError]:
         """Every event the buffered bytes produce."""

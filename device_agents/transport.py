@@ -175,14 +175,15 @@ class FrameChannel:
             if event is not None:
                 return event
             now = time.monotonic()
-            if self.decoder.buffered and now - self._last_byte >= stall:
+            pending = self.decoder.buffered
+            if pending and now - self._last_byte >= stall:
                 truncated = self.decoder.truncate_front()
                 if truncated is not None:
                     return truncated
             if now >= deadline:
                 raise AgentTimeout(f"no frame from {self.peer} within {timeout:g} s", timeout_s=timeout)
             wait = deadline - now
-            if self.decoder.buffered:
+            if pending:
                 wait = min(wait, max(1e-3, stall - (now - self._last_byte)))
             want = min(MAX_READ_CHUNK, max(READ_CHUNK, self.decoder.bytes_wanted()))
             data = self.stream.read_some(want, wait)
