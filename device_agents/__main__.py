@@ -71,8 +71,10 @@ def serve(args: argparse.Namespace) -> int:
     handlers.configure(inject_drift_per_min=args.inject_drift)
     server = AgentServer(handlers.HANDLERS, ServerConfig(token=token, max_frame_bytes=args.max_frame_bytes))
     if args.serial is not None:
-        print(f"widthwise agent serving serial://{args.serial}?baud={args.baud}", flush=True)
-        server.serve_serial(args.serial, args.baud)
+        def opened() -> None:
+            print(f"widthwise agent serving serial://{args.serial}?baud={args.baud}", flush=True)
+
+        server.serve_serial(args.serial, args.baud, on_open=opened)
         return 0
 
     def announce(port: int) -> None:

@@ -238,11 +238,13 @@ class AgentServer:
         finally:
             channel.close()
 
-    def serve_serial(self, device: str, baud: int = 115200) -> None:
+    def serve_serial(self, device: str, baud: int = 115200, *, on_open: Callable[[], None] | None = None) -> None:
         """Serve one serial line until stopped; the line is never closed for being idle."""
         cap = self.config.cap_for("serial")
         channel = FrameChannel(open_serial(device, baud), max_frame_bytes=cap)
         log.info("serving serial line %s at %d baud (auth %s)", device, baud, "on" if self.config.token else "off")
+        if on_open is not None:
+            on_open()
         try:
             self.serve_channel(
                 channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s

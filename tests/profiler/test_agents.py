@@ -1,0 +1,200 @@
+"""The host client against real agent processes: TCP loopback, a pty serial line, `local`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device_agents.errors import (
+    AgentConnectionError,
+    AgentTimeout,
+    AuthError,
+    BadModel,
+    BadRequest,
+    BadWidths,
+    FrameTooLarge,
+    UnknownSpace,
+)
+from profiler.agents import AgentClient, connect, parse_url
+from profiler.ptylink import PtyLink
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "client-test-token-1234"
+TINY_SPEC = {"space": "mobilenet_v1", "params": {"resolution": 32}, "widths": [8] * 14}
+QUICK = {"warmup": 0, "repeat": 2, "number": 1}
+
+
+def start_agent(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    port_file = tmp / f"port-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"agent did not start: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tcp_agent(tmp_path_factory):
+    proc, port = start_agent(tmp_path_factory.mktemp("agent"))
+    yield f"tcp://127.0.0.1:{port}"
+    stop(proc)
+
+
+def test_parse_url() -> None:
+    assert parse_url("local") == ("local", {})
+    assert parse_url("tcp://10.0.0.2:7345") == ("tcp", {"host": "10.0.0.2", "port": 7345})
+    assert parse_url("serial:///dev/ttyUSB0?baud=921600") == ("serial", {"device": "/dev/ttyUSB0", "baud": 921600})
+    assert parse_url("serial:///dev/ttyACM1")[1]["baud"] == 115200
+    for bad, text in [("tcp://host", "host and a port"), ("http://x:1", "unknown agent URL"),
+                      ("serial:///dev/x?speed=1", "unknown parameter"), ("serial:///dev/x?baud=fast", "integer")]:
+        with pytest.raises(BadRequest, match=text):
+            parse_url(bad)
+
+
+def test_hello_and_bench_over_tcp(tcp_agent: str) -> None:
+    with connect(tcp_agent, timeout=60) as client:
+        hello = client.hello()
+        assert hello["protocol"]["version"] == 1 and hello["cores"] >= 1 and "onnxruntime" in hello["runtimes"]
+        result = client.bench_spec(TINY_SPEC, timing=QUICK)
+        assert len(result["times_ms"]) == 2 and result["stats"]["count"] == 2
+        assert result["stats"]["min"] <= result["stats"]["median"]
+
+
+def test_typed_errors_come_back_and_the_agent_keeps_serving(tcp_agent: str) -> None:
+    with connect(tcp_agent, timeout=60) as client:
+        with pytest.raises(BadWidths, match="14 searchable layers, got 3"):
+            client.bench_spec({"space": "mobilenet_v1", "widths": [8, 8, 8]}, timing=QUICK)
+        with pytest.raises(BadWidths, match="must be positive"):
+            client.bench_spec({**TINY_SPEC, "widths": [8] * 13 + [-8]}, timing=QUICK)
+        with pytest.raises(UnknownSpace, match="resnet"):
+            client.bench_spec({"space": "resnet", "widths": [8]}, timing=QUICK)
+        with pytest.raises(BadModel):
+            client.bench_model(b"this is not an onnx model", fmt="onnx", timing=QUICK)
+        with pytest.raises(BadRequest, match="bogus"):
+            client.bench_spec(TINY_SPEC, timing={"bogus": 1})
+        assert client.bench_spec(TINY_SPEC, timing=QUICK)["stats"]["count"] == 2
+
+
+def test_a_model_over_the_agents_cap_is_refused_before_sending(tmp_path: Path) -> None:
+    proc, port = start_agent(tmp_path, "--max-frame-bytes", "65536")
+    try:
+        with connect(f"tcp://127.0.0.1:{port}", timeout=30) as client:
+            assert client.protocol["max_frame_bytes"] == 65536
+            with pytest.raises(FrameTooLarge, match="65536"):
+                client.bench_model(b"\x00" * 100_000, fmt="onnx")
+            assert client.hello()["protocol"]["max_frame_bytes"] == 65536
+    finally:
+        stop(proc)
+
+
+def test_token_agent_refuses_missing_and_wrong_tokens(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    proc, port = start_agent(tmp_path, "--token-file", str(token_file))
+    url = f"tcp://127.0.0.1:{port}"
+    try:
+        with pytest.raises(AuthError, match="requires a token"):
+            connect(url, timeout=30)
+        with pytest.raises(AuthError, match="wrong token"):
+            with connect(url, token="a-wrong-token-value", timeout=30) as client:
+                client.hello()
+        with connect(url, token=TOKEN, timeout=30) as client:
+            assert client.hello()["protocol"]["auth_required"] is True
+    finally:
+        stop(proc)
+
+
+def test_unreachable_agent_is_a_connection_error_after_retries() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    start = time.monotonic()
+    with pytest.raises(AgentConnectionError, match="cannot connect"):
+        connect(f"tcp://127.0.0.1:{port}", timeout=2, retries=1)
+    assert time.monotonic() - start < 5
+
+
+def test_a_silent_agent_times_out_within_the_bound_and_is_retried() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        listener.settimeout(5)
+        try:
+            while True:
+                accepted.append(listener.accept()[0])
+        except OSError:
+            pass
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(AgentTimeout, match="no answer within 0.4 s|no frame"):
+            connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=0.4, retries=1)
+        elapsed = time.monotonic() - start
+        assert 0.8 <= elapsed < 4  # two attempts of 0.4 s each, plus a short backoff
+        assert len(accepted) == 2
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_a_restarted_agent_is_reconnected_to(tmp_path: Path) -> None:
+    proc, port = start_agent(tmp_path)
+    client = connect(f"tcp://127.0.0.1:{port}", timeout=30, retries=3)
+    try:
+        assert client.hello()
+        stop(proc)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device_agents", "serve", "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        )
+        assert client.bench_spec(TINY_SPEC, timing=QUICK)["stats"]["count"] == 2
+    finally:
+        client.close()
+        stop(proc)
+
+
+def test_local_agent_is_started_and_stopped() -> None:
+    with connect("local", timeout=60) as client:
+        assert isinstance(client, AgentClient) and client.url == "local"
+        assert client.hello()["protocol"]["version"] == 1
+        agent_proc = client.local.proc
+        assert agent_proc.poll() is None
+    assert agent_proc.poll() is not None
+
+
+def test_hello_and_bench_over_a_serial_pty_link() -> None:
+    with PtyLink() as link:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+        )
+        try:
+            assert "serving serial://" in proc.stdout.readline()  # the line is open: no byte gets flushed
+            with connect(f"serial://{link.client_path}?baud=115200", timeout=30) as client:
+                assert client.protocol["max_frame_bytes"] == 16 << 20
+                assert "fingerprint" in client.hello()
+                with pytest.raises(BadWidths):
+                    client.bench_spec({**TINY_SPEC, "widths": [8]}, timing=QUICK)
+                assert client.bench_spec(TINY_SPEC, timing=QUICK)["stats"]["count"] == 2
+        finally:
+            stop(proc)
