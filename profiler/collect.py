@@ -12,6 +12,7 @@ the loop with everything measured so far stored (`CollectIncomplete` says how fa
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,14 +22,15 @@ from device_agents.errors import AgentError, RuntimeUnavailable
 from device_agents.spaces import Space, make_space
 from device_agents.timing import TimingSettings
 
+from .collect_timing import AGENT_KEYS, POLICY_KEYS, LatencyEstimator, TimingPolicy
 from .dataset import TrainingData
 from .sampling import UnknownSampler, make_sampler, sampler_class
 from .store import SampleStore, StoreError
 
-#: about 250 ms of repeats per sample at 224: 12 repeats of at least 20 ms each; one warm-up run
-#: (the calibration run that sizes `number` warms the session up a second time).
-DEFAULT_TIMING: Mapping[str, object] = {"warmup": 1, "repeat": 12, "number": 0, "min_repeat_ms": 20.0}
-TIMING_KEYS = ("warmup", "repeat", "number", "min_repeat_ms", "max_total_s")
+#: about 250 ms of timed repeats per sample, after one warm-up run (see collect_timing); the
+#: first few samples, before there is an estimate, use 12 repeats of at least 20 ms.
+DEFAULT_TIMING: Mapping[str, object] = {"warmup": 1, "repeat": 12, "min_repeat_ms": 20.0, "target_ms": 250.0}
+TIMING_KEYS = AGENT_KEYS + POLICY_KEYS
 DTYPES = ("float32", "int8")
 OUTLIER_NOTE = "outlier_pass"
 
@@ -78,12 +80,14 @@ class CollectSettings:
         if unknown:
             raise CollectError(f"unknown timing key(s) {', '.join(sorted(unknown))}; known: {', '.join(TIMING_KEYS)}")
         try:  # the agent's own validation, before a db is created with these settings
-            TimingSettings.from_dict({**self.timing, "threads": self.threads})
+            policy = TimingPolicy(self.timing)
+            policy.validate()
+            TimingSettings.from_dict({**policy.agent_fixed(), "threads": self.threads})
             make_space(self.space, dict(self.space_params))
             sampler_class(self.sampling)
         except AgentError as exc:
             raise CollectError(exc.message) from exc
-        except UnknownSampler as exc:
+        except (UnknownSampler, ValueError) as exc:
             raise CollectError(str(exc)) from exc
 
 
@@ -123,6 +127,8 @@ class Collector:
         self.progress = progress
         self.space = make_space(settings.space, dict(settings.space_params))
         self.reference = reference_widths(self.space)
+        self.policy = TimingPolicy(settings.timing)
+        self.estimator = LatencyEstimator()
         self.counts = {"new": 0, "references": 0, "retimed": 0}
         self.since_reference = 0
         self.last_reference = float("-inf")
@@ -156,6 +162,8 @@ class Collector:
         }
         self.identity = identity
         self.store = SampleStore(s.db, identity)
+        for row in self.store.rows():  # a resumed run starts with what the db already knows
+            self.estimator.add(self.space.counts(row.widths)[0], sum(row.times_ms) / len(row.times_ms))
         return self.store
 
     # --- measuring -----------------------------------------------------------------------
@@ -164,16 +172,20 @@ class Collector:
         """Time one configuration on the agent and check it ran with the db's settings."""
         s = self.settings
         spec = {"space": self.space.name, "params": self.space.param_dict, "widths": list(widths), "dtype": s.dtype}
+        macs = self.space.counts(widths)[0]
+        timing = self.policy.for_estimate(self.estimator.predict(macs))
         response = self.client.bench_spec(
             spec,
             runtime=self.runtime,
-            timing={**s.timing, "threads": s.threads},
+            timing={**timing, "threads": s.threads},
             options={"delegate": s.delegate} if s.delegate is not None else None,
         )
         ran = dict(response.get("runtime") or {})
         for key, want in (("name", self.runtime), ("version", self.identity["runtime_version"]), ("threads", s.threads), ("dtype", s.dtype)):
             if key in ran and ran[key] != want:
                 raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}")
+        times = [float(t) for t in response.get("times_ms") or ()]
+        self.estimator.add(macs, sum(times) / len(times) if times else math.nan)  # what a run costs, noise included
         return response
 
     def take_reference(self) -> None:

@@ -17,6 +17,7 @@ from profiler.cli import main
 from profiler.cli_collect import EXIT_INTERRUPTED, parse_assignments
 
 BASE = ["collect", "--resolution", "32", "--levels", "4", "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
+        "--timing", "target_ms=15",
         "--timing", "warmup=1", "--reference-every", "3", "--no-progress"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -75,6 +76,19 @@ def test_references_are_retimed_at_intervals(agent, tmp_path):
     # before samples 0, 3 and 6, and once after the last
     assert kinds == ["reference"] + (["sample"] * 3 + ["reference"]) * 3
     assert summary["references"] == summary["references_total"] == 4
+
+
+def test_timing_aims_each_sample_at_the_target(agent, tmp_path):
+    db = tmp_path / "target.sqlite"
+    timing = {"warmup": 1, "repeat": 4, "min_repeat_ms": 2.0, "target_ms": 40.0}
+    collect(agent, settings(db, 12, timing=timing), progress=False)
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT number, repeat, times_ms FROM samples ORDER BY id").fetchall()
+    assert [r for _, r, _ in rows[:3]] == [4, 4, 4]  # no estimate yet: the agent's calibration
+    later = rows[4:]
+    assert all(r >= 5 for _, r, _ in later) and len({r for _, r, _ in later}) > 1  # sized per configuration
+    timed = sorted(n * sum(json.loads(t)) for n, _, t in later)
+    assert 15.0 < timed[len(timed) // 2] < 120.0  # about the 40 ms asked for, on a loaded machine
 
 
 def test_another_setting_or_space_is_refused(agent, tmp_path):

@@ -1,0 +1,89 @@
+"""Per-sample timing: aim each sample's timed repeats at a fixed budget (e.g. 250 ms).
+
+A fixed repeat count with `number` grown until a repeat lasts `min_repeat_ms` overshoots
+badly when a run is just under that bound (12 repeats of 2 x 19 ms is 456 ms, not 250).
+The collector instead predicts each configuration's latency from what it has already
+measured (a straight line in MACs, refitted as samples arrive) and asks for as many
+single-run repeats as fill the budget (runs are grouped only when one is shorter than
+`repeat_floor_ms`, default 1 ms). Until a few samples exist it falls back to the
+agent's own calibration (`repeat` repeats of at least `min_repeat_ms`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+#: collector-side timing keys (not sent to the agent) and the agent's own.
+POLICY_KEYS = ("target_ms", "repeat_floor_ms", "max_repeat")
+AGENT_KEYS = ("warmup", "repeat", "number", "min_repeat_ms", "max_total_s")
+
+
+class LatencyEstimator:
+    """A least-squares line of latency (ms) in MACs through the samples measured so far."""
+
+    min_points = 3
+
+    def __init__(self) -> None:
+        self.macs: list[float] = []
+        self.ms: list[float] = []
+        self._line: tuple[float, float] | None = None
+
+    def add(self, macs: float, ms: float) -> None:
+        """One more measured configuration (its MACs and its per-run latency)."""
+        if ms > 0 and math.isfinite(ms):
+            self.macs.append(float(macs))
+            self.ms.append(float(ms))
+            self._line = None
+
+    def predict(self, macs: float) -> float | None:
+        """The expected latency of a configuration with these MACs; None until enough samples."""
+        if len(self.ms) < self.min_points or len(set(self.macs)) < 2:
+            return None
+        if self._line is None:
+            slope, intercept = np.polyfit(np.asarray(self.macs), np.asarray(self.ms), 1)
+            self._line = (float(slope), float(intercept))
+        slope, intercept = self._line
+        return max(slope * macs + intercept, 0.5 * min(self.ms))
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """The `timing` settings of a collection: agent keys plus the collector's repeat budget."""
+
+    settings: Mapping[str, object]
+
+    @property
+    def target_ms(self) -> float | None:
+        value = self.settings.get("target_ms")
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        """ValueError naming a collector-side key whose value is out of range."""
+        for key, low in (("target_ms", 0.0), ("repeat_floor_ms", 0.0)):
+            value = self.settings.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low):
+                raise ValueError(f"timing.{key} must be a number above {low:g}, got {value!r}")
+        cap = self.settings.get("max_repeat")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 5):
+            raise ValueError(f"timing.max_repeat must be an integer of at least 5, got {cap!r}")
+
+    def agent_fixed(self) -> dict:
+        """The agent keys as given (what is sent when there is no estimate yet)."""
+        return {k: v for k, v in self.settings.items() if k in AGENT_KEYS}
+
+    def for_estimate(self, estimate_ms: float | None) -> dict:
+        """Agent timing for a configuration expected to take `estimate_ms` per run."""
+        fixed = self.agent_fixed()
+        target = self.target_ms
+        if target is None or estimate_ms is None:
+            return fixed
+        floor = float(self.settings.get("repeat_floor_ms", 1.0))  # type: ignore[arg-type]
+        max_repeat = int(self.settings.get("max_repeat", 400))  # type: ignore[call-overload]
+        number = max(1, math.ceil(floor / estimate_ms))  # a repeat lasts at least the floor
+        repeat = min(max_repeat, max(5, math.ceil(target / (number * estimate_ms))))
+        fixed.pop("min_repeat_ms", None)
+        return {**fixed, "number": number, "repeat": repeat}
