@@ -114,7 +114,7 @@ def test_unavailable_tflite_runtime_says_why():
     if reason is None:
         pytest.skip("tflite_runtime works in this interpreter")
     assert "tflite_runtime" in reason
-    assert reason in unavailable_runtimes()["tflite"]
+    assert unavailable_runtimes()["tflite"] in reason
 
 
 def test_smoke_model_is_the_writers():
