@@ -186,3 +186,15 @@ def test_every_frame_between_garbage_is_recovered(chunks: list[tuple[bytes, byte
         decoder.feed(stream[start : start + cut])
         got.extend(frames_of(list(decoder.events())))
     assert [(f.request_id, f.payload) for f in got] == expected
+
+
+def test_the_worked_examples_of_protocol_md_hold() -> None:
+    from pathlib import Path
+
+    from device_agents.auth import request_mac
+
+    doc = (Path(__file__).resolve().parents[2] / "device_agents" / "PROTOCOL.md").read_text()
+    mac = request_mac(b"s3cret-token", "00112233445566778899aabbccddeeff", 2, "hello")
+    assert mac in doc
+    assert zlib.crc32(b"123456789") == 0xCBF43926 and "0xCBF43926" in doc
+    assert "57 57 46 01" in doc and MAGIC == bytes.fromhex("57574601")

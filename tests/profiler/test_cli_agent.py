@@ -1,0 +1,156 @@
+"""`widthwise agent ...` and `widthwise bench` against a real agent process, and the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from profiler.agents import connect
+from profiler.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--space", "mobilenet_v1", "--resolution", "32", "--runs", "2", "--warmup", "0"]
+
+
+def wait_for_port(proc: subprocess.Popen, port_file: Path, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"agent did not start (status {proc.poll()})")
+        time.sleep(0.05)
+    return int(port_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def agent_url(tmp_path_factory):
+    port_file = tmp_path_factory.mktemp("cli-agent") / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    )
+    yield f"tcp://127.0.0.1:{wait_for_port(proc, port_file)}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_bench_json_gives_the_agents_response(agent_url: str) -> None:
+    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["8"] * 14), "--json")
+    assert result.exit_code == 0, result.output
+    response = json.loads(result.output)
+    assert len(response["times_ms"]) == 2 and response["runtime"]["threads"] == 1
+
+
+def test_bench_human_output_is_a_short_stats_table(agent_url: str) -> None:
+    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["16"] * 14), "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "median" in result.output and "p90" in result.output and "onnxruntime" in result.output
+    assert len(result.output.splitlines()) <= 8
+
+
+def test_bench_defaults_to_the_base_widths(agent_url: str) -> None:
+    result = run("bench", "--agent", agent_url, *TINY, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model_bytes"] > 10_000_000  # the 1.0 network's weights
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--widths", "8,8,8"], "bad_widths: space mobilenet_v1 has 14 searchable layers, got 3 widths"),
+        (["--widths", ",".join(["8"] * 13 + ["0"])], "must be positive"),
+        (["--widths", "8,eight"], "--widths: item 1 ('eight') is not an integer"),
+        (["--space", "resnet", "--widths", "8"], "unknown_space"),
+    ],
+)
+def test_bad_bench_input_is_one_clear_line_and_a_failure(agent_url: str, args: list[str], message: str) -> None:
+    result = run("bench", "--agent", agent_url, "--resolution", "32", *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_model_file_and_a_file_that_is_not_a_model(agent_url: str, tmp_path: Path) -> None:
+    with connect(agent_url) as client:
+        assert client.hello()  # the agent is up
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"definitely not protobuf")
+    result = run("bench", "--agent", agent_url, "--model", str(bogus))
+    assert result.exit_code != 0 and "bad_model" in result.output
+    from device_agents.build_onnx import build_onnx  # the other team's builder gives a real model
+    from device_agents.spaces import make_space
+
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    real = tmp_path / "tiny.onnx"
+    real.write_bytes(build_onnx(space, [8] * 14))
+    result = run("bench", "--agent", agent_url, "--model", str(real), "--runs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model_bytes"] == real.stat().st_size
+
+
+def test_agent_info(agent_url: str) -> None:
+    result = run("agent", "info", "--agent", agent_url, "--json")
+    assert result.exit_code == 0, result.output
+    hello = json.loads(result.output)
+    assert hello["protocol"]["version"] == 1 and len(hello["fingerprint"]) >= 16
+    human = run("agent", "info", "--agent", agent_url)
+    assert "fingerprint" in human.output and "onnxruntime" in human.output
+
+
+def test_unreachable_agent_and_bad_url_are_one_line_errors() -> None:
+    result = run("agent", "info", "--agent", "tcp://127.0.0.1:1", "--timeout", "2")
+    assert result.exit_code != 0 and "connection" in result.output
+    result = run("bench", "--agent", "ftp://x:1")
+    assert result.exit_code != 0 and "unknown agent URL" in result.output
+
+
+def test_agent_serve_refuses_public_bind_without_token() -> None:
+    result = run("agent", "serve", "--host", "0.0.0.0", "--port", "0")
+    assert result.exit_code == 2
+
+
+def test_bundle_runs_as_a_separate_process(tmp_path: Path) -> None:
+    pyz = tmp_path / "widthwise-agent.pyz"
+    result = run("agent", "bundle", "-o", str(pyz))
+    assert result.exit_code == 0, result.output
+    listing = subprocess.run(
+        [sys.executable, "-c", f"import zipfile; print('\\n'.join(zipfile.ZipFile({str(pyz)!r}).namelist()))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert "__main__.py" in listing and "device_agents/protocol.py" in listing and "device_agents/PROTOCOL.md" in listing
+    assert not any(name.startswith(("profiler/", "search/")) or "__pycache__" in name for name in listing)
+    # started from elsewhere, with the bundle as the only source of device_agents on its path
+    workdir = tmp_path / "board"
+    workdir.mkdir()
+    port_file = workdir / "port"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(
+        [sys.executable, str(pyz), "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, env=env,
+    )
+    try:
+        port = wait_for_port(proc, port_file)
+        with connect(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            assert client.hello()["agent_version"]
+            assert client.bench_spec(
+                {"space": "mobilenet_v1", "params": {"resolution": 32}, "widths": [8] * 14},
+                timing={"warmup": 0, "repeat": 2, "number": 1},
+            )["stats"]["count"] == 2
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    where = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import device_agents; print(device_agents.__file__)", str(pyz)],
+        capture_output=True, text=True, check=True, cwd=workdir, env=env,
+    ).stdout
+    assert str(pyz) in where
