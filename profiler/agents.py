@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,11 @@ class LocalAgent:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"
 
+    def cleanup(self) -> None:
+        """Stop the subprocess and remove its port file and log."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def stop(self) -> None:
         """Terminate the subprocess (kill it if it does not exit within 5 s)."""
         if self.proc is not None and self.proc.poll() is None:
@@ -185,7 +191,7 @@ class AgentClient:
         """Close the connection (and stop a local agent)."""
         self._drop_channel()
         if self.local is not None:
-            self.local.stop()
+            self.local.cleanup()
 
     def __enter__(self) -> AgentClient:
         return self

@@ -1,0 +1,113 @@
+"""Does timing through the agent distort what it times? In-process vs TCP vs serial, interleaved.
+
+MobileNet-V1 1.0 at 224 is timed with the same settings three ways, round-robin in one
+run: by the agent's handler called in this process, by an agent process over TCP
+loopback, and by an agent process over a pty-bridged serial line. Prints each way's
+median (the median of the per-round medians) and the ratios to in-process; the target
+is within 3 %.
+
+    .venv/bin/python benchmarks/bench_agent_overhead.py [--rounds 6] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from device_agents import handlers
+from device_agents.spaces import make_space
+from profiler.agents import connect
+from profiler.ptylink import PtyLink
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_tcp_agent(workdir: Path) -> tuple[subprocess.Popen, int]:
+    """An agent process on a free loopback port."""
+    port_file = workdir / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, cwd=REPO,
+    )
+    while not port_file.exists():
+        if proc.poll() is not None:
+            raise SystemExit("the TCP agent did not start")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+def start_serial_agent(link: PtyLink) -> subprocess.Popen:
+    """An agent process serving the agent end of the pty link."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, cwd=REPO, text=True,
+    )
+    if "serving serial://" not in (proc.stdout.readline() if proc.stdout else ""):
+        raise SystemExit("the serial agent did not start")
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (each way once per round)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed repeats per request")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    space = make_space("mobilenet_v1", {"resolution": args.resolution})
+    spec = {"space": "mobilenet_v1", "params": {"resolution": args.resolution}, "widths": list(space.base_widths())}
+    timing = {"warmup": 5, "repeat": args.repeat, "number": 0, "min_repeat_ms": 50.0, "threads": args.threads}
+
+    def in_process() -> dict:
+        header = {"v": 1, "id": 0, "type": "bench_spec", "spec": spec, "timing": timing}
+        return handlers.HANDLERS["bench_spec"](header, b"")[0]
+
+    with tempfile.TemporaryDirectory() as tmp, PtyLink() as link:
+        tcp_proc, port = start_tcp_agent(Path(tmp))
+        serial_proc = start_serial_agent(link)
+        try:
+            with connect(f"tcp://127.0.0.1:{port}", timeout=600) as tcp, connect(
+                f"serial://{link.client_path}?baud=115200", timeout=600
+            ) as serial_client:
+                ways = {
+                    "in-process": in_process,
+                    "tcp": lambda: tcp.bench_spec(spec, timing=timing),
+                    "serial": lambda: serial_client.bench_spec(spec, timing=timing),
+                }
+                for run in ways.values():  # build, load and warm every path once, untimed
+                    run()
+                medians: dict[str, list[float]] = {name: [] for name in ways}
+                minima: dict[str, list[float]] = {name: [] for name in ways}
+                names = list(ways)
+                for r in range(args.rounds):
+                    order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+                    for name in order:
+                        stats = ways[name]()["stats"]
+                        medians[name].append(stats["median"])
+                        minima[name].append(stats["min"])
+        finally:
+            for proc in (tcp_proc, serial_proc):
+                proc.terminate()
+                proc.wait(10)
+
+    base = statistics.median(medians["in-process"])
+    base_min = statistics.median(minima["in-process"])
+    print(f"MobileNet-V1 1.0 @ {args.resolution}, {args.threads} thread(s), {args.rounds} interleaved rounds "
+          f"of {args.repeat} repeats each")
+    print(f"{'way':<11} {'median ms':>10} {'ratio':>7} {'min ms':>8} {'ratio':>7}   per-round medians")
+    for name, values in medians.items():
+        med, low = statistics.median(values), statistics.median(minima[name])
+        print(f"{name:<11} {med:>10.3f} {med / base:>7.3f} {low:>8.3f} {low / base_min:>7.3f}   "
+              f"{' '.join(f'{v:.2f}' for v in values)}")
+    worst = max(abs(statistics.median(medians[n]) / base - 1) for n in ("tcp", "serial"))
+    print(f"largest deviation from in-process: {100 * worst:.1f} % (target: within 3 %)")
+
+
+if __name__ == "__main__":
+    main()
