@@ -10,6 +10,7 @@ registries keyed by that kind, so adding a family never touches the solver or th
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -93,7 +94,7 @@ class Space:
             )
         out = []
         for k, w in enumerate(widths):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or int(w) != w:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or int(w) != w:
                 raise BadWidths(f"width of layer {k} ({self.layers[k].name}) is not an integer: {w!r}", layer=k)
             if w <= 0:
                 raise BadWidths(f"width of layer {k} ({self.layers[k].name}) must be positive, got {w}", layer=k)

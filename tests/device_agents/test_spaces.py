@@ -98,3 +98,12 @@ def test_to_json_is_the_table_space_object():
         assert obj["name"] == name
         assert len(obj["layers"]) == make_space(name).num_layers
         assert all(isinstance(c, int) for l in obj["layers"] for c in l["choices"])
+
+
+def test_numpy_integer_widths_are_accepted():
+    import numpy as np
+
+    space = make_space("mobilenet_v1")
+    widths = np.array(space.base_widths(), dtype=np.int64)
+    assert space.validate_widths(list(widths)) == space.base_widths()
+    assert all(type(w) is int for w in space.validate_widths(list(widths)))
