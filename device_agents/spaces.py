@@ -94,7 +94,7 @@ class Space:
             )
         out = []
         for k, w in enumerate(widths):
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or int(w) != w:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or int(w) != w:
                 raise BadWidths(f"width of layer {k} ({self.layers[k].name}) is not an integer: {w!r}", layer=k)
             if w <= 0:
                 raise BadWidths(f"width of layer {k} ({self.layers[k].name}) must be positive, got {w}", layer=k)

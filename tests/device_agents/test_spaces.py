@@ -65,6 +65,8 @@ def test_counts_per_kind_by_hand():
         ([32] * 13 + [0], "must be positive"),
         ([32] * 13 + [-8], "must be positive"),
         ([32] * 13 + [8.5], "not an integer"),
+        ([32] * 13 + [float("nan")], "not an integer"),
+        ([32] * 13 + [float("inf")], "not an integer"),
         ("32,64", "list of 14"),
     ],
 )
