@@ -241,6 +241,8 @@ def test_process_refuses_an_unreadable_or_short_token(tmp_path: Path) -> None:
     short.write_text("abc\n")
     result = run_agent("--token-file", str(short), "--port", "0")
     assert result.returncode == 2 and "at least 8" in result.stderr
+    result = run_agent("--max-frame-bytes", "100", "--port", "0")
+    assert result.returncode == 2 and "--max-frame-bytes must be at least 4096" in result.stderr
 
 
 def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:

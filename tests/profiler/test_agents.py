@@ -198,3 +198,22 @@ def test_hello_and_bench_over_a_serial_pty_link() -> None:
                 assert client.bench_spec(TINY_SPEC, timing=QUICK)["stats"]["count"] == 2
         finally:
             stop(proc)
+
+
+def test_serial_agent_with_a_token_checks_it(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with PtyLink() as link:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+        )
+        try:
+            assert "serving serial://" in proc.stdout.readline()
+            url = f"serial://{link.client_path}"
+            with pytest.raises(AuthError, match="requires a token"):
+                connect(url, timeout=10)
+            with connect(url, token=TOKEN, timeout=10) as client:
+                assert client.hello()["protocol"]["auth_required"] is True
+        finally:
+            stop(proc)
