@@ -239,18 +239,35 @@ class AgentServer:
             channel.close()
 
     def serve_serial(self, device: str, baud: int = 115200, *, on_open: Callable[[], None] | None = None) -> None:
-        """Serve one serial line until stopped; the line is never closed for being idle."""
+        """Serve one serial line until stopped; if the device goes away, reopen it when it returns."""
         cap = self.config.cap_for("serial")
         channel = FrameChannel(open_serial(device, baud), max_frame_bytes=cap)
         log.info("serving serial line %s at %d baud (auth %s)", device, baud, "on" if self.config.token else "off")
         if on_open is not None:
             on_open()
-        try:
-            self.serve_channel(
-                channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s
-            )
-        finally:
-            channel.close()
+        while True:
+            try:
+                self.serve_channel(
+                    channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s
+                )
+                return
+            except (AgentConnectionError, AgentTimeout) as exc:  # device unplugged, or a write stuck
+                log.warning("serial line %s failed (%s); reopening", device, exc.message)
+            finally:
+                channel.close()
+            reopened = self._reopen_serial(device, baud, cap)
+            if reopened is None:
+                return
+            channel = reopened
+
+    def _reopen_serial(self, device: str, baud: int, cap: int) -> FrameChannel | None:
+        """Retry opening a serial device once a second until it is back; None if the server stops."""
+        while not self._stop.is_set():
+            try:
+                return FrameChannel(open_serial(device, baud), max_frame_bytes=cap)
+            except AgentConnectionError:
+                self._stop.wait(1.0)
+        return None
 
     def stop(self) -> None:
         """Ask the serving loops to return (within about half a second)."""
