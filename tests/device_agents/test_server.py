@@ -6,18 +6,23 @@ start `python -m device_agents serve` as a real process.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import tty
+import zlib
 from pathlib import Path
 
 import pytest
 
 from device_agents.auth import ConfigError, request_mac, require_token_for_bind
 from device_agents.errors import BadWidths
-from device_agents.protocol import Frame, encode_frame, request_header
+from device_agents.protocol import MAGIC, Frame, FrameDecoder, encode_frame, request_header
 from device_agents.server import AgentServer, ServerConfig
 from device_agents.transport import FrameChannel, open_tcp
 
@@ -278,3 +283,43 @@ def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=10)
     assert "refused hello request 2" in err and "wrong token" in err
     assert TOKEN.decode() not in err
+
+
+def test_process_on_a_pty_answers_bad_bytes_with_error_frames_and_keeps_serving() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--serial", os.ttyname(slave)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    decoder = FrameDecoder()
+
+    def next_answer(timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = decoder.next_event()
+            if isinstance(event, Frame):
+                return event.header
+            if select.select([master], [], [], 0.1)[0]:
+                decoder.feed(os.read(master, 65536))
+        raise AssertionError("no answer from the agent")
+
+    try:
+        assert "serving serial://" in proc.stdout.readline()
+        os.write(master, b"AT+RESET\r\n")
+        assert next_answer()["error"]["code"] == "bad_frame"
+        lengths = struct.pack(">II", 100, 20 << 20)  # 20 MiB: above the 16 MiB serial cap
+        os.write(master, MAGIC + lengths + struct.pack(">I", zlib.crc32(MAGIC + lengths)))
+        answer = next_answer()
+        assert answer["error"]["code"] == "frame_too_large" and str(16 << 20) in answer["error"]["message"]
+        os.write(master, encode_frame(request_header("challenge", 1))[:-8])  # then the line goes quiet
+        answer = next_answer()
+        assert answer["error"]["code"] == "bad_frame" and "truncated" in answer["error"]["message"]
+        os.write(master, encode_frame(request_header("hello", 2)))
+        answer = next_answer(30)
+        assert answer["id"] == 2 and answer["type"] == "result" and answer["body"]["protocol"]["max_frame_bytes"] == 16 << 20
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.close(master)
+        os.close(slave)
