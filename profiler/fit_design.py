@@ -136,16 +136,12 @@ class TermLayout:
     def prior_basis(self) -> sp.csr_matrix:
         """(P, blocks x features) block-diagonal basis: each block's own features, scaled to max 1."""
         cols = len(FEATURES)
-        rows, cidx, vals = [], [], []
-        for t in range(self.num_terms):
-            k = int(self.block_of_term[t])
-            for f in range(cols):
-                v = self.features[t, f]
-                if v != 0.0:
-                    rows.append(t)
-                    cidx.append(k * cols + f)
-                    vals.append(v)
-        basis = sp.csr_matrix((vals, (rows, cidx)), shape=(self.num_terms, self.num_blocks * cols))
+        rows = np.repeat(np.arange(self.num_terms), cols)
+        cidx = (self.block_of_term[:, None] * cols + np.arange(cols)[None, :]).ravel()
+        basis = sp.csr_matrix(
+            (self.features.ravel(), (rows, cidx)), shape=(self.num_terms, self.num_blocks * cols)
+        )
+        basis.eliminate_zeros()
         scale = np.asarray(abs(basis).max(axis=0).todense()).ravel()
         scale[scale == 0] = 1.0
         return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
