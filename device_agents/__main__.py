@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 from typing import Sequence
 
 from . import __version__
@@ -42,6 +44,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frame-bytes", type=int, help="frame size cap (default 256 MiB on TCP, 16 MiB on serial)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="exit when standard input closes (how a host that started this agent stops it, even if it dies)",
+    )
+
+
+def exit_when_stdin_closes() -> None:
+    """Watch stdin in a daemon thread and end the process when it reaches end of file."""
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="stdin-watch").start()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -58,6 +79,8 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--inject-drift must be >= 0, got {args.inject_drift}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    if args.exit_with_stdin:
+        exit_when_stdin_closes()
     token = load_token(args.token_file) if args.token_file else None
     if args.token_file and not token_file_is_private(args.token_file):
         log.warning("token file %s is readable by other users; consider chmod 600", args.token_file)

@@ -83,9 +83,11 @@ class LocalAgent:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file), *self.args]
+        cmd = [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
+               "--exit-with-stdin", *self.args]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            # the agent exits when this pipe closes, so it never outlives its host process
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + LOCAL_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.port_file.exists():
@@ -117,6 +119,8 @@ class LocalAgent:
 
     def stop(self) -> None:
         """Terminate the subprocess (kill it if it does not exit within 5 s)."""
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

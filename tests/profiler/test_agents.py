@@ -217,3 +217,29 @@ def test_serial_agent_with_a_token_checks_it(tmp_path: Path) -> None:
                 assert client.hello()["protocol"]["auth_required"] is True
         finally:
             stop(proc)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_local_agent_does_not_outlive_a_killed_host() -> None:
+    host = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from profiler.agents import connect; c = connect('local', timeout=60); "
+         "print(c.local.proc.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    agent_pid = int(host.stdout.readline())
+    assert _running(agent_pid)
+    host.kill()  # SIGKILL: no cleanup code runs in the host
+    host.wait(10)
+    deadline = time.monotonic() + 10
+    while _running(agent_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(agent_pid)
