@@ -5,7 +5,7 @@ most 2 minutes. Prints the wall time, the rate, where each sample's time goes (m
 build, session creation and timed repeats, from the agent's answers) and the ratio to
 the budget. Timings on a shared machine are noisy: read them as one run's figures.
 
-    .venv/bin/python benchmarks/bench_collect.py [--samples 300] [--resolution 224] [--db PATH]
+    .venv/bin/python benchmarks/bench_collect.py [--samples 300] [--resolution 224] [--db PATH] [--fit]
 """
 
 from __future__ import annotations
@@ -28,6 +28,22 @@ from profiler.store import SampleStore  # noqa: E402
 BUDGET_S = 120.0
 
 
+def fit_with_and_without_drift(db: str) -> dict:
+    """The fit's held-out report on this db, raw and drift-normalised (same split)."""
+    from profiler.fit import fit_table
+
+    out = {}
+    with SampleStore(db) as store:
+        refs = np.array([min(r.times_ms) for r in store.rows("reference")])
+        out["reference_max_over_min"] = round(float(refs.max() / refs.min()), 3)
+        for normalise in (False, True):
+            report = fit_table(store.training_data(normalise_drift=normalise)).report
+            tag = "normalised" if normalise else "raw"
+            for key in ("mape", "within_5pct", "within_10pct"):
+                out[f"{tag}_{key}"] = round(float(report[key]), 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
@@ -35,6 +51,7 @@ def main() -> int:
     parser.add_argument("--levels", type=int, default=14)
     parser.add_argument("--sampling", default="coverage")
     parser.add_argument("--db", default=None, help="keep the db here (default: a temporary file)")
+    parser.add_argument("--fit", action="store_true", help="also fit the db with and without drift normalisation")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -70,6 +87,8 @@ def main() -> int:
         "budget_ratio": round(total / BUDGET_S, 2),
         "outlier_check": summary["outlier_check"],
     }
+    if args.fit:
+        out.update(fit_with_and_without_drift(db))
     if args.json:
         print(json.dumps(out))
     else:

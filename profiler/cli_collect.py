@@ -56,7 +56,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--delegate", default=None, help="TFLite delegate (xnnpack|none); part of the db identity.")
 @click.option("--timing", "timing_params", multiple=True, metavar="KEY=VALUE",
               help=f"Override a timing setting ({', '.join(TIMING_KEYS)}); defaults {json.dumps(dict(DEFAULT_TIMING))}.")
-@click.option("--reference-every", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--reference-every", type=click.IntRange(min=1), default=15, show_default=True,
               help="Re-time the reference configuration after this many samples...")
 @click.option("--reference-seconds", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="...or after this many seconds, whichever comes first.")

@@ -63,7 +63,7 @@ class CollectSettings:
     delegate: str | None = None
     timing: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULT_TIMING))
     statistic: str = "min"
-    reference_every: int = 20
+    reference_every: int = 15
     reference_seconds: float = 15.0
     retime_outliers: bool = True
 
