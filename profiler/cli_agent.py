@@ -62,12 +62,14 @@ def agent() -> None:
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option("--inject-drift", type=float, default=0.0, metavar="RATE", help="testing aid: slow runs down over time")
 @click.option("--max-frame-bytes", type=int, help="frame cap (default 256 MiB TCP, 16 MiB serial)")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True)
 def serve(port: int, host: str, token_file: str | None, serial_dev: str | None, baud: int, port_file: str | None,
-          inject_drift: float, max_frame_bytes: int | None) -> None:
+          inject_drift: float, max_frame_bytes: int | None, log_level: str) -> None:
     """Serve timing requests, exactly as `python -m device_agents serve` does."""
     from device_agents.__main__ import main as agent_main  # noqa: PLC0415
 
-    argv = ["serve", "--port", str(port), "--host", host, "--baud", str(baud), "--inject-drift", str(inject_drift)]
+    argv = ["serve", "--port", str(port), "--host", host, "--baud", str(baud), "--inject-drift", str(inject_drift),
+            "--log-level", log_level]
     for flag, value in (("--token-file", token_file), ("--serial", serial_dev), ("--port-file", port_file),
                         ("--max-frame-bytes", max_frame_bytes)):
         if value is not None:

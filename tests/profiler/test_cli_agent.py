@@ -154,3 +154,20 @@ def test_bundle_runs_as_a_separate_process(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, cwd=workdir, env=env,
     ).stdout
     assert str(pyz) in where
+
+
+def test_widthwise_agent_serve_runs_a_real_agent(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("widthwise")), "agent", "serve", "--port", "0", "--port-file", str(port_file),
+         "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+    )
+    try:
+        port = wait_for_port(proc, port_file)
+        assert f"listening on tcp://127.0.0.1:{port}" in proc.stdout.readline()
+        with connect(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            assert client.hello()["protocol"]["version"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
