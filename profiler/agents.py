@@ -4,6 +4,8 @@ URLs: `tcp://HOST:PORT`, `serial:///dev/ttyUSB0?baud=115200`, and `local`, which
 `python -m device_agents serve --port 0` as a subprocess and stops it on close. Errors
 come back as the agent's typed classes; retryable ones (timeouts, dropped connections,
 corrupt frames) are retried after a reconnect, since every request is idempotent.
+`timeout` bounds the wait for each answer; a bench whose `timing.max_total_s` allows
+itself longer gets that plus BENCH_MARGIN_S instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CONNECT_TIMEOUT_S = 10.0
 LOCAL_START_TIMEOUT_S = 60.0
 #: A half-received frame stalled this long is treated as truncated (TCP, serial).
 FRAME_STALL_S = {"tcp": 10.0, "serial": 1.0}
+#: Time allowed beyond a request's own `timing.max_total_s` for building and loading the network.
+BENCH_MARGIN_S = 30.0
 #: Resends of one request on the same connection after the agent reports an unreadable frame.
 MAX_RESENDS = 3
 
@@ -205,7 +209,10 @@ class AgentClient:
 
     # --- requests -------------------------------------------------------------------------
 
-    def _exchange(self, rtype: str, fields: dict, payload: bytes, *, sign: bool = True, request_id: int | None = None) -> tuple[dict, bytes]:
+    def _exchange(
+        self, rtype: str, fields: dict, payload: bytes, *, sign: bool = True, request_id: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[dict, bytes]:
         """Send one request and wait for the response with its id (stale frames are skipped)."""
         channel = self._channel
         if channel is None:
@@ -225,11 +232,12 @@ class AgentClient:
             ) from None
         channel.stream.write_all(frame_bytes)
         resends = 0
-        deadline = time.monotonic() + self.timeout
+        bound = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + bound
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentTimeout(f"{rtype} request to {self.url} got no answer within {self.timeout:g} s")
+                raise AgentTimeout(f"{rtype} request to {self.url} got no answer within {bound:g} s", timeout_s=bound)
             event = channel.receive(remaining, self.frame_stall_s)
             if not isinstance(event, Frame):
                 # a corrupt frame may have been our answer: ask again (the agent resends it
@@ -267,14 +275,16 @@ class AgentClient:
                 time.sleep(min(2.0, 0.2 * (n + 1)))
         raise AssertionError("unreachable")
 
-    def request(self, rtype: str, fields: dict | None = None, payload: bytes = b"") -> tuple[dict, bytes]:
+    def request(
+        self, rtype: str, fields: dict | None = None, payload: bytes = b"", *, timeout: float | None = None
+    ) -> tuple[dict, bytes]:
         """Send a request (resent with the same id on retry) and return (body, payload)."""
         rid = next(self._ids)
 
         def attempt() -> tuple[dict, bytes]:
             if self._channel is None:
                 self._connect()
-            return self._exchange(rtype, dict(fields or {}), payload, request_id=rid)
+            return self._exchange(rtype, dict(fields or {}), payload, request_id=rid, timeout=timeout)
 
         return self._with_retries(attempt)
 
@@ -285,14 +295,21 @@ class AgentClient:
     def bench_spec(self, spec: dict, *, runtime: str | None = None, timing: dict | None = None, options: dict | None = None) -> dict:
         """Time a network the agent builds from a compact spec (space, params, widths, dtype, seed)."""
         fields = _without_none({"spec": spec, "runtime": runtime, "timing": timing, "options": options})
-        return self.request("bench_spec", fields)[0]
+        return self.request("bench_spec", fields, timeout=self._bench_timeout(timing))[0]
 
     def bench_model(
         self, model: bytes, *, fmt: str | None = None, runtime: str | None = None, timing: dict | None = None, options: dict | None = None
     ) -> dict:
         """Time a model sent as bytes (ONNX or TFLite)."""
         fields = _without_none({"format": fmt, "runtime": runtime, "timing": timing, "options": options})
-        return self.request("bench_model", fields, bytes(model))[0]
+        return self.request("bench_model", fields, bytes(model), timeout=self._bench_timeout(timing))[0]
+
+    def _bench_timeout(self, timing: dict | None) -> float:
+        """The answer bound of a bench: `timeout`, stretched when the request allows itself longer."""
+        budget = (timing or {}).get("max_total_s")
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0:
+            return max(self.timeout, float(budget) + BENCH_MARGIN_S)
+        return self.timeout
 
 
 def _without_none(fields: dict) -> dict:

@@ -243,3 +243,12 @@ def test_a_local_agent_does_not_outlive_a_killed_host() -> None:
     while _running(agent_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(agent_pid)
+
+
+def test_a_bench_that_allows_itself_longer_gets_a_longer_bound(tcp_agent: str) -> None:
+    with connect(tcp_agent, timeout=5) as client:
+        assert client._bench_timeout(None) == 5
+        assert client._bench_timeout({"max_total_s": 2}) == 32
+        assert client._bench_timeout({"max_total_s": 200}) == 230
+        result = client.bench_spec(TINY_SPEC, timing={**QUICK, "max_total_s": 10})
+        assert result["stats"]["count"] == 2
