@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -46,8 +47,9 @@ class Session:
     nonce: str | None = None
     version: int = PROTOCOL_VERSION
     requests: int = 0
-    #: (id, type, header, payload) of the last answer, resent when the same request comes again
-    last_answer: tuple[int, str, dict, bytes] | None = None
+    #: (request header, payload CRC, answer header, answer payload) of the last request, whose
+    #: answer is resent when exactly the same request (same id too) comes again
+    last_answer: tuple[dict, int, dict, bytes] | None = None
 
 
 @dataclass
@@ -101,6 +103,8 @@ class AgentServer:
             if not isinstance(rtype, str):
                 raise BadRequest(f"request 'type' must be a string, got {rtype!r}")
             version = header.get("v", PROTOCOL_VERSION)
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise BadRequest(f"'v' must be an integer protocol version, got {version!r}")
             if version not in SUPPORTED_VERSIONS:
                 negotiate_version([version])  # raises ProtocolVersionError naming both sides
             if rtype == "challenge":
@@ -113,10 +117,11 @@ class AgentServer:
                     log.warning("refused %s request %s from %s: %s", rtype, rid, session.peer, exc.message)
                     raise
             last = session.last_answer
-            if last is not None and last[0] == rid and last[1] == rtype:
+            payload_crc = zlib.crc32(frame.payload)
+            if last is not None and last[0] == header and last[1] == payload_crc:
                 return last[2], last[3]  # a resend after a corrupted answer: no need to time again
             header_out, payload_out = self._dispatch(session, rtype, rid, header, frame.payload, max_frame_bytes)
-            session.last_answer = (rid, rtype, header_out, payload_out)
+            session.last_answer = (header, payload_crc, header_out, payload_out)
             return header_out, payload_out
         except AgentError as exc:
             if exc.code != "unauthorized":
@@ -157,6 +162,7 @@ class AgentServer:
     def _challenge(self, session: Session, header: dict, max_frame_bytes: int) -> dict:
         session.version = negotiate_version(header.get("versions"))
         session.nonce = new_nonce()
+        session.last_answer = None  # a new session (on a serial line: maybe a new client)
         body = {"nonce": session.nonce, "agent_version": __version__}
         body["protocol"] = self._protocol_info(session, max_frame_bytes)
         return body

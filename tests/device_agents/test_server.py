@@ -125,6 +125,7 @@ def test_every_failure_is_an_error_frame_and_the_server_keeps_serving(agent) -> 
         ({"v": 1, "id": "x", "type": "hello"}, "bad_request", "request id"),
         ({"v": 1, "id": 4, "type": 5}, "bad_request", "'type' must be a string"),
         ({"v": 9, "id": 5, "type": "hello"}, "protocol_version", "no common protocol version"),
+        ({"v": "1", "id": 5, "type": "hello"}, "bad_request", "'v' must be an integer"),
     ]
     for header, code, text in cases:
         reply = ask(channel, header)
@@ -175,6 +176,13 @@ def test_a_resent_request_gets_the_cached_answer_without_new_work(agent) -> None
     assert handlers.calls.count("echo") == 1
     ask(channel, request_header("echo", 11), b"twice")
     assert handlers.calls.count("echo") == 2
+    # the same id with other content (another client on a shared serial line) is new work
+    assert ask(channel, request_header("echo", 11), b"other").payload == b"rehto"
+    assert handlers.calls.count("echo") == 3
+    # and a challenge starts a new session: nothing is answered from the old one
+    ask(channel, request_header("challenge", 12))
+    ask(channel, request_header("echo", 11), b"other")
+    assert handlers.calls.count("echo") == 4
 
 
 def _challenge(channel: FrameChannel) -> str:
