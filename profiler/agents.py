@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from device_agents import auth
 from device_agents.errors import (
@@ -45,29 +45,44 @@ BENCH_MARGIN_S = 30.0
 MAX_RESENDS = 3
 
 
+def _parse_tcp(url: str, parts: SplitResult) -> dict:
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise BadRequest(f"agent URL {url!r} needs a host and a port (0-65535): tcp://HOST:PORT")
+    return {"host": parts.hostname, "port": port}
+
+
+def _parse_serial(url: str, parts: SplitResult) -> dict:
+    device = parts.path or parts.netloc
+    if not device:
+        raise BadRequest(f"agent URL {url!r} names no device: serial:///dev/ttyUSB0?baud=115200")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"baud"}
+    if unknown:
+        raise BadRequest(f"agent URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only baud")
+    try:
+        baud = int(query.get("baud", ["115200"])[0])
+    except ValueError:
+        raise BadRequest(f"agent URL {url!r}: baud must be an integer") from None
+    return {"device": device, "baud": baud}
+
+
+#: URL scheme -> parser of the rest of the URL into connection parameters.
+URL_PARSERS: dict[str, Callable[[str, SplitResult], dict]] = {"tcp": _parse_tcp, "serial": _parse_serial}
+
+
 def parse_url(url: str) -> tuple[str, dict]:
     """Split an agent URL into its kind ("tcp", "serial", "local") and parameters."""
     if url == "local":
         return "local", {}
     parts = urlsplit(url)
-    if parts.scheme == "tcp":
-        if not parts.hostname or parts.port is None:
-            raise BadRequest(f"agent URL {url!r} needs a host and a port: tcp://HOST:PORT")
-        return "tcp", {"host": parts.hostname, "port": parts.port}
-    if parts.scheme == "serial":
-        device = parts.path or parts.netloc
-        if not device:
-            raise BadRequest(f"agent URL {url!r} names no device: serial:///dev/ttyUSB0?baud=115200")
-        query = parse_qs(parts.query)
-        unknown = set(query) - {"baud"}
-        if unknown:
-            raise BadRequest(f"agent URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only baud")
-        try:
-            baud = int(query.get("baud", ["115200"])[0])
-        except ValueError:
-            raise BadRequest(f"agent URL {url!r}: baud must be an integer") from None
-        return "serial", {"device": device, "baud": baud}
-    raise BadRequest(f"unknown agent URL {url!r}: use tcp://HOST:PORT, serial:///DEV?baud=N or local")
+    parser = URL_PARSERS.get(parts.scheme)
+    if parser is None:
+        raise BadRequest(f"unknown agent URL {url!r}: use tcp://HOST:PORT, serial:///DEV?baud=N or local")
+    return parts.scheme, parser(url, parts)
 
 
 class LocalAgent:
@@ -168,10 +183,16 @@ class AgentClient:
     # --- connection -----------------------------------------------------------------------
 
     def _open_stream(self) -> ByteStream:
-        if self.kind == "tcp":
-            return open_tcp(self.params["host"], self.params["port"], min(self.timeout, CONNECT_TIMEOUT_S))
-        if self.kind == "serial":
-            return open_serial(self.params["device"], self.params["baud"])
+        """A fresh byte stream to the agent, by URL kind."""
+        openers: dict[str, Callable[[], ByteStream]] = {
+            "tcp": lambda: open_tcp(self.params["host"], self.params["port"], min(self.timeout, CONNECT_TIMEOUT_S)),
+            "serial": lambda: open_serial(self.params["device"], self.params["baud"]),
+            "local": self._open_local,
+        }
+        return openers[self.kind]()
+
+    def _open_local(self) -> ByteStream:
+        """Start the local agent if it is not running (again, if it died) and connect to it."""
         assert self.local is not None
         if not self.local.alive():
             self.local.start()

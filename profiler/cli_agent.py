@@ -12,6 +12,7 @@ import sys
 import tempfile
 import zipapp
 from pathlib import Path
+from typing import Callable
 import click
 
 from device_agents.auth import ConfigError, load_token
@@ -41,7 +42,8 @@ def _open_agent(url: str, token_file: str | None, timeout: float, retries: int =
         raise _fail(f"agent {url}: {exc.code}: {exc.message}") from None
 
 
-def _agent_options(fn):  # noqa: ANN001, ANN202  (a click decorator stack)
+def _agent_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The options every command that talks to an agent takes."""
     fn = click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for an answer")(fn)
     fn = click.option("--token-file", type=click.Path(dir_okay=False), help="shared token of an agent that requires one")(fn)
     fn = click.option("--agent", "agent_url", default="local", show_default=True, help="tcp://HOST:PORT, serial:///DEV?baud=N or local")(fn)

@@ -61,7 +61,7 @@ def test_parse_url() -> None:
     assert parse_url("tcp://10.0.0.2:7345") == ("tcp", {"host": "10.0.0.2", "port": 7345})
     assert parse_url("serial:///dev/ttyUSB0?baud=921600") == ("serial", {"device": "/dev/ttyUSB0", "baud": 921600})
     assert parse_url("serial:///dev/ttyACM1")[1]["baud"] == 115200
-    for bad, text in [("tcp://host", "host and a port"), ("http://x:1", "unknown agent URL"),
+    for bad, text in [("tcp://host", "host and a port"), ("tcp://host:99999", "host and a port"), ("http://x:1", "unknown agent URL"),
                       ("serial:///dev/x?speed=1", "unknown parameter"), ("serial:///dev/x?baud=fast", "integer")]:
         with pytest.raises(BadRequest, match=text):
             parse_url(bad)

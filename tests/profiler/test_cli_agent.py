@@ -129,6 +129,7 @@ def test_bundle_runs_as_a_separate_process(tmp_path: Path) -> None:
     ).stdout.split()
     assert "__main__.py" in listing and "device_agents/protocol.py" in listing and "device_agents/PROTOCOL.md" in listing
     assert not any(name.startswith(("profiler/", "search/")) or "__pycache__" in name for name in listing)
+    assert "flatbuffers/__init__.py" in listing  # for building TFLite models on the board
     # started from elsewhere, with the bundle as the only source of device_agents on its path
     workdir = tmp_path / "board"
     workdir.mkdir()
