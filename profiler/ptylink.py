@@ -84,12 +84,19 @@ class PtyLink:
     """Two pty pairs bridged by relay threads; `agent_path` and `client_path` are the ends.
 
     Faults apply per direction: `to_agent` corrupts client->agent bytes, `to_client`
-    agent->client bytes. Use as a context manager, or call start() and close().
+    agent->client bytes; `baud` paces both directions like a real line. Use as a context
+    manager, or call start() and close().
     """
 
-    def __init__(self, *, to_agent: FaultInjector | None = None, to_client: FaultInjector | None = None) -> None:
+    def __init__(
+        self, *, to_agent: FaultInjector | None = None, to_client: FaultInjector | None = None, baud: int | None = None
+    ) -> None:
+        if baud is not None and baud <= 0:
+            raise ValueError(f"baud must be positive, got {baud}")
         self.to_agent = to_agent or FaultInjector()
         self.to_client = to_client or FaultInjector()
+        #: when set, each direction is paced like a real 8N1 line: 10 bits per byte
+        self.bytes_per_s = None if baud is None else baud / 10.0
         self._agent_master, self._agent_slave, self.agent_path = _open_raw_pty()
         self._client_master, self._client_slave, self.client_path = _open_raw_pty()
         self._stop = threading.Event()
@@ -120,6 +127,8 @@ class PtyLink:
                 continue
             self.relayed[name] += len(data)
             data = faults.apply(data)
+            if self.bytes_per_s is not None:
+                self._stop.wait(len(data) / self.bytes_per_s)
             view = memoryview(data)
             while view and not self._stop.is_set():
                 try:

@@ -90,3 +90,21 @@ def test_requests_complete_over_a_lossy_line() -> None:
     assert all(r["stats"]["count"] == 2 for r in results)
     touched = link.to_agent.counts(), link.to_client.counts()
     assert sum(c.flipped + c.dropped + c.inserted for c in touched) > 0
+
+
+def test_a_paced_link_moves_bytes_at_the_baud_rate() -> None:
+    data = b"x" * 2400  # 0.25 s at 96,000 baud (9,600 bytes/s)
+    with PtyLink(baud=96_000) as link:
+        agent = serial.Serial(link.agent_path, 96_000, timeout=0.1)
+        client = serial.Serial(link.client_path, 96_000, timeout=0.1)
+        try:
+            start = time.monotonic()
+            client.write(data)
+            got = read_exactly(agent, len(data))
+            elapsed = time.monotonic() - start
+        finally:
+            agent.close()
+            client.close()
+    assert got == data and 0.2 <= elapsed < 2.0
+    with pytest.raises(ValueError, match="baud"):
+        PtyLink(baud=0)
