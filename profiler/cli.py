@@ -53,3 +53,7 @@ def main() -> None:
     `widthwise collect`, `widthwise fit`, then `widthwise query` or `widthwise serve`.
     `widthwise run` does all of it on this machine.
     """
+
+
+if __name__ == "__main__":
+    main()
