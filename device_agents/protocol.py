@@ -95,6 +95,8 @@ def parse_header(raw: bytes) -> dict:
         obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"frame header is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError:
+        raise FrameError("frame header is nested too deeply") from None
     if not isinstance(obj, dict):
         raise FrameError(f"frame header must be a JSON object, got {type(obj).__name__}")
     return obj

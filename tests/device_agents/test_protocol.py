@@ -137,7 +137,13 @@ def test_header_cap_is_independent_of_the_frame_cap() -> None:
 
 @pytest.mark.parametrize(
     "head, match",
-    [(b"[1,2]", "JSON object"), (b"{not json", "valid UTF-8 JSON"), (b'{"x":NaN}', "valid UTF-8 JSON"), (b"\xff\xfe", "UTF-8")],
+    [
+        (b"[1,2]", "JSON object"),
+        (b"{not json", "valid UTF-8 JSON"),
+        (b'{"x":NaN}', "valid UTF-8 JSON"),
+        (b"\xff\xfe", "UTF-8"),
+        (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    ],
 )
 def test_well_framed_but_bad_headers_are_frame_errors(head: bytes, match: str) -> None:
     lengths = struct.pack(">II", len(head), 0)
