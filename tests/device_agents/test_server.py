@@ -19,11 +19,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from device_agents.auth import ConfigError, request_mac, require_token_for_bind
-from device_agents.errors import BadWidths
+from device_agents.errors import ERRORS_BY_CODE, BadWidths
 from device_agents.protocol import MAGIC, Frame, FrameDecoder, encode_frame, request_header
-from device_agents.server import AgentServer, ServerConfig
+from device_agents.server import AgentServer, ServerConfig, Session
 from device_agents.transport import FrameChannel, open_tcp
 
 TOKEN = b"s3cret-token-for-tests"
@@ -331,3 +333,27 @@ def test_process_on_a_pty_answers_bad_bytes_with_error_frames_and_keeps_serving(
         proc.wait(10)
         os.close(master)
         os.close(slave)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["v", "id", "type", "auth", "versions", "spec", "x"]), json_values, max_size=6
+    ).map(lambda h: {**h, "type": h.get("type", "echo")}),
+    payload=st.binary(max_size=16),
+    secure=st.booleans(),
+)
+def test_any_json_header_gets_an_encodable_answer(header: dict, payload: bytes, secure: bool) -> None:
+    server = AgentServer(Handlers(), ServerConfig(token=TOKEN if secure else None))
+    answer, out = server.respond(Session("fuzz"), Frame(header, payload), 1 << 20)
+    assert answer["type"] in ("result", "error")
+    encode_frame(answer, out)  # always a frame the server can send
+    if answer["type"] == "error":
+        assert answer["error"]["code"] in ERRORS_BY_CODE
