@@ -1,0 +1,181 @@
+"""Collection under the faults real boards and lines produce, on real processes.
+
+A serial line that flips, drops and inserts bytes between two pseudo-terminals; an agent
+that stops answering in the middle of a request (SIGSTOP); in each case nothing corrupt
+is stored, nothing is lost, and the run either finishes or says how far it got and
+resumes to exactly the samples asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_agents.spaces import make_space
+from profiler.agents import connect
+from profiler.collect import CollectIncomplete, CollectSettings, collect
+from profiler.ptylink import FaultInjector, PtyLink
+from profiler.sampling import make_sampler
+
+REPO = Path(__file__).resolve().parents[2]
+SPACE_PARAMS = {"resolution": 32, "levels": 4}
+FAST_TIMING = {"warmup": 1, "repeat": 4, "min_repeat_ms": 2.0}
+
+
+def _settings(db: Path, samples: int) -> CollectSettings:
+    return CollectSettings(
+        space="mobilenet_v1", samples=samples, db=str(db), space_params=SPACE_PARAMS, timing=FAST_TIMING,
+        reference_every=5, retime_outliers=False,
+    )
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(
+            "SELECT id, kind, slot, widths, times_ms, stats FROM samples ORDER BY id"
+        ).fetchall()
+
+
+def _assert_every_row_is_sound(db: Path, samples: int) -> None:
+    """Each stored sample has its planned widths and timings consistent with its own statistics."""
+    plan = make_sampler("coverage", make_space("mobilenet_v1", SPACE_PARAMS), seed=0).plan(samples)
+    rows = _rows(db)
+    sample_rows = [r for r in rows if r[1] == "sample"]
+    assert sorted(r[2] for r in sample_rows) == list(range(samples)), "a slot is missing or duplicated"
+    for _id, _kind, slot, widths, times_ms, stats in rows:
+        times = np.array(json.loads(times_ms))
+        st = json.loads(stats)
+        assert len(times) == st["count"] and np.all(np.isfinite(times)) and np.all(times > 0)
+        assert st["min"] == pytest.approx(times.min()) and st["median"] == pytest.approx(np.median(times))
+        if slot is not None:
+            assert json.loads(widths) == list(plan[slot])
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_collection_over_a_corrupting_serial_line_stores_nothing_corrupt_and_finishes(tmp_path):
+    db = tmp_path / "serial.sqlite"
+    to_agent = FaultInjector(flip_rate=2e-4, drop_rate=5e-5, insert_rate=5e-5, seed=11)
+    to_client = FaultInjector(flip_rate=3e-5, drop_rate=1e-5, insert_rate=1e-5, seed=12)
+    with PtyLink(to_agent=to_agent, to_client=to_client) as link:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+        )
+        try:
+            assert "serving serial://" in agent.stdout.readline()
+            with connect(f"serial://{link.client_path}?baud=115200", timeout=4, retries=8) as client:
+                summary = collect(client, _settings(db, 16), progress=False)
+        finally:
+            agent.terminate()
+            agent.wait(10)
+    assert summary["complete"] and summary["samples"] == 16
+    touched = to_agent.counts()
+    back = to_client.counts()
+    corrupted = touched.flipped + touched.dropped + touched.inserted + back.flipped + back.dropped + back.inserted
+    assert corrupted >= 3, f"the line injected too few faults to prove anything: {touched} {back}"
+    print(f"serial faults injected: to agent {touched}, to client {back}")
+    _assert_every_row_is_sound(db, 16)
+
+
+def _start_tcp_agent(tmp: Path) -> tuple[subprocess.Popen, int]:
+    port_file = tmp / f"port-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while not (port_file.exists() and port_file.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, "agent did not start"
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+def test_an_agent_that_stops_answering_times_out_is_retried_then_reported_and_resume_completes(tmp_path):
+    db = tmp_path / "stall.sqlite"
+    proc, port = _start_tcp_agent(tmp_path)
+    stopped_at: list[float] = []
+
+    def freeze_after_four() -> None:
+        while proc.poll() is None:
+            try:
+                done = sum(1 for r in _rows(db) if r[1] == "sample") if db.exists() else 0
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 4:
+                os.kill(proc.pid, signal.SIGSTOP)  # alive, connected, silent: the worst case for a client
+                stopped_at.append(time.monotonic())
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=freeze_after_four, daemon=True).start()
+    timeout, retries = 1.5, 2
+    try:
+        with connect(f"tcp://127.0.0.1:{port}", timeout=timeout, retries=retries) as client:
+            with pytest.raises(CollectIncomplete, match="AgentTimeout") as info:
+                collect(client, _settings(db, 20), progress=False)
+        reported_at = time.monotonic()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert stopped_at, "the agent was never frozen"
+    # every attempt is bounded by the timeout; the run reports after the retries, not never
+    assert reported_at - stopped_at[0] < (retries + 1) * timeout + 10
+    stopped = info.value.summary
+    assert stopped["complete"] is False and 4 <= stopped["samples"] < 20
+    before = _rows(db)
+
+    proc, port = _start_tcp_agent(tmp_path)
+    try:
+        with connect(f"tcp://127.0.0.1:{port}", timeout=30) as client:
+            resumed = collect(client, _settings(db, 20), progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert resumed["complete"] and resumed["samples"] == 20
+    assert resumed["new"] == 20 - stopped["samples"]
+    assert _rows(db)[: len(before)] == before, "a stored row changed on resume"
+    _assert_every_row_is_sound(db, 20)
+
+
+def test_a_collector_killed_mid_run_leaves_a_db_that_resumes_exactly(tmp_path):
+    """SIGKILL the `widthwise collect` process itself while it writes; the same command then completes."""
+    db = tmp_path / "killed.sqlite"
+    cmd = [sys.executable, "-m", "profiler.cli", "collect", "--agent", "local", "--resolution", "32", "--levels", "4",
+           "--samples", "24", "--db", str(db), "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
+           "--reference-every", "5", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert proc.poll() is None, "collect finished before it could be killed"
+            assert time.monotonic() < deadline, "collect made no progress"
+            try:
+                if db.exists() and sum(1 for r in _rows(db) if r[1] == "sample") >= 5:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the collector and its local agent, no clean-up at all
+        proc.wait()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = [r for r in _rows(db) if r[1] == "sample"]
+    assert sorted(r[2] for r in kept) == list(range(len(kept)))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["samples"] == 24 and summary["new"] == 24 - len(kept)
+    _assert_every_row_is_sound(db, 24)
