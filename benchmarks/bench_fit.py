@@ -60,54 +60,101 @@ def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: boo
     return elapsed
 
 
-def time_in_process(space: Space, plan: list, *, repeat: int, statistic: str, quiet: bool) -> np.ndarray:
-    """Per-configuration statistic (ms) of `repeat` single runs on the calling thread's CPU clock."""
+def _cpu_ms(session, feeds: dict) -> float:
+    start = time.thread_time_ns()
+    session.run(feeds)
+    return (time.thread_time_ns() - start) / 1e6
+
+
+def time_in_process(space: Space, plan: list, *, repeat: int, paired: bool, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw single-run times (ms, thread CPU clock) of each configuration, (N, repeat), and of
+    the reference run just before each of them when `paired` (else zeros)."""
     from device_agents.build_onnx import build_onnx
     from device_agents.runtimes import get_runtime
+    from profiler.collect import reference_widths
 
     runtime = get_runtime("onnxruntime")
-    reduce = {"min": np.min, "median": np.median, "mean": np.mean}[statistic]
-    out = np.empty(len(plan))
-    for i, widths in enumerate(plan):
+
+    def load(widths, seed):
         session = runtime.load(build_onnx(space, widths), threads=1)
         spec = session.inputs[0]
-        feeds = {spec.name: np.random.default_rng(i).standard_normal(spec.shape).astype(np.float32)}
+        feeds = {spec.name: np.random.default_rng(seed).standard_normal(spec.shape).astype(np.float32)}
         for _ in range(2):
             session.run(feeds)
-        runs = []
-        for _ in range(repeat):
-            start = time.thread_time_ns()
-            session.run(feeds)
-            runs.append((time.thread_time_ns() - start) / 1e6)
-        out[i] = float(reduce(runs))
+        return session, feeds
+
+    ref_session, ref_feeds = load(reference_widths(space), 0)
+    runs, ref_runs = np.zeros((len(plan), repeat)), np.zeros((len(plan), repeat))
+    for i, widths in enumerate(plan):
+        session, feeds = load(widths, i)
+        for k in range(repeat):
+            if paired:
+                ref_runs[i, k] = _cpu_ms(ref_session, ref_feeds)
+            runs[i, k] = _cpu_ms(session, feeds)
         if not quiet and (i + 1) % 50 == 0:
             print(f"  {i + 1}/{len(plan)} timed", file=sys.stderr)
-    return out
+    return runs, ref_runs
 
 
-def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingData, float, float]:
-    """Training (coverage plan) and fresh validation (uniform plan) data timed in process, cached."""
+REDUCERS = {"min": np.min, "median": np.median, "mean": np.mean}
+
+
+def reduce_timings(runs: np.ndarray, ref_runs: np.ndarray, statistic: str, pair_stat: str, nominal: float | None) -> np.ndarray:
+    """Per-configuration value: the statistic of its runs, or (paired) its ratio to the reference's
+    times `nominal`, the reference's typical value, so that sets timed apart share one unit."""
+    reduce = REDUCERS[statistic]
+    if not ref_runs.any():
+        return reduce(runs, axis=1)
+    if pair_stat == "pairwise":
+        ratio = np.median(runs / ref_runs, axis=1)
+    else:
+        ratio = reduce(runs, axis=1) / reduce(ref_runs, axis=1)
+    return ratio * (nominal if nominal is not None else float(np.median(reduce(ref_runs, axis=1))))
+
+
+def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingData, float, float, dict]:
+    """Training (coverage plan), fresh validation (uniform plan) and a re-timing of the first
+    validation configurations, timed in process and cached; the last is the measurement floor."""
     from profiler.sampling import make_sampler
 
     space = make_space("mobilenet_v1", {"resolution": args.resolution, "levels": args.levels})
-    sets, seconds = [], []
-    for name, n, sampling, seed in (("train", args.samples, "coverage", args.seed), ("val", args.val_samples, "uniform", args.seed + 1000)):
-        path = os.path.join(args.cache, f"{name}-r{args.resolution}-l{args.levels}-n{n}-s{seed}-{args.statistic}.npz")
-        plan = [tuple(w) for w in make_sampler(sampling, space, seed=seed).plan(n)]
+    tag = "paired" if args.paired else "plain"
+    plans = {
+        "train": make_sampler("coverage", space, seed=args.seed).plan(args.samples),
+        "val": make_sampler("uniform", space, seed=args.seed + 1000).plan(args.val_samples),
+    }
+    plans["recheck"] = plans["val"][: args.recheck]
+    raw, seconds = {}, {}
+    for name, plan in plans.items():
+        path = os.path.join(args.cache, f"{name}-r{args.resolution}-l{args.levels}-n{len(plan)}-s{args.seed}-x{args.repeat}-{tag}.npz")
         if os.path.exists(path):
             cached = np.load(path)
-            latency, elapsed = cached["latency_ms"], float(cached["elapsed_s"])
-        else:
-            started = time.monotonic()
-            latency = time_in_process(space, plan, repeat=args.repeat, statistic=args.statistic, quiet=args.quiet)
-            elapsed = time.monotonic() - started
-            os.makedirs(args.cache, exist_ok=True)
-            np.savez(path, latency_ms=latency, elapsed_s=elapsed)
-        identity = {"device": {"name": "this machine", "clock": "thread_cpu"}, "runtime": {"name": "onnxruntime", "threads": 1, "dtype": "float32"}}
-        widths = np.asarray(plan, dtype=np.int64)
-        sets.append(TrainingData(space, widths, latency, np.arange(1, n + 1), args.statistic, identity))
-        seconds.append(elapsed)
-    return sets[0], sets[1], seconds[0], seconds[1]
+            raw[name], seconds[name] = (cached["runs"], cached["ref_runs"]), float(cached["elapsed_s"])
+            continue
+        started = time.monotonic()
+        raw[name] = time_in_process(space, plan, repeat=args.repeat, paired=args.paired, quiet=args.quiet)
+        seconds[name] = time.monotonic() - started
+        os.makedirs(args.cache, exist_ok=True)
+        np.savez(path, runs=raw[name][0], ref_runs=raw[name][1], elapsed_s=seconds[name])
+    nominal = None
+    if args.paired:
+        nominal = float(np.median(REDUCERS[args.statistic](raw["train"][1], axis=1)))
+    values = {name: reduce_timings(*raw[name], args.statistic, args.pair_stat, nominal) for name in raw}
+    identity = {
+        "device": {"name": "this machine", "clock": "thread_cpu", "paired_reference": args.paired},
+        "runtime": {"name": "onnxruntime", "threads": 1, "dtype": "float32"},
+    }
+    sets = [
+        TrainingData(space, np.asarray(plans[n], dtype=np.int64), values[n], np.arange(1, len(plans[n]) + 1), args.statistic, identity)
+        for n in ("train", "val")
+    ]
+    again = np.abs(values["recheck"] - values["val"][: args.recheck]) / values["val"][: args.recheck]
+    floor = {
+        "configurations": int(len(again)),
+        "median_abs_diff": float(np.median(again)) if len(again) else None,
+        "within_5pct": float(np.mean(again <= 0.05)) if len(again) else None,
+    }
+    return sets[0], sets[1], seconds["train"], seconds["val"], floor
 
 
 def main() -> int:
@@ -125,12 +172,17 @@ def main() -> int:
     parser.add_argument("--source", default="collect", choices=("collect", "thread-cpu"))
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
     parser.add_argument("--repeat", type=int, default=12, help="thread-cpu: timed runs per configuration")
+    parser.add_argument("--paired", action="store_true", help="thread-cpu: alternate every run with the reference")
+    parser.add_argument("--pair-stat", default="pairwise", choices=("ratio", "pairwise"),
+                        help="thread-cpu --paired: statistic ratio, or median of per-pair ratios")
+    parser.add_argument("--recheck", type=int, default=60, help="thread-cpu: re-time this many validation configurations")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    floor = None
     if args.source == "thread-cpu":
-        train, val, collect_s, val_s = thread_cpu_data(args)
+        train, val, collect_s, val_s, floor = thread_cpu_data(args)
         train_db = val_db = args.cache
     else:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -165,11 +217,14 @@ def main() -> int:
         "median_latency_ms": round(median_ms, 3),
         "load_average": os.getloadavg()[0],
         "methods": rows,
+        "repeatability": floor,
     }
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
     clock = "thread CPU clock, in process" if args.source == "thread-cpu" else "wall clock, local agent"
+    if args.source == "thread-cpu" and args.paired:
+        clock += ", paired with the reference"
     print(f"mobilenet_v1 @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={args.statistic}, {clock}")
     print(f"training: {len(train)} samples in {collect_s:.1f} s; validation: {len(val)} fresh configurations "
           f"in {val_s:.1f} s; median latency {median_ms:.2f} ms; load average {out['load_average']:.1f}")
@@ -177,6 +232,9 @@ def main() -> int:
     for r in rows:
         print(f"{r['method']:<10}{100 * r['mape']:>7.2f}%{100 * r['within_5pct']:>7.1f}%{100 * r['within_10pct']:>7.1f}%"
               f"{r['rmse_ms']:>9.3f}{r['fit_s']:>8.2f}")
+    if floor and floor["configurations"]:
+        print(f"measurement floor: {floor['configurations']} validation configurations timed again differ by "
+              f"{100 * floor['median_abs_diff']:.1f} % (median); {100 * floor['within_5pct']:.0f} % within 5 %")
     print("target: >= 95 % within 5 %, >= 99 % within 10 %, from <= 300 samples collected in <= 2 min")
     return 0
 

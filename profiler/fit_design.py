@@ -71,8 +71,15 @@ def _dense_activations(b: BlockSpec) -> tuple[int, int]:
     return b.cin, b.cout
 
 
-#: names of the prior's per-term features, in column order
-FEATURES = ("macs", "act_in", "act_out", "weights", "one")
+#: names of the prior's per-term features, in column order. `macs_tileT` counts the MACs of
+#: the block with both widths rounded up to a multiple of T: kernels work on whole SIMD
+#: tiles, so a width just past a tile boundary costs like the next full tile.
+FEATURES = ("macs", "act_in", "act_out", "weights", "one", "macs_tile16", "macs_tile32")
+TILES = (16, 32)
+
+
+def _round_up(width: int, tile: int) -> int:
+    return -(-width // tile) * tile
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ class TermLayout:
 
     def prior_basis(self) -> sp.csr_matrix:
         """(P, blocks x features) block-diagonal basis: each block's own features, scaled to max 1."""
-        cols = len(FEATURES)
+        cols = self.features.shape[1]
         rows = np.repeat(np.arange(self.num_terms), cols)
         cidx = (self.block_of_term[:, None] * cols + np.arange(cols)[None, :]).ravel()
         basis = sp.csr_matrix(
@@ -173,9 +180,10 @@ def term_layout(space: Space) -> TermLayout:
                 block = space.block_at(k, cin, cout)
                 m, p = block_counts(block)
                 a_in, a_out = block_activations(block)
+                tiled = [block_counts(space.block_at(k, _round_up(cin, t), _round_up(cout, t)))[0] for t in TILES]
                 macs.append(m)
                 params.append(p)
-                feats.append((m, a_in, a_out, p, 1.0))
+                feats.append((m, a_in, a_out, p, 1.0, *tiled))
                 owner.append(k)
     return TermLayout(
         space=space,

@@ -1,7 +1,7 @@
 """Synthetic timings with a known answer, for testing and benchmarking the fit.
 
 A ground-truth per-block table is generated from a cost model the fit's prior cannot
-express exactly (pointwise work padded to SIMD tiles, a per-term perturbation), and
+express exactly (work padded to tiles of 16 channels that the prior only approximates, a per-term perturbation), and
 samples are drawn from it with multiplicative noise and occasional slow bursts, the way
 timings on a shared machine look.
 """
