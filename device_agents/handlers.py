@@ -185,6 +185,7 @@ def _bench(
         "threads": settings.threads,
         "dtype": dtype if dtype is not None else session.info.get("dtype"),
         "delegate": session.info.get("delegate"),
+        "clock": settings.clock,
     }
     body["model_bytes"] = len(model)
     return body
@@ -205,7 +206,8 @@ def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:
 
 
 def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
-    """Build the network a spec describes on the agent and time it."""
+    """Build the network a spec describes on the agent and time it (alternated with
+    `pair_with`'s network, run by run, when the request names one)."""
     started = time.perf_counter_ns()
     if payload:
         raise BadRequest(f"bench_spec takes no payload, got {len(payload)} bytes", field="payload")
@@ -213,6 +215,18 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     settings = TimingSettings.from_dict(header.get("timing"))
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
+    if header.get("pair_with") is not None:
+        from .pair_handler import bench_paired
+
+        reference = parse_pair_spec(header["pair_with"], space, dtype)
+        with _bench_lock:
+            reset_peak_rss()
+            model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
+            body = bench_paired(runtime, model, reference, settings, options, dtype=dtype, seed=seed,
+                                started_ns=started, drift=_drift, space=space)
+        body["build_ms"] = build_ms
+        body["build_cached"] = cached
+        return body, b""
     with _bench_lock:
         reset_peak_rss()
         model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
@@ -221,6 +235,28 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     body["build_ms"] = build_ms
     body["build_cached"] = cached
     return body, b""
+
+
+def parse_pair_spec(spec: object, target_space: Space, target_dtype: str) -> tuple[Space, tuple[int, ...], str, int]:
+    """Validate `pair_with` like `spec`; it must describe a network of the same space and dtype."""
+    if not isinstance(spec, Mapping):
+        raise BadRequest("pair_with must be a spec object like 'spec'", field="pair_with")
+    try:
+        parsed = parse_spec(spec)
+    except BadRequest as exc:  # same error class, its message and field said of pair_with
+        where = str(exc.details.get("field") or "spec")
+        details = {**exc.details, "field": "pair_with" + where[len("spec"):] if where.startswith("spec") else where}
+        raise type(exc)(f"pair_with: {exc.message.replace('spec.', 'pair_with.')}", **details) from exc
+    space, _, dtype, _ = parsed
+    if (space.name, space.param_dict) != (target_space.name, target_space.param_dict):
+        raise BadRequest(
+            f"pair_with must be of the same space as spec ({target_space.name} {target_space.param_dict}), "
+            f"got {space.name} {space.param_dict}",
+            field="pair_with.space",
+        )
+    if dtype != target_dtype:
+        raise BadRequest(f"pair_with.dtype must equal spec.dtype ({target_dtype}), got {dtype}", field="pair_with.dtype")
+    return parsed
 
 
 def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:

@@ -25,6 +25,14 @@ from .runtimes import InputSpec, Session
 #: IQR / median above which a measurement carries a spread warning
 SPREAD_WARNING = 0.10
 
+#: clock name -> nanosecond counter. "thread_cpu" counts only the calling thread's CPU time,
+#: so time the scheduler gives other processes is left out; it is valid only when the model
+#: computes on the calling thread (one intra-op thread; checked for ONNX Runtime and LiteRT).
+CLOCKS: dict[str, Callable[[], int]] = {
+    "wall": time.perf_counter_ns,
+    "thread_cpu": time.thread_time_ns,
+}
+
 
 @dataclass(frozen=True)
 class TimingSettings:
@@ -36,6 +44,7 @@ class TimingSettings:
     min_repeat_ms: float = 20.0
     threads: int = 1
     max_total_s: float = 120.0
+    clock: str = "wall"  # optional extension of C1: "wall" | "thread_cpu"
 
     def __post_init__(self) -> None:
         _check_int("warmup", self.warmup, 0)
@@ -44,6 +53,21 @@ class TimingSettings:
         _check_int("threads", self.threads, 1)
         _check_float("min_repeat_ms", self.min_repeat_ms, 0.0, allow_zero=True)
         _check_float("max_total_s", self.max_total_s, 0.0, allow_zero=False)
+        if not isinstance(self.clock, str) or self.clock not in CLOCKS:
+            raise BadRequest(
+                f"timing.clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}", field="timing.clock"
+            )
+        if self.clock == "thread_cpu" and self.threads != 1:
+            raise BadRequest(
+                f"timing.clock=thread_cpu needs timing.threads=1 (got {self.threads}): with more intra-op "
+                "threads the work is not on the calling thread, so its CPU clock misses it; use clock=wall",
+                field="timing.clock",
+            )
+
+    @property
+    def counter(self) -> Callable[[], int]:
+        """The nanosecond counter of this clock."""
+        return CLOCKS[self.clock]
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, object] | None) -> "TimingSettings":
@@ -247,22 +271,24 @@ def peak_rss_kb() -> int | None:
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # macOS reports bytes
 
 
-def _timed_repeat(run: Callable[[], object], number: int, drift: DriftInjector) -> int:
-    """Nanoseconds taken by `number` back-to-back runs, gc off (drift spins counted in)."""
+def _timed_repeat(
+    run: Callable[[], object], number: int, drift: DriftInjector, clock: Callable[[], int] = time.perf_counter_ns
+) -> int:
+    """Nanoseconds (on `clock`) taken by `number` back-to-back runs, gc off (drift spins counted in)."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         if drift.active:
-            start = time.perf_counter_ns()
+            start = clock()
             for _ in range(number):
                 t0 = time.perf_counter_ns()
                 run()
                 drift.spin_after(time.perf_counter_ns() - t0)
-            return time.perf_counter_ns() - start
-        start = time.perf_counter_ns()
+            return clock() - start
+        start = clock()
         for _ in range(number):
             run()
-        return time.perf_counter_ns() - start
+        return clock() - start
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -293,7 +319,7 @@ def time_callable(
                 f"stopped after {k} of {settings.repeat} repeats: max_total_s={settings.max_total_s} reached"
             )
             break
-        elapsed = _timed_repeat(run, number, drift)
+        elapsed = _timed_repeat(run, number, drift, settings.counter)
         times_ms.append(elapsed / number / 1e6)
     return Measurement(tuple(times_ms), number=number, warmup=warmed, notes=tuple(warnings))
 
@@ -304,7 +330,7 @@ def _calibrate(
     """Grow `number` until one repeat lasts min_repeat_ms: double while far off, then scale."""
     number = 1
     while True:
-        elapsed = max(_timed_repeat(run, number, drift), 1)
+        elapsed = max(_timed_repeat(run, number, drift, settings.counter), 1)
         if elapsed >= min_repeat_ns:
             return number
         remaining = deadline - time.perf_counter_ns()

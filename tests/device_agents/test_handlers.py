@@ -182,3 +182,67 @@ def test_the_agent_side_imports_nothing_the_board_lacks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- pair_with and clock (optional extensions of C1) -----------------------------------------
+
+REFERENCE = dict(SMALL, widths=[8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 20])
+WIDER = dict(SMALL, widths=[16, 32, 48, 48, 64, 64, 96, 96, 96, 96, 96, 96, 160, 160])
+
+
+def test_pair_with_alternates_target_and_kept_reference():
+    from device_agents import pair_handler
+
+    pair_handler.clear_cache()
+    timing = {**FAST, "number": 1, "clock": "thread_cpu"}
+    body, payload = bench_spec(WIDER, pair_with=REFERENCE, timing=timing)
+    check_bench_body(body)
+    pair = body["pair"]
+    assert payload == b"" and body["runtime"]["clock"] == "thread_cpu"
+    assert len(pair["ref_times_ms"]) == len(pair["ratios"]) == body["repeat"] == 3
+    for t, r, ratio in zip(body["times_ms"], pair["ref_times_ms"], pair["ratios"]):
+        assert ratio == pytest.approx(t / r)
+    assert pair["ratio_median"] > 1.0  # the wider network does more work than the reference
+    assert pair["ref_widths"] == REFERENCE["widths"] and not pair["ref_kept"] and pair["ref_median_ms"] > 0
+    again, _ = bench_spec(SMALL, pair_with=REFERENCE, timing=timing)
+    assert again["pair"]["ref_kept"]  # the reference session is not rebuilt for the next sample
+    other, _ = bench_spec(SMALL, pair_with=dict(REFERENCE, seed=3), timing=timing)
+    assert not other["pair"]["ref_kept"]
+
+
+def test_unpaired_answers_name_their_clock_and_have_no_pair_block():
+    body, _ = bench_spec(SMALL)
+    assert body["runtime"]["clock"] == "wall" and "pair" not in body
+
+
+@pytest.mark.parametrize(
+    "pair_with, error, field",
+    [
+        ([8] * 14, BadRequest, "pair_with"),
+        (dict(SMALL, widths=[8] * 13), BadWidths, "pair_with"),
+        (dict(SMALL, params={"resolution": 64}), BadRequest, "pair_with.space"),
+        (dict(SMALL, space="nope"), UnknownSpace, None),
+        (dict(SMALL, dtype="int8"), BadRequest, "pair_with.dtype"),
+        (dict(SMALL, colour="red"), BadRequest, "pair_with.colour"),
+    ],
+)
+def test_bad_pair_with_is_named(pair_with, error, field):
+    with pytest.raises(error, match="pair_with") as exc:
+        bench_spec(SMALL, pair_with=pair_with)
+    if field is not None:
+        assert exc.value.details.get("field") == field
+
+
+def test_thread_cpu_clock_with_threads_is_refused_naming_the_clock():
+    with pytest.raises(BadRequest, match="thread_cpu") as exc:
+        bench_spec(SMALL, timing={**FAST, "clock": "thread_cpu", "threads": 2})
+    assert exc.value.details["field"] == "timing.clock"
+
+
+def test_pair_with_on_litert_when_present():
+    try:
+        body, _ = bench_spec(WIDER, pair_with=REFERENCE, runtime="litert", timing={**FAST, "number": 1, "clock": "thread_cpu"})
+    except RuntimeUnavailable:
+        pytest.skip("LiteRT is not installed here")
+    assert body["runtime"]["name"] == "litert" and body["runtime"]["clock"] == "thread_cpu"
+    assert body["pair"]["ratio_median"] > 1.0

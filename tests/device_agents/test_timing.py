@@ -211,3 +211,29 @@ def test_peak_rss_follows_an_allocation_after_a_reset():
     after = peak_rss_kb()
     assert after - before > 48 * 1024
     del block
+
+
+# --- clocks ------------------------------------------------------------------------------
+
+
+def test_clock_defaults_to_wall_and_is_validated():
+    assert TimingSettings.from_dict(None).clock == "wall"
+    assert TimingSettings.from_dict({"clock": "thread_cpu"}).counter is time.thread_time_ns
+    with pytest.raises(BadRequest, match="timing.clock must be one of wall, thread_cpu") as exc:
+        TimingSettings.from_dict({"clock": "cpu"})
+    assert exc.value.details["field"] == "timing.clock"
+
+
+def test_thread_cpu_clock_is_refused_with_more_than_one_thread():
+    with pytest.raises(BadRequest, match="thread_cpu needs timing.threads=1") as exc:
+        TimingSettings.from_dict({"clock": "thread_cpu", "threads": 2})
+    assert exc.value.details["field"] == "timing.clock"
+
+
+def test_thread_cpu_clock_leaves_out_sleeping_but_counts_computing():
+    settings = TimingSettings(warmup=0, repeat=3, number=1, clock="thread_cpu")
+    asleep = time_callable(lambda: time.sleep(0.005), settings)
+    busy = time_callable(lambda: _spin(3.0), settings)
+    wall_asleep = time_callable(lambda: time.sleep(0.005), TimingSettings(warmup=0, repeat=3, number=1))
+    assert asleep.median < 1.0 <= wall_asleep.median * 0.5  # a sleep costs the thread no CPU
+    assert busy.median > 1.0  # a busy loop is on the thread's clock (even when descheduled a while)
