@@ -16,12 +16,14 @@ from typing import Any, Callable
 import numpy as np
 
 from .chain import Chain, build_chain, within
+from .constrained import SearchTooLarge, best_within
 from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
 from .marginals import marginals as chain_marginals
 from .objectives import Objective, ObjectiveError, build_objective
-from .pareto import Front, build_front
+from .pareto import Front, FrontTooLarge, build_front
 from .table import Table
+from .viterbi import min_sum
 
 __all__ = [
     "Answer",
@@ -94,8 +96,12 @@ class Searcher:
         self.objective = objective
         self.chain: Chain = build_chain(table, objective)
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._fronts: OrderedDict[float | None, Front] = OrderedDict()
         self._path: LagrangianPath | None = None
+        self._latency_params_front: Front | None = None
+        self._params_front: Front | None = None
+        self._slowest: float | None = None
         self._min_latency: float | None = None
         self._methods: dict[str, Callable[[float, float | None], Answer]] = {
             "exact": self._exact,
@@ -106,27 +112,34 @@ class Searcher:
     # --- cached structures -------------------------------------------------------------
 
     def front(self, max_params: float | None = None) -> Front:
-        """The exact Pareto front (built on first use, then kept)."""
+        """The exact Pareto front (built once on first use, by one thread, then kept)."""
+        front = self._cached_front(max_params)
+        if front is not None:
+            return front
+        with self._build_lock:
+            front = self._cached_front(max_params)
+            if front is None:
+                front = build_front(self.chain, max_params)
+                with self._lock:
+                    self._fronts[max_params] = front
+                    while len(self._fronts) > PARAMS_FRONTS_KEPT + 1:
+                        del self._fronts[next(k for k in self._fronts if k is not None)]
+        return front
+
+    def _cached_front(self, max_params: float | None) -> Front | None:
         with self._lock:
             front = self._fronts.get(max_params)
             if front is not None:
                 self._fronts.move_to_end(max_params)
-                return front
-        built = build_front(self.chain, max_params)
-        with self._lock:
-            self._fronts[max_params] = built
-            while len(self._fronts) > PARAMS_FRONTS_KEPT + 1:
-                oldest = next(k for k in self._fronts if k is not None)
-                del self._fronts[oldest]
-        return built
+            return front
 
     def lagrangian_path(self) -> LagrangianPath:
         """Every configuration the Lagrangian can return, built on first use."""
-        path = self._path
-        if path is None:
-            path = LagrangianPath(self.chain)
-            self._path = path
-        return path
+        if self._path is None:
+            with self._build_lock:
+                if self._path is None:
+                    self._path = LagrangianPath(self.chain)
+        return self._path
 
     @property
     def min_latency_ms(self) -> float:
@@ -157,26 +170,80 @@ class Searcher:
                 min_lat,
             )
         min_params = self.chain.min_params()
-        front = self.front(max_params)
-        if len(front) == 0:
+        if not within(min_params, max_params):
             return InfeasibleBudget(
                 f"{what}no configuration has at most {max_params:g} params (the fewest is {min_params:.6g})",
                 min_lat,
                 min_params,
             )
+        fastest = self._fastest_within_params(max_params)
         return InfeasibleBudget(
             f"{what}budget {budget_ms:g} ms is below the smallest latency achievable within {max_params:g} params, "
-            f"{float(front.latency[0]):.6g} ms (without the params budget {min_lat:.6g} ms)",
-            float(front.latency[0]),
+            f"{fastest:.6g} ms (without the params budget {min_lat:.6g} ms)",
+            fastest,
             min_params,
         )
 
+    def _max_latency(self) -> float:
+        """The largest predicted latency of any configuration."""
+        if self._slowest is None:
+            self._slowest = self.chain.latency_of(min_sum([-m for m in self.chain.latency])[1])
+        return self._slowest
+
+    def _params_cost_front(self) -> Front:
+        """The Pareto front of (params, cost), for params budgets under a latency budget that cannot bind."""
+        if self._params_front is None:
+            chain = self.chain
+            params_first = Chain(chain.choices, 0.0, chain.params, chain.cost, None, None)
+            with self._build_lock:
+                if self._params_front is None:
+                    self._params_front = build_front(params_first)
+        return self._params_front
+
+    def _fastest_within_params(self, max_params: float) -> float:
+        """The least latency within the params budget: a look-up in the (latency, params) front."""
+        if self._latency_params_front is None:
+            chain = self.chain
+            as_cost = Chain(chain.choices, chain.constant_ms, chain.latency, chain.params, None, None)
+            with self._build_lock:
+                if self._latency_params_front is None:
+                    self._latency_params_front = build_front(as_cost)
+        front = self._latency_params_front
+        fits = np.flatnonzero(front.cost <= max_params + 1e-9 * max(1.0, max_params))
+        return float(front.latency[fits[0]]) if fits.size else float("nan")
+
     def _exact(self, budget_ms: float, max_params: float | None) -> Answer:
-        front = self.front(max_params)
+        if max_params is not None:
+            return self._exact_within_params(budget_ms, max_params)
+        front = self.front()
         pos = front.position(budget_ms)
         if pos < 0:
-            raise self._infeasible(budget_ms, max_params)
+            raise self._infeasible(budget_ms, None)
         return self._answer(front.configs[pos], "exact", None, front.latency[pos], front.cost[pos])
+
+    def _exact_within_params(self, budget_ms: float, max_params: float) -> Answer:
+        """Both budgets: the cached front answers when its optimum fits; else branch and bound."""
+        with self._lock:
+            cached = self._fronts.get(max_params)
+        if cached is not None:
+            pos = cached.position(budget_ms)
+            if pos < 0:
+                raise self._infeasible(budget_ms, max_params)
+            return self._answer(cached.configs[pos], "exact", None, cached.latency[pos], cached.cost[pos])
+        if within(self._max_latency(), budget_ms):
+            # The latency budget cannot bind: least cost within the params budget, from the (params, cost) front.
+            front = self._params_cost_front()
+            pos = front.position(max_params)
+            if pos < 0:
+                raise self._infeasible(budget_ms, max_params)
+            return self._answer(front.configs[pos], "exact", None)
+        try:
+            best = best_within(self.chain, self.front(), budget_ms, max_params)
+        except SearchTooLarge as exc:
+            raise QueryError(f"max_params: the search within both budgets is too large for this table ({exc})") from None
+        if best is None:
+            raise self._infeasible(budget_ms, max_params)
+        return self._answer(best.idx, "exact", None, best.latency_ms, best.cost)
 
     def _lagrangian(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
@@ -221,7 +288,10 @@ class Searcher:
             max_params = _check_number(max_params, "max_params")
             if self.chain.params is None:
                 raise QueryError("max_params: the table has no params, so a params budget cannot be checked")
-        front = self.front(max_params)
+        try:
+            front = self.front(max_params)
+        except FrontTooLarge as exc:
+            raise QueryError(f"max_params: {exc}") from None
         return [
             self._answer(front.configs[i], "exact", None, front.latency[i], front.cost[i]) for i in range(len(front))
         ]

@@ -108,10 +108,12 @@ class LagrangianPath:
             a, b = stack.pop()
             _, mid = ev.split(a, b)
             passes += 1
-            if mid is not None and mid[0] not in found and b[1] < mid[1] < a[1]:
-                found[mid[0]] = mid
-                stack.append((a, mid))
-                stack.append((mid, b))
+            if mid is None or mid[0] in found:
+                continue
+            found[mid[0]] = mid  # strictly below the edge: a vertex (perhaps as fast as an end, but cheaper)
+            for slower, faster in ((a, mid), (mid, b)):
+                if slower[1] > faster[1]:
+                    stack.append((slower, faster))
         # Keep the lower-left staircase: by latency, each vertex strictly cheaper than the faster ones.
         vertices = []
         for point in sorted(found.values(), key=lambda p: (p[1], p[2])):

@@ -24,8 +24,16 @@ from .chain import Chain, within
 PREFILTER_MIN = 4096
 #: Latency bins per state in the pre-filter (more bins: fewer survivors, more memory).
 PREFILTER_BINS = 2048
+#: Bins per axis of the three-criterion pre-filter's (latency, params) grid.
+PREFILTER_BINS_3D = 96
+#: Bound on the prefixes of one step of the three-criterion DP (it grows much faster than two).
+MAX_PARAMS_CANDIDATES = 2_000_000
 #: Rows compared at once in the three-criterion dominance test (bounds its memory).
 DOMINANCE_CHUNK = 512
+
+
+class FrontTooLarge(RuntimeError):
+    """The three-criterion front of this table is too large to build in memory."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,8 +119,40 @@ def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return kept_rows, packed_col[kept_rows, kept_pos]
 
 
+def _prefilter_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Drop (from `alive`) points dominated by one in a strictly lower latency bin and params bin.
+
+    Per state, a grid over (latency, params) bins holds the least cost; its two-way running
+    minimum tells each point whether a point with smaller latency and params costs no more.
+    """
+    rows_n = lat.shape[0]
+    if not alive.any():
+        return alive
+    bins = PREFILTER_BINS_3D
+    cells = []
+    for values in (lat, par):
+        lo, hi = float(values[alive].min()), float(values[alive].max())
+        width = (hi - lo) / bins if hi > lo else 1.0
+        cell = ((values - lo) * (1.0 / width)).astype(np.int64)
+        np.clip(cell, 0, bins - 1, out=cell)
+        cells.append(cell)
+    flat = (np.arange(rows_n)[:, None] * bins + cells[0]) * bins + cells[1]
+    least = np.full(rows_n * bins * bins, np.inf)
+    np.minimum.at(least, flat[alive], cost[alive])
+    grid = least.reshape(rows_n, bins, bins)
+    np.minimum.accumulate(grid, axis=1, out=grid)
+    np.minimum.accumulate(grid, axis=2, out=grid)
+    # the least cost over cells strictly below in both latency and params
+    below = np.full((rows_n, bins + 1, bins + 1), np.inf)
+    below[:, 1:, 1:] = grid
+    lower = below[np.arange(rows_n)[:, None], cells[0], cells[1]]
+    return alive & (cost < lower)
+
+
 def _prune_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Like `_prune_2d` over three criteria, among the points marked alive (the params-feasible)."""
+    if alive.sum() > PREFILTER_MIN:
+        alive = _prefilter_3d(lat, cost, par, alive)
     out_rows, out_cols = [], []
     for j in range(lat.shape[0]):
         cols = np.flatnonzero(alive[j])
@@ -171,6 +211,11 @@ def build_front(chain: Chain, max_params: float | None = None) -> Front:
         if par is None:
             rows, cols = _prune_2d(cand_lat, cand_cost)
         else:
+            if lat.size * lat_m[k].shape[1] > MAX_PARAMS_CANDIDATES:
+                raise FrontTooLarge(
+                    f"the front within {max_params:g} params needs over {MAX_PARAMS_CANDIDATES} prefixes at block {k}; "
+                    "query single budgets instead"
+                )
             cand_par = np.ascontiguousarray(par_m[k].T)[:, state]
             cand_par += par
             alive = cand_par + rest[k][:, None] <= max_params + 1e-9 * max(1.0, max_params)

@@ -1,0 +1,141 @@
+"""`widthwise query | pareto | marginals`: answers, files, and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from profiler.cli import main
+from search.engine import Searcher, make_objective
+from search.synthetic import mobilenet_v1_table, random_costs, random_table
+
+
+@pytest.fixture(scope="module")
+def table_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "mb.json"
+    mobilenet_v1_table(seed=8).save(path)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_query_json_matches_the_engine(table_file):
+    result = run("query", "--table", table_file, "--budget-ms", 9.5, "--json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    table = mobilenet_v1_table(seed=8)
+    expected = Searcher(table, make_objective(table)).query(9.5)
+    assert got["widths"] == list(expected.widths) and got["method"] == "exact"
+    assert got["latency_ms"] == pytest.approx(expected.latency_ms) and got["latency_ms"] <= 9.5
+
+
+@pytest.mark.parametrize("method", ["exact", "lagrangian", "greedy"])
+def test_query_text_names_the_method(table_file, method):
+    result = run("query", "--table", table_file, "--budget-ms", 8, "--method", method)
+    assert result.exit_code == 0, result.output
+    assert f"method      {method}" in result.output and "latency_ms" in result.output
+
+
+def test_query_with_params_budget(table_file):
+    result = run("query", "--table", table_file, "--budget-ms", 30, "--max-params", 2_000_000, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"] <= 2_000_000
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_query_refuses_bad_budgets(table_file, budget):
+    result = run("query", "--table", table_file, "--budget-ms", budget)
+    assert result.exit_code != 0
+    assert "--budget-ms" in result.output and "finite number >= 0" in result.output
+
+
+def test_infeasible_budget_is_one_line_with_the_smallest_latency(table_file):
+    result = run("query", "--table", table_file, "--budget-ms", 0.1)
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and "smallest achievable latency" in lines[0]
+
+
+def test_broken_table_is_one_line_naming_the_field(tmp_path):
+    obj = mobilenet_v1_table().to_json()
+    obj["blocks"][2]["ms"][1][3] = -1.0
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(obj))
+    result = run("query", "--table", path, "--budget-ms", 10)
+    assert result.exit_code == 1
+    assert "blocks[2].ms[1][3]: must be a finite number >= 0" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_costs_file_of_the_wrong_shape_names_the_layer(tmp_path):
+    table = random_table(4, 3, 3)
+    table_path = tmp_path / "t.json"
+    table.save(table_path)
+    costs = random_costs(table, 4)
+    costs["unary"][2] = costs["unary"][2] + [0.0]
+    costs_path = tmp_path / "costs.json"
+    costs_path.write_text(json.dumps(costs))
+    result = run("query", "--table", table_path, "--budget-ms", 100, "--objective", costs_path)
+    assert result.exit_code == 1 and "costs.unary[2] (layer layer2)" in result.output
+    costs["unary"][2].pop()
+    costs_path.write_text(json.dumps(costs))
+    result = run("query", "--table", table_path, "--budget-ms", 100, "--objective", costs_path, "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_loss_samples_file(tmp_path, table_file):
+    table = mobilenet_v1_table(seed=8)
+    lines = []
+    for i in range(200):
+        widths = [c[(i * (k + 3)) % len(c)] for k, c in enumerate(table.choices)]
+        lines.append(json.dumps([widths, 3.0 - 0.001 * sum(widths) / 100]))
+    samples = tmp_path / "loss.jsonl"
+    samples.write_text("\n".join(lines) + "\n\n")
+    result = run("query", "--table", table_file, "--budget-ms", 9, "--loss-samples", samples, "--json")
+    assert result.exit_code == 0, result.output
+    assert "loss samples" in json.loads(result.output)["objective"]
+    samples.write_text(lines[0] + "\n[[1, 2], oops\n")
+    result = run("query", "--table", table_file, "--budget-ms", 9, "--loss-samples", samples)
+    assert result.exit_code == 1 and "line 2 is not valid JSON" in result.output
+
+
+def test_pareto_csv_plot_and_json(tmp_path, table_file):
+    csv_path, png_path = tmp_path / "front.csv", tmp_path / "front.png"
+    result = run("pareto", "--table", table_file, "--csv", csv_path, "--plot", png_path)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(csv_path.open()))
+    lats = [float(r["latency_ms"]) for r in rows]
+    costs = [float(r["cost"]) for r in rows]
+    assert lats == sorted(lats) and costs == sorted(costs, reverse=True)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{len(rows)} Pareto-optimal" in result.output
+    as_json = json.loads(run("pareto", "--table", table_file, "--json").output)
+    assert [a["latency_ms"] for a in as_json] == pytest.approx(lats)
+
+
+def test_marginals_json_sums_to_one(table_file):
+    result = run("marginals", "--table", table_file, "--budget-ms", 9, "--temperature", 0.05, "--json")
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.output)["layers"]
+    assert len(layers) == 14 and all(sum(layer["probs"].values()) == pytest.approx(1.0) for layer in layers)
+    result = run("marginals", "--table", table_file, "--budget-ms", 9, "--temperature", 0)
+    assert result.exit_code == 1 and "temperature" in result.output
+
+
+def test_console_script_in_a_real_process(table_file):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from profiler.cli import main; main()", "query", "--table", str(table_file),
+         "--budget-ms", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("Error: budget 0.01 ms is below the smallest achievable latency")

@@ -1,0 +1,121 @@
+"""Contract C4: the Searcher's queries, validation, errors and caching."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+from search.engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
+from search.synthetic import mobilenet_v1_table, random_table
+
+
+@pytest.fixture(scope="module")
+def searcher():
+    table = mobilenet_v1_table(seed=5)
+    return Searcher(table, make_objective(table, "flops"))
+
+
+def test_answer_fields_match_the_table(searcher):
+    table = searcher.table
+    for method in ("exact", "lagrangian", "greedy"):
+        answer = searcher.query(12.0, method)
+        assert isinstance(answer, Answer) and answer.method == method
+        assert answer.latency_ms == pytest.approx(table.predict(answer.widths))
+        assert answer.latency_ms <= 12.0
+        assert answer.macs > 0 and answer.params > 0
+        assert (answer.gamma is not None) == (method == "lagrangian")
+        encoded = json.loads(json.dumps(answer.to_json()))
+        assert encoded["widths"] == list(answer.widths) and encoded["method"] == method
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), -1.0, "10", True, None])
+def test_bad_budgets_are_refused(searcher, budget):
+    with pytest.raises(QueryError, match="budget_ms"):
+        searcher.query(budget)
+
+
+def test_unknown_method_and_bad_params_budget(searcher):
+    with pytest.raises(QueryError, match="method: unknown 'viterbi'"):
+        searcher.query(10.0, "viterbi")
+    with pytest.raises(QueryError, match="max_params"):
+        searcher.query(10.0, "exact", max_params=float("nan"))
+
+
+def test_infeasible_budget_states_the_smallest_latency(searcher):
+    low = searcher.chain.min_latency()
+    for method in ("exact", "lagrangian", "greedy"):
+        with pytest.raises(InfeasibleBudget) as err:
+            searcher.query(low / 2, method)
+        assert err.value.min_latency_ms == pytest.approx(low)
+        assert f"{low:.6g} ms" in str(err.value)
+    # Exactly the smallest latency is feasible.
+    assert searcher.query(low, "exact").latency_ms == pytest.approx(low)
+
+
+def test_params_budget_infeasible_names_the_fewest_params():
+    table = random_table(2, 3, 3)
+    searcher = Searcher(table, make_objective(table))
+    fewest = searcher.chain.min_params()
+    with pytest.raises(InfeasibleBudget) as err:
+        searcher.query(1e9, "exact", max_params=fewest - 1)
+    assert err.value.min_params == pytest.approx(fewest)
+    assert "params" in str(err.value)
+
+
+def test_params_budget_needs_params_in_the_table():
+    table = random_table(2, 3, 3, with_counts=False)
+    searcher = Searcher(table, make_objective(table, {"format": "widthwise-costs/1", "unary": [[0.0] * len(c) for c in table.choices]}))
+    with pytest.raises(QueryError, match="no params"):
+        searcher.query(100.0, "exact", max_params=5)
+    assert searcher.query(100.0).params is None
+
+
+def test_front_is_cached_and_queries_are_lookups(searcher):
+    front = searcher.front()
+    assert searcher.front() is front
+    answers = searcher.pareto()
+    assert [a.latency_ms for a in answers] == sorted(a.latency_ms for a in answers)
+    for a in answers[:: max(1, len(answers) // 20)]:
+        assert searcher.query(a.latency_ms).cost == pytest.approx(a.cost)
+
+
+def test_concurrent_queries_agree(searcher):
+    budgets = [3.0 + 0.5 * i for i in range(24)]
+    expected = {(b, m): searcher.query(b, m) for b in budgets for m in ("exact", "lagrangian")}
+    fresh = Searcher(searcher.table, searcher.objective)
+    got, errors = {}, []
+
+    def worker(offset):
+        try:
+            for b in budgets[offset:] + budgets[:offset]:
+                for m in ("exact", "lagrangian"):
+                    got[(b, m)] = fresh.query(b, m)
+        except Exception as exc:  # noqa: BLE001 - collected and reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(got[k] == expected[k] for k in expected)
+
+
+def test_marginals_are_per_layer_width_maps(searcher):
+    probs = searcher.marginals(10.0, 0.05)
+    assert len(probs) == searcher.table.num_layers
+    for row, choices in zip(probs, searcher.table.choices):
+        assert sorted(row) == sorted(choices)
+        assert math.isclose(sum(row.values()), 1.0, rel_tol=1e-9)
+    with pytest.raises(InfeasibleBudget):
+        searcher.marginals(0.01, 0.05)
+
+
+def test_make_objective_errors_are_objective_errors():
+    table = random_table(0)
+    with pytest.raises(ObjectiveError):
+        make_objective(table, 42)
