@@ -97,8 +97,8 @@ class Searcher:
         self.chain: Chain = build_chain(table, objective)
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self._fronts: OrderedDict[float | None, Front] = OrderedDict()
-        self._path: LagrangianPath | None = None
+        self._fronts: OrderedDict[float | None, tuple[Front, list[Answer]]] = OrderedDict()
+        self._path: tuple[LagrangianPath, list[Answer]] | None = None
         self._latency_params_front: Front | None = None
         self._params_front: Front | None = None
         self._slowest: float | None = None
@@ -113,32 +113,59 @@ class Searcher:
 
     def front(self, max_params: float | None = None) -> Front:
         """The exact Pareto front (built once on first use, by one thread, then kept)."""
-        front = self._cached_front(max_params)
-        if front is not None:
-            return front
+        return self._front_entry(max_params)[0]
+
+    def _front_entry(self, max_params: float | None) -> tuple[Front, list[Answer]]:
+        """The front with its points already made Answers, so a query is a binary search and an index."""
+        entry = self._cached_front(max_params)
+        if entry is not None:
+            return entry
         with self._build_lock:
-            front = self._cached_front(max_params)
-            if front is None:
+            entry = self._cached_front(max_params)
+            if entry is None:
                 front = build_front(self.chain, max_params)
+                entry = (front, self._answers_of(front.configs, front.latency, front.cost, "exact"))
                 with self._lock:
-                    self._fronts[max_params] = front
+                    self._fronts[max_params] = entry
                     while len(self._fronts) > PARAMS_FRONTS_KEPT + 1:
                         del self._fronts[next(k for k in self._fronts if k is not None)]
-        return front
+        return entry
 
-    def _cached_front(self, max_params: float | None) -> Front | None:
+    def _cached_front(self, max_params: float | None) -> tuple[Front, list[Answer]] | None:
         with self._lock:
-            front = self._fronts.get(max_params)
-            if front is not None:
+            entry = self._fronts.get(max_params)
+            if entry is not None:
                 self._fronts.move_to_end(max_params)
-            return front
+            return entry
+
+    def _answers_of(self, configs: np.ndarray, latency: Any, cost: Any, method: str, gammas: Any = None) -> list[Answer]:
+        """Answers for many configurations at once (rows of choice indices), counts summed vectorised."""
+        chain, n = self.chain, len(configs)
+        configs = np.asarray(configs, dtype=np.int64).reshape(n, chain.num_layers)
+        widths = np.column_stack([np.asarray(c)[configs[:, k]] for k, c in enumerate(chain.choices)]) if n else configs
+        params = chain.totals(chain.params, configs).tolist() if chain.params is not None else [None] * n
+        macs = chain.totals(chain.macs, configs).tolist() if chain.macs is not None else [None] * n
+        gammas = [None] * n if gammas is None else list(gammas)
+        return [
+            Answer(tuple(w), float(lat), float(c), method, p, m, g)
+            for w, lat, c, p, m, g in zip(widths.tolist(), latency, cost, params, macs, gammas)
+        ]
 
     def lagrangian_path(self) -> LagrangianPath:
         """Every configuration the Lagrangian can return, built on first use."""
+        return self._path_entry()[0]
+
+    def _path_entry(self) -> tuple[LagrangianPath, list[Answer]]:
         if self._path is None:
             with self._build_lock:
                 if self._path is None:
-                    self._path = LagrangianPath(self.chain)
+                    path = LagrangianPath(self.chain)
+                    vertices = path.vertices
+                    answers = self._answers_of(
+                        [v[0] for v in vertices], [v[1] for v in vertices], [v[2] for v in vertices], "lagrangian",
+                        path.gammas,
+                    )
+                    self._path = (path, answers)
         return self._path
 
     @property
@@ -215,21 +242,21 @@ class Searcher:
     def _exact(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
             return self._exact_within_params(budget_ms, max_params)
-        front = self.front()
+        front, answers = self._front_entry(None)
         pos = front.position(budget_ms)
         if pos < 0:
             raise self._infeasible(budget_ms, None)
-        return self._answer(front.configs[pos], "exact", None, front.latency[pos], front.cost[pos])
+        return answers[pos]
 
     def _exact_within_params(self, budget_ms: float, max_params: float) -> Answer:
         """Both budgets: the cached front answers when its optimum fits; else branch and bound."""
         with self._lock:
             cached = self._fronts.get(max_params)
         if cached is not None:
-            pos = cached.position(budget_ms)
+            pos = cached[0].position(budget_ms)
             if pos < 0:
                 raise self._infeasible(budget_ms, max_params)
-            return self._answer(cached.configs[pos], "exact", None, cached.latency[pos], cached.cost[pos])
+            return cached[1][pos]
         if within(self._max_latency(), budget_ms):
             # The latency budget cannot bind: least cost within the params budget, from the (params, cost) front.
             front = self._params_cost_front()
@@ -248,11 +275,11 @@ class Searcher:
     def _lagrangian(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
             raise QueryError("max_params: the lagrangian method has no parameter budget; use exact or greedy")
+        path, answers = self._path_entry()
         try:
-            found = self.lagrangian_path().query(budget_ms)
+            return answers[path.position(budget_ms)]
         except LagrangianInfeasible:
             raise self._infeasible(budget_ms, None) from None
-        return self._answer(found.idx, "lagrangian", found.gamma, found.latency_ms, found.cost)
 
     def _greedy(self, budget_ms: float, max_params: float | None) -> Answer:
         if budget_ms < self.min_latency_ms and not within(self.min_latency_ms, budget_ms):
@@ -289,12 +316,9 @@ class Searcher:
             if self.chain.params is None:
                 raise QueryError("max_params: the table has no params, so a params budget cannot be checked")
         try:
-            front = self.front(max_params)
+            return list(self._front_entry(max_params)[1])
         except FrontTooLarge as exc:
             raise QueryError(f"max_params: {exc}") from None
-        return [
-            self._answer(front.configs[i], "exact", None, front.latency[i], front.cost[i]) for i in range(len(front))
-        ]
 
     def marginals(self, budget_ms: float, temperature: float) -> list[dict[int, float]]:
         """Per layer, width -> probability under exp(-(cost + gamma * latency) / T), gamma from the budget."""

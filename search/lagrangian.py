@@ -130,6 +130,15 @@ class LagrangianPath:
 
     def query(self, budget_ms: float) -> LagrangianAnswer:
         """The vertex of largest latency within the budget: one binary search."""
+        pos = self.position(budget_ms)
+        idx, latency, cost = self.vertices[pos]
+        low = self.gammas[pos]
+        high = self.gammas[pos - 1] if pos > 0 else None
+        inside = 0.5 * (low + high) if high is not None else (2.0 * low if low > 0 else 0.0)
+        return LagrangianAnswer(idx, latency, cost, low, gamma_inside=inside)
+
+    def position(self, budget_ms: float) -> int:
+        """Index of the vertex the Lagrangian returns for this budget; LagrangianInfeasible if none fits."""
         pos = bisect.bisect_right(self.latencies, budget_ms) - 1
         while pos + 1 < len(self.latencies) and within(self.latencies[pos + 1], budget_ms):
             pos += 1
@@ -138,8 +147,4 @@ class LagrangianPath:
                 pos = 0
             else:
                 raise LagrangianInfeasible(budget_ms, self.latencies[0])
-        idx, latency, cost = self.vertices[pos]
-        low = self.gammas[pos]
-        high = self.gammas[pos - 1] if pos > 0 else None
-        inside = 0.5 * (low + high) if high is not None else (2.0 * low if low > 0 else 0.0)
-        return LagrangianAnswer(idx, latency, cost, low, gamma_inside=inside)
+        return pos
