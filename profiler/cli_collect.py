@@ -61,6 +61,10 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--reference-seconds", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="...or after this many seconds, whichever comes first.")
 @click.option("--retime/--no-retime", default=True, show_default=True, help="Re-time the samples the fit flags as outliers.")
+@click.option("--pairing/--no-pairing", default=True, show_default=True,
+              help="Alternate every run with a fixed reference network and store the ratios (part of the db identity).")
+@click.option("--clock", type=click.Choice(["wall", "thread_cpu"]), default=None,
+              help="Agent clock (part of the db identity); default thread_cpu with one thread, else wall.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File holding the agent's shared token.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds to wait for one answer.")
@@ -70,7 +74,7 @@ def collect(
     agent: str, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
-    retime: bool, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
+    retime: bool, pairing: bool, clock: str | None, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
 ) -> None:
     """Measure width configurations of a space on an agent, one SQLite row per sample.
 
@@ -92,6 +96,7 @@ def collect(
             space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
             runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
             reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
+            pairing=pairing, clock=clock,
         )
         from .agents import connect
 
@@ -115,7 +120,8 @@ def collect(
     else:
         click.echo(
             f"{summary['samples']} samples in {summary['db']} ({summary['new']} new this run, "
-            f"{summary['references']} reference timings, {summary['retimed']} re-timed; "
+            f"{summary['references']} reference timings{' (paired)' if summary.get('pairing') else ''}, "
+            f"{summary['retimed']} re-timed; "
             f"outliers: {summary['outlier_check']}) in {summary['elapsed_s']:.1f} s"
         )
 

@@ -32,7 +32,11 @@ from .store import SampleStore, StoreError
 DEFAULT_TIMING: Mapping[str, object] = {"warmup": 1, "repeat": 12, "min_repeat_ms": 20.0, "target_ms": 250.0}
 TIMING_KEYS = AGENT_KEYS + POLICY_KEYS
 DTYPES = ("float32", "int8")
+CLOCKS = ("wall", "thread_cpu")
 OUTLIER_NOTE = "outlier_pass"
+#: the pair reference: each layer's choice nearest this share of its base width. Cheaper
+#: than the 1.0x network, so a paired sample costs little more than an unpaired one.
+PAIR_REFERENCE_SHARE = 0.5
 
 
 class CollectError(Exception):
@@ -62,12 +66,25 @@ class CollectSettings:
     threads: int = 1
     delegate: str | None = None
     timing: Mapping[str, object] = field(default_factory=lambda: dict(DEFAULT_TIMING))
-    statistic: str = "min"
-    reference_every: int = 15
+    statistic: str | None = None  # None: "median" (of the ratios) when paired, else "min"
+    reference_every: int = 15  # unpaired only: a paired sample times its reference itself
     reference_seconds: float = 15.0
     retime_outliers: bool = True
+    pairing: bool = True  # alternate every run with the pair reference (see docs/collect.md)
+    clock: str | None = None  # None: "thread_cpu" with one thread, else "wall"
 
     def __post_init__(self) -> None:
+        if self.statistic is None:
+            object.__setattr__(self, "statistic", "median" if self.pairing else "min")
+        if self.clock is None:
+            object.__setattr__(self, "clock", "thread_cpu" if self.threads == 1 else "wall")
+        if self.clock not in CLOCKS:
+            raise CollectError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        if self.clock == "thread_cpu" and self.threads != 1:
+            raise CollectError(f"clock thread_cpu needs threads=1 (got {self.threads}): use clock wall")
+        if self.pairing and self.statistic != "median":
+            raise CollectError(f"a paired collection records the median of its per-pair ratios; statistic must be "
+                               f"median, got {self.statistic!r}")
         if self.samples < 0:
             raise CollectError(f"samples must be non-negative, got {self.samples}")
         if self.dtype not in DTYPES:
@@ -82,7 +99,7 @@ class CollectSettings:
         try:  # the agent's own validation, before a db is created with these settings
             policy = TimingPolicy(self.timing)
             policy.validate()
-            TimingSettings.from_dict({**policy.agent_fixed(), "threads": self.threads})
+            TimingSettings.from_dict({**policy.agent_fixed(), "threads": self.threads, "clock": self.clock})
             make_space(self.space, dict(self.space_params))
             sampler_class(self.sampling)
         except AgentError as exc:
@@ -94,6 +111,24 @@ class CollectSettings:
 def reference_widths(space: Space) -> tuple[int, ...]:
     """The fixed reference configuration: each layer's choice nearest its base width."""
     return tuple(min(layer.choices, key=lambda w: (abs(w - layer.base), w)) for layer in space.layers)
+
+
+def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> tuple[int, ...]:
+    """The pair reference configuration: each layer's choice nearest `share` x its base width."""
+    return tuple(min(layer.choices, key=lambda w: (abs(w - share * layer.base), w)) for layer in space.layers)
+
+
+def bench_spec_paired(client, spec: dict, pair_with: dict, *, runtime: str | None = None,
+                      timing: dict | None = None, options: dict | None = None) -> dict:
+    """A bench_spec request with `pair_with` (C1's optional field), through the client's
+    generic `request` since C2's bench_spec has no parameter for it."""
+    fields = {"spec": spec, "pair_with": pair_with, "runtime": runtime, "timing": timing, "options": options}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    timeout = float(getattr(client, "timeout", 120.0))
+    budget = (timing or {}).get("max_total_s")
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0:
+        timeout = max(timeout, float(budget) + 10.0)
+    return client.request("bench_spec", fields, timeout=timeout)[0]
 
 
 def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple[str, str]:
@@ -126,9 +161,11 @@ class Collector:
         self.settings = settings
         self.progress = progress
         self.space = make_space(settings.space, dict(settings.space_params))
-        self.reference = reference_widths(self.space)
+        self.pairing = settings.pairing
+        self.reference = pair_reference_widths(self.space) if self.pairing else reference_widths(self.space)
         self.policy = TimingPolicy(settings.timing)
         self.estimator = LatencyEstimator()
+        self.reference_ms = LatencyEstimator()  # paired: the reference's ms per run, as last seen
         self.counts = {"new": 0, "references": 0, "retimed": 0}
         self.since_reference = 0
         self.last_reference = float("-inf")
@@ -159,11 +196,15 @@ class Collector:
             "seed": s.seed,
             "device": {k: hello.get(k) for k in ("cpu", "cores", "os", "machine", "python", "agent_version")},
             "reference_widths": list(self.reference),
+            "pairing": s.pairing,
+            "clock": s.clock,
         }
         self.identity = identity
         self.store = SampleStore(s.db, identity)
         for row in self.store.rows():  # a resumed run starts with what the db already knows
             self.estimator.add(self.space.counts(row.widths)[0], sum(row.times_ms) / len(row.times_ms))
+            if row.pair_ref_ms is not None:
+                self.reference_ms.add(self.space.counts(self.reference)[0], row.pair_ref_ms)
         return self.store
 
     # --- measuring -----------------------------------------------------------------------
@@ -173,19 +214,31 @@ class Collector:
         s = self.settings
         spec = {"space": self.space.name, "params": self.space.param_dict, "widths": list(widths), "dtype": s.dtype}
         macs = self.space.counts(widths)[0]
-        timing = self.policy.for_estimate(self.estimator.predict(macs))
-        response = self.client.bench_spec(
-            spec,
-            runtime=self.runtime,
-            timing={**timing, "threads": s.threads},
-            options={"delegate": s.delegate} if s.delegate is not None else None,
-        )
+        estimate = self.estimator.predict(macs)
+        timing = {"threads": s.threads, "clock": s.clock}
+        options = {"delegate": s.delegate} if s.delegate is not None else None
+        if self.pairing:
+            ref_ms = self.reference_ms.latest()
+            pair_estimate = None if estimate is None or ref_ms is None else estimate + ref_ms
+            ref_spec = {**spec, "widths": list(self.reference)}
+            response = bench_spec_paired(self.client, spec, ref_spec, runtime=self.runtime, options=options,
+                                         timing={**self.policy.for_estimate(pair_estimate), **timing})
+            if not isinstance(response.get("pair"), dict):
+                raise CollectError("the agent answered without a `pair` block: it predates paired timing; "
+                                   "update it or collect with pairing off")
+        else:
+            response = self.client.bench_spec(spec, runtime=self.runtime, options=options,
+                                              timing={**self.policy.for_estimate(estimate), **timing})
         ran = dict(response.get("runtime") or {})
-        for key, want in (("name", self.runtime), ("version", self.identity["runtime_version"]), ("threads", s.threads), ("dtype", s.dtype)):
+        for key, want in (("name", self.runtime), ("version", self.identity["runtime_version"]), ("threads", s.threads),
+                          ("dtype", s.dtype), ("clock", s.clock)):
             if key in ran and ran[key] != want:
                 raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}")
         times = [float(t) for t in response.get("times_ms") or ()]
         self.estimator.add(macs, sum(times) / len(times) if times else math.nan)  # what a run costs, noise included
+        if self.pairing:
+            self.reference_ms.add(self.space.counts(self.reference)[0], float(response["pair"]["ref_median_ms"]))
+            self.counts["references"] += 1  # every paired sample times the reference too
         return response
 
     def take_reference(self) -> None:
@@ -198,6 +251,8 @@ class Collector:
 
     def reference_due(self) -> bool:
         s = self.settings
+        if self.pairing:
+            return False  # each paired sample carries its own reference timing
         return self.since_reference >= s.reference_every or time.monotonic() - self.last_reference >= s.reference_seconds
 
     def measure(self, kind: str, widths: Sequence[int], **where: int) -> None:
@@ -224,7 +279,7 @@ class Collector:
                 self.counts["new"] += 1
                 bar.set_postfix(refs=self.counts["references"], refresh=False)
                 bar.update(1)
-            if self.counts["new"]:
+            if self.counts["new"] and not self.pairing:
                 self.take_reference()  # closes the series so the last samples are interpolated, not extrapolated
             bar.close()
             self.outlier_pass()
@@ -265,7 +320,7 @@ class Collector:
         for sample_id in todo:
             self.measure("retime", by_id[sample_id].widths, retime_of=sample_id)
             self.counts["retimed"] += 1
-        if todo:
+        if todo and not self.pairing:
             self.take_reference()
         self.outlier_check = f"{len(note['flagged'])} flagged"
 
@@ -282,7 +337,10 @@ class Collector:
             "new": self.counts["new"],
             "references": self.counts["references"],
             "retimed": self.counts["retimed"],
-            "references_total": store.count("reference") if store else 0,
+            "references_total": (store.count("reference") + store.count_paired()) if store else 0,
+            "pairing": self.pairing,
+            "clock": self.settings.clock,
+            "reference_widths": list(self.reference),
             "retimed_total": store.count("retime") if store else 0,
             "outlier_check": self.outlier_check,
             "elapsed_s": round(time.monotonic() - self.started, 3),

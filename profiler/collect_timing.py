@@ -39,6 +39,10 @@ class LatencyEstimator:
             self.ms.append(float(ms))
             self._line = None
 
+    def latest(self) -> float | None:
+        """The median of the last few latencies added (a fixed configuration's current level)."""
+        return float(np.median(self.ms[-5:])) if self.ms else None
+
     def predict(self, macs: float) -> float | None:
         """The expected latency of a configuration with these MACs; None until enough samples."""
         if len(self.ms) < self.min_points or len(set(self.macs)) < 2:

@@ -43,6 +43,9 @@ IDENTITY_FIELDS: tuple[str, ...] = (
     "sampling",
     "seed",
 )
+#: identity fields added later, compared like the others; a db created before them holds
+#: their default (it was collected unpaired on the wall clock).
+OPTIONAL_IDENTITY: dict[str, object] = {"pairing": False, "clock": "wall"}
 #: stored with the identity but not compared (facts that describe, not define, the db).
 DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created", "reference_widths")
 
@@ -76,6 +79,7 @@ _SCHEMA = (
         agent_fingerprint TEXT NOT NULL,
         runtime TEXT NOT NULL,
         wall_time REAL NOT NULL,
+        pair_ratio REAL, pair_ref_ms REAL, pair TEXT,
         CHECK ((kind = 'sample') = (slot IS NOT NULL)),
         CHECK ((kind = 'retime') = (retime_of IS NOT NULL))
     )""",
@@ -83,6 +87,9 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS samples_one_retime ON samples(retime_of) WHERE kind = 'retime'",
     "CREATE INDEX IF NOT EXISTS samples_by_kind ON samples(kind, wall_time)",
 )
+#: nullable columns of paired timing (median target/reference ratio, reference median ms, the
+#: agent's whole `pair` block); added to a db created before them when it is opened for writing.
+PAIR_COLUMNS = (("pair_ratio", "REAL"), ("pair_ref_ms", "REAL"), ("pair", "TEXT"))
 
 
 class StoreError(Exception):
@@ -118,6 +125,8 @@ class SampleRow:
     agent_fingerprint: str
     runtime: dict
     wall_time: float
+    pair_ratio: float | None = None  # paired rows: median of the per-pair ratios target/reference
+    pair_ref_ms: float | None = None  # paired rows: the reference's median ms in this measurement
 
     def statistic(self, name: str) -> float:
         """This measurement's per-sample statistic, computed from its raw repeats."""
@@ -171,8 +180,8 @@ class SampleStore:
         return _Transaction(self._db)
 
     def _create_or_check(self, identity: Mapping[str, object]) -> None:
-        wanted = {"format": FORMAT, **{k: _canonical(v) for k, v in identity.items()}}
-        unknown = set(wanted) - set(IDENTITY_FIELDS) - set(DESCRIPTIVE_FIELDS)
+        wanted = {"format": FORMAT, **OPTIONAL_IDENTITY, **{k: _canonical(v) for k, v in identity.items()}}
+        unknown = set(wanted) - set(IDENTITY_FIELDS) - set(OPTIONAL_IDENTITY) - set(DESCRIPTIVE_FIELDS)
         if unknown:
             raise StoreError(f"unknown identity field(s): {', '.join(sorted(unknown))}")
         missing = [k for k in IDENTITY_FIELDS if k not in wanted]
@@ -187,6 +196,10 @@ class SampleStore:
                 raise IdentityMismatch(self.path, "format", stored.get("format"), FORMAT)
             for statement in _SCHEMA:
                 db.execute(statement)
+            have = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+            for name, kind in PAIR_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
             if not stored:
                 wanted.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
                 db.executemany(
@@ -194,9 +207,11 @@ class SampleStore:
                     [(k, json.dumps(v, sort_keys=True)) for k, v in wanted.items()],
                 )
                 return
-        for key in IDENTITY_FIELDS:
-            if stored.get(key) != wanted[key]:
-                raise IdentityMismatch(self.path, key, stored.get(key), wanted[key])
+        cut = IDENTITY_FIELDS.index("statistic")  # pairing decides the statistic: report it first
+        for key in (*IDENTITY_FIELDS[:cut], *OPTIONAL_IDENTITY, *IDENTITY_FIELDS[cut:]):
+            have = stored.get(key, OPTIONAL_IDENTITY.get(key))
+            if have != wanted[key]:
+                raise IdentityMismatch(self.path, key, have, wanted[key])
 
     def _read_meta(self) -> dict:
         try:
@@ -242,6 +257,12 @@ class SampleStore:
         """How many rows of this kind the db holds."""
         return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE kind = ?", (kind,)).fetchone()[0])
 
+    def count_paired(self) -> int:
+        """How many rows carry a paired reference timing (0 for a db older than pairing)."""
+        if not self._has_pair_columns():
+            return 0
+        return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE pair_ratio IS NOT NULL").fetchone()[0])
+
     def note(self, key: str) -> dict | None:
         """A progress note the collector keeps in the db (e.g. the outlier pass), or None."""
         row = self._db.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
@@ -271,6 +292,12 @@ class SampleStore:
         times = [float(t) for t in response["times_ms"]]  # type: ignore[union-attr]
         if not times or not all(np.isfinite(times)) or min(times) <= 0:
             raise StoreError(f"refusing a measurement with empty, non-finite or non-positive times: {times}")
+        pair = response.get("pair")
+        pair_ratio = pair_ref = None
+        if pair is not None:
+            pair_ratio, pair_ref = float(pair["ratio_median"]), float(pair["ref_median_ms"])  # type: ignore[index]
+            if not (np.isfinite(pair_ratio) and np.isfinite(pair_ref) and pair_ratio > 0 and pair_ref > 0):
+                raise StoreError(f"refusing a paired measurement with ratio {pair_ratio} and reference {pair_ref} ms")
         row = (
             kind,
             slot,
@@ -291,13 +318,17 @@ class SampleStore:
             fingerprint,
             json.dumps(response.get("runtime") or {}, sort_keys=True),
             time.time() if wall_time is None else float(wall_time),
+            pair_ratio,
+            pair_ref,
+            None if pair is None else json.dumps(pair, sort_keys=True),
         )
         try:
             with self._transaction() as db:
                 cur = db.execute(
                     "INSERT INTO samples (kind, slot, retime_of, widths, times_ms, stat_min, stat_median, stats,"
                     " warmup, number, repeat, init_ms, build_ms, peak_rss_kb, model_bytes, warnings,"
-                    " agent_fingerprint, runtime, wall_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " agent_fingerprint, runtime, wall_time, pair_ratio, pair_ref_ms, pair)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     row,
                 )
                 return int(cur.lastrowid)
@@ -309,14 +340,38 @@ class SampleStore:
 
     def rows(self, kind: str | None = None) -> list[SampleRow]:
         """Stored measurements (of one kind, or all), oldest first."""
-        query = "SELECT id, kind, slot, retime_of, widths, times_ms, stats, agent_fingerprint, runtime, wall_time FROM samples"
+        pair = "pair_ratio, pair_ref_ms" if self._has_pair_columns() else "NULL, NULL"  # a db older than pairing
+        query = f"SELECT id, kind, slot, retime_of, widths, times_ms, stats, agent_fingerprint, runtime, wall_time, {pair} FROM samples"
         args: tuple = ()
         if kind is not None:
             query, args = query + " WHERE kind = ?", (kind,)
         return [
-            SampleRow(i, k, s, r, tuple(json.loads(w)), tuple(json.loads(t)), json.loads(st), fp, json.loads(rt), wt)
-            for i, k, s, r, w, t, st, fp, rt, wt in self._db.execute(query + " ORDER BY id", args)
+            SampleRow(i, k, s, r, tuple(json.loads(w)), tuple(json.loads(t)), json.loads(st), fp, json.loads(rt), wt, pr, pm)
+            for i, k, s, r, w, t, st, fp, rt, wt, pr, pm in self._db.execute(query + " ORDER BY id", args)
         ]
+
+    def _has_pair_columns(self) -> bool:
+        return "pair_ratio" in {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+
+    @property
+    def paired(self) -> bool:
+        """Whether this db was collected with paired timing (values are ratios to a reference)."""
+        return bool(self.meta.get("pairing", OPTIONAL_IDENTITY["pairing"]))
+
+    def _chosen(self) -> tuple[list[SampleRow], list[SampleRow]]:
+        """(samples by slot, the row that stands for each: its re-timing when it has one)."""
+        samples = sorted(self.rows("sample"), key=lambda r: r.slot)
+        retimes = {r.retime_of: r for r in self.rows("retime")}
+        return samples, [retimes.get(s.id, s) for s in samples]
+
+    def reference_level_ms(self) -> float | None:
+        """R, the db's one reference level: paired, the median over the samples of the reference's
+        median ms; unpaired, the level of the reference trend. None when there is none."""
+        if self.paired:
+            levels = [r.pair_ref_ms for r in self._chosen()[1] if r.pair_ref_ms is not None]
+            return float(np.median(levels)) if levels else None
+        trend = self.drift_trend("min")
+        return None if trend.empty else float(np.exp(trend.log_scale))
 
     def retimed_ids(self) -> set[int]:
         """Ids of samples that already have their (single) re-timing."""
@@ -329,19 +384,24 @@ class SampleStore:
             np.array([r.wall_time for r in refs]), np.array([r.statistic(statistic) for r in refs])
         )
 
-    def training_data(self, statistic: str = "min", normalise_drift: bool = True) -> TrainingData:
+    def training_data(
+        self, statistic: str = "min", normalise_drift: bool = True, *, reference_level_ms: float | None = None
+    ) -> TrainingData:
         """Each sample's statistic, drift-normalised by the reference trend at its time.
 
+        A paired db gives ratio_median x R instead (R: `reference_level_ms`, default this db's
+        own, see reference_level_ms()); its statistic is "median" whatever is asked, and no
+        drift normalisation is applied, the ratios being free of drift already.
         A sample that was re-timed is represented by its re-timing (value and time): the
         re-timing exists because the fit judged the first measurement wrong. Both rows
         stay in the db; `sample_ids` name the original samples.
         """
         if statistic not in STATISTICS:
             raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+        if self.paired:
+            return self._paired_training_data(reference_level_ms)
         space = self.space()
-        samples = sorted(self.rows("sample"), key=lambda r: r.slot)
-        retimes = {r.retime_of: r for r in self.rows("retime")}
-        chosen = [retimes.get(s.id, s) for s in samples]
+        samples, chosen = self._chosen()
         values = np.array([r.statistic(statistic) for r in chosen], dtype=np.float64)
         trend = self.drift_trend(statistic)
         normalised = normalise_drift and not trend.empty
@@ -357,6 +417,27 @@ class SampleStore:
             identity=self.identity_summary(statistic, normalised, len(trend.times)),
         )
 
+    def _paired_training_data(self, level_ms: float | None) -> TrainingData:
+        samples, chosen = self._chosen()
+        unpaired = [r.id for r in chosen if r.pair_ratio is None]
+        if unpaired:
+            raise StoreError(f"{self.path} is a paired db but measurement(s) {unpaired[:5]} have no pair data")
+        own = self.reference_level_ms()
+        level = own if level_ms is None else float(level_ms)
+        if level is None or not np.isfinite(level) or level <= 0:
+            raise StoreError(f"{self.path}: no reference level to convert ratios to ms (got {level!r})")
+        space = self.space()
+        values = np.array([r.pair_ratio for r in chosen], dtype=np.float64) * level
+        widths = np.array([s.widths for s in samples], dtype=np.int64).reshape(len(samples), space.num_layers)
+        identity = self.identity_summary("median", False, len(chosen))
+        identity["reference"] = {
+            "widths": list(self.meta.get("reference_widths") or []),
+            "level_ms": level,
+            "own_level_ms": own,
+            "clock": self.meta.get("clock"),
+        }
+        return TrainingData(space, widths, values, np.array([s.id for s in samples], dtype=np.int64), "median", identity)
+
     def identity_summary(self, statistic: str, drift_normalised: bool, references: int) -> dict:
         """Device and runtime facts in the shape the table's `device` and `runtime` take."""
         meta = self.meta
@@ -371,6 +452,8 @@ class SampleStore:
                 "dtype": meta.get("dtype"),
                 "delegate": meta.get("delegate"),
                 "statistic": statistic,
+                "clock": meta.get("clock", OPTIONAL_IDENTITY["clock"]),
+                "paired": self.paired,
             },
             "space": {"name": meta.get("space"), "params": meta.get("space_params")},
             "timing": meta.get("timing"),

@@ -102,3 +102,15 @@ def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     after = slots(db)
     assert summary["new"] == 30 - len(before) and len(after) == 30
     assert after[: len(before)] == before and sorted(s for _, s in after) == list(range(30))
+
+
+def test_pairing_and_clock_options_reach_the_db_identity(tmp_path):
+    db = tmp_path / "wall.sqlite"
+    result = invoke("--samples", "3", "--db", str(db), "--no-pairing", "--clock", "wall", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["pairing"] is False and summary["clock"] == "wall" and summary["references_total"] >= 2
+    refused = invoke("--samples", "3", "--db", str(db))  # the defaults: paired, thread clock
+    assert refused.exit_code == 1 and "pairing=false" in refused.output and "pairing=true" in refused.output
+    bad = invoke("--samples", "3", "--db", str(tmp_path / "t.sqlite"), "--threads", "2", "--clock", "thread_cpu")
+    assert bad.exit_code == 1 and "thread_cpu needs threads=1" in bad.output

@@ -15,7 +15,15 @@ import pytest
 
 from device_agents.spaces import make_space
 from profiler.agents import connect
-from profiler.collect import OUTLIER_NOTE, CollectError, CollectIncomplete, CollectSettings, collect, reference_widths
+from profiler.collect import (
+    OUTLIER_NOTE,
+    CollectError,
+    CollectIncomplete,
+    CollectSettings,
+    collect,
+    pair_reference_widths,
+    reference_widths,
+)
 from profiler.sampling import make_sampler
 from profiler.store import IdentityMismatch, SampleStore
 
@@ -24,8 +32,9 @@ FAST_TIMING = {"warmup": 1, "repeat": 4, "min_repeat_ms": 2.0}
 
 
 def settings(db: Path, samples: int, **changes: object) -> CollectSettings:
+    """Unpaired wall-clock settings (the mode with periodic references) unless `changes` say otherwise."""
     base = dict(space="mobilenet_v1", samples=samples, db=str(db), space_params=SPACE_PARAMS, timing=FAST_TIMING,
-                reference_every=4, retime_outliers=False)
+                reference_every=4, retime_outliers=False, pairing=False, clock="wall")
     base.update(changes)
     return CollectSettings(**base)  # type: ignore[arg-type]
 
@@ -239,3 +248,65 @@ def test_injected_drift_is_removed_by_the_reference_normalisation(tmp_path):
     assert raw_slope > 5.0  # log latency grows by more than 5 per minute: the drift is there...
     assert abs(norm_slope) < 0.2 * raw_slope  # ...and the normalisation removes it
     assert np.median(norm.latency_ms) == pytest.approx(np.median(raw.latency_ms), rel=0.5)  # still ms, same scale
+
+
+# --- paired timing (the default) ---------------------------------------------------------------
+
+
+def test_paired_is_the_default_with_the_thread_clock_and_the_median_statistic(tmp_path):
+    s = CollectSettings(space="mobilenet_v1", samples=1, db=str(tmp_path / "d.sqlite"))
+    assert (s.pairing, s.clock, s.statistic) == (True, "thread_cpu", "median")
+    assert CollectSettings(space="mobilenet_v1", samples=1, db="x", threads=2).clock == "wall"
+    assert CollectSettings(space="mobilenet_v1", samples=1, db="x", pairing=False).statistic == "min"
+    with pytest.raises(CollectError, match="thread_cpu needs threads=1"):
+        CollectSettings(space="mobilenet_v1", samples=1, db="x", threads=2, clock="thread_cpu")
+    with pytest.raises(CollectError, match="statistic must be median"):
+        CollectSettings(space="mobilenet_v1", samples=1, db="x", statistic="min")
+    with pytest.raises(CollectError, match="clock must be one of"):
+        CollectSettings(space="mobilenet_v1", samples=1, db="x", clock="sundial")
+
+
+def test_paired_collection_stores_ratios_and_no_periodic_references(agent, tmp_path):
+    db = tmp_path / "paired.sqlite"
+    summary = collect(agent, settings(db, 9, pairing=True, clock="thread_cpu", reference_every=2), progress=False)
+    assert summary["pairing"] and summary["clock"] == "thread_cpu" and summary["references"] == 9
+    space = make_space("mobilenet_v1", SPACE_PARAMS)
+    with sqlite3.connect(db) as con:
+        kinds = [k for (k,) in con.execute("SELECT kind FROM samples ORDER BY id")]
+        pairs = [json.loads(p) for (p,) in con.execute("SELECT pair FROM samples ORDER BY id")]
+    assert kinds == ["sample"] * 9  # the reference is timed inside every sample instead
+    assert all(p["ref_widths"] == list(pair_reference_widths(space)) for p in pairs)
+    assert sum(p["ref_kept"] for p in pairs) >= 8  # the agent keeps the reference session loaded
+    with SampleStore(db) as store:
+        rows = store.rows("sample")
+        level = store.reference_level_ms()
+        data = store.training_data()  # the statistic asked for does not apply: ratios are medians
+        assert level == pytest.approx(float(np.median([r.pair_ref_ms for r in rows])))
+        assert data.statistic == "median" and data.identity["reference"]["level_ms"] == level
+        assert data.latency_ms == pytest.approx([r.pair_ratio * level for r in rows])
+        assert data.identity["runtime"]["clock"] == "thread_cpu" and data.identity["drift_normalised"] is False
+        other = store.training_data(reference_level_ms=2 * level)
+        assert other.latency_ms == pytest.approx(2 * data.latency_ms)
+    with pytest.raises(IdentityMismatch, match="pairing"):
+        collect(agent, settings(db, 9, pairing=False, clock="thread_cpu", statistic="median"), progress=False)
+    with pytest.raises(IdentityMismatch, match="clock"):
+        collect(agent, settings(db, 9, pairing=True, clock="wall"), progress=False)
+
+
+def test_paired_ratios_are_free_of_injected_drift(tmp_path):
+    """The drift the reference normalisation removes afterwards never enters a paired ratio."""
+    params = {"vocab": 1000, "dim": 256, "tokens": 128, "ranks": [32, 256], "hidden": [64, 512]}
+    db = tmp_path / "paired-drift.sqlite"
+    with connect("local", timeout=60, local_agent_args=["--inject-drift", "300"]) as client:
+        collect(client, settings(db, 16, space="text_lowrank", space_params=params, pairing=True, clock="thread_cpu",
+                                 timing={"warmup": 1, "repeat": 6, "min_repeat_ms": 2.0}), progress=False)
+    with SampleStore(db) as store:
+        rows = {r.id: r for r in store.rows("sample")}
+        data = store.training_data()
+    times = np.array([rows[int(i)].wall_time for i in data.sample_ids])
+    times -= times.min()
+    refs = np.array([rows[int(i)].pair_ref_ms for i in data.sample_ids])
+    ref_slope = _time_slope(np.zeros((len(refs), 1)), times, refs)
+    paired_slope = _time_slope(data.widths, times, data.latency_ms)
+    assert ref_slope > 3.0  # the reference itself slows down fast...
+    assert abs(paired_slope) < 0.15 * ref_slope  # ...its ratios to the samples do not

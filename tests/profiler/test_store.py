@@ -211,3 +211,50 @@ def test_a_db_of_another_format_version_is_refused(tmp_path):
         SampleStore(path, identity())
     with pytest.raises(StoreError, match="is not a widthwise-samples/1 db"):
         SampleStore(path)
+
+
+# --- paired dbs ----------------------------------------------------------------------------------
+
+
+def _pair_response(response: dict, ratio: float, ref_ms: float) -> dict:
+    return {**response, "pair": {"ratio_median": ratio, "ref_median_ms": ref_ms, "ratios": [ratio], "ref_times_ms": [ref_ms]}}
+
+
+def test_a_db_from_before_pairing_opens_reads_and_resumes(tmp_path, measured):
+    """A db whose samples table lacks the pair columns (and whose meta lacks pairing/clock)."""
+    path = tmp_path / "old.sqlite"
+    small = next(iter(measured))
+    with SampleStore(path, identity()) as store:
+        store.add("sample", small, measured[small], fingerprint="abc123", slot=0)
+    with sqlite3.connect(path) as con:  # back to the schema and meta of a db written before pairing existed
+        for column in ("pair_ratio", "pair_ref_ms", "pair"):
+            con.execute(f"ALTER TABLE samples DROP COLUMN {column}")
+        con.execute("DELETE FROM meta WHERE key IN ('pairing', 'clock')")
+    with SampleStore(path) as store:  # read-only open: no migration needed
+        assert not store.paired and store.rows()[0].pair_ratio is None and store.count_paired() == 0
+        assert store.training_data().identity["runtime"]["clock"] == "wall"
+    with pytest.raises(IdentityMismatch, match="pairing"):
+        SampleStore(path, identity(pairing=True, clock="thread_cpu"))
+    with SampleStore(path, identity(pairing=False, clock="wall")) as store:  # its implicit identity: accepted
+        store.add("sample", small, _pair_response(measured[small], 1.5, 2.0), fingerprint="abc123", slot=1)
+        assert [r.pair_ratio for r in store.rows()] == [None, 1.5]
+
+
+def test_paired_training_data_is_ratio_times_reference_level(tmp_path, measured):
+    path = tmp_path / "paired.sqlite"
+    configs = list(measured)
+    with SampleStore(path, identity(pairing=True, clock="thread_cpu", statistic="median", reference_widths=list(configs[0]))) as store:
+        for slot, (ratio, ref) in enumerate([(1.0, 2.0), (2.0, 4.0), (3.0, 3.0)]):
+            store.add("sample", configs[slot], _pair_response(measured[configs[slot]], ratio, ref), fingerprint="abc123", slot=slot)
+        first = store.rows("sample")[0]
+        store.add("retime", first.widths, _pair_response(measured[configs[0]], 1.2, 2.5), fingerprint="abc123", retime_of=first.id)
+        assert store.paired and store.reference_level_ms() == pytest.approx(3.0)  # median of 2.5 (re-timed), 4, 3
+        data = store.training_data("min")
+        assert data.statistic == "median" and list(data.latency_ms) == pytest.approx([3.6, 6.0, 9.0])
+        assert data.identity["reference"] == {"widths": list(configs[0]), "level_ms": 3.0, "own_level_ms": 3.0, "clock": "thread_cpu"}
+        assert list(store.training_data(reference_level_ms=1.0).latency_ms) == pytest.approx([1.2, 2.0, 3.0])
+        with pytest.raises(StoreError, match="refusing a paired measurement"):
+            store.add("sample", configs[0], _pair_response(measured[configs[0]], float("nan"), 1.0), fingerprint="abc123", slot=9)
+        store.add("sample", configs[0], measured[configs[0]], fingerprint="abc123", slot=3)  # a row without pair data
+        with pytest.raises(StoreError, match="have no pair data"):
+            store.training_data()
