@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chain import Chain, within
-from .lagrangian import LagrangianInfeasible, LagrangianPath, solve
+from .lagrangian import LagrangianInfeasible, solve
 from .viterbi import min_sum
 from .pareto import Front, _prune_3d, _rest_min
 

@@ -136,3 +136,32 @@ def test_mobilenet_front_spans_fastest_to_widest():
     assert searcher.pareto()[-1].widths == widest
     assert np.all(np.diff(front.latency) > 0) and np.all(np.diff(front.cost) < 0)
     assert searcher.front() is front  # cached per (table, objective)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_medium_chain_equals_vectorised_brute_force(seed):
+    """Six layers of up to six widths (tens of thousands of configurations), with the pre-filters on."""
+    table = random_table(100 + seed, 6, 6, integer=seed == 0)
+    searcher = Searcher(table, make_objective(table, random_costs(table, seed, pairwise=True, integer=False)))
+    chain = searcher.chain
+    configs = np.array(list(itertools.product(*(range(len(c)) for c in chain.choices))))
+    lat = chain.totals(chain.latency, configs, chain.constant_ms)
+    cost = chain.totals(chain.cost, configs)
+    par = chain.totals(chain.params, configs)
+    saved = pareto.PREFILTER_MIN
+    pareto.PREFILTER_MIN = 0
+    try:
+        rng = np.random.default_rng(seed)
+        for _ in range(6):
+            budget = float(rng.uniform(lat.min(), lat.max()))
+            max_params = float(rng.uniform(par.min(), par.max()))
+            fits = lat <= budget + 1e-9
+            assert searcher.query(budget).cost == pytest.approx(cost[fits].min())
+            both = fits & (par <= max_params + 1e-9)
+            if both.any():
+                assert searcher.query(budget, max_params=max_params).cost == pytest.approx(cost[both].min())
+            else:
+                with pytest.raises(InfeasibleBudget):
+                    searcher.query(budget, max_params=max_params)
+    finally:
+        pareto.PREFILTER_MIN = saved
