@@ -44,12 +44,13 @@ class LagrangianAnswer:
     gamma_inside: float | None = None
 
 
-class _Evaluator:
-    """Viterbi passes plus the latency and cost of their answers."""
+class Evaluator:
+    """Viterbi passes plus the latency and cost of their answers, over one chain."""
 
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
         self.viterbi = LagrangianViterbi(chain.latency, chain.cost)
+        self._ends: tuple[tuple, tuple] | None = None
 
     def point(self, idx: tuple[int, ...]) -> tuple[tuple[int, ...], float, float]:
         return idx, self.chain.latency_of(idx), self.chain.cost_of(idx)
@@ -58,8 +59,13 @@ class _Evaluator:
         return self.point(self.viterbi.solve(gamma))
 
     def ends(self) -> tuple[tuple, tuple]:
-        """The least-cost configuration (gamma = 0) and the fastest one (gamma -> infinity)."""
-        return self.at(0.0), self.point(self.viterbi.fastest())
+        """The least-cost configuration (gamma = 0) and the fastest one (gamma -> infinity).
+
+        They do not depend on the budget, so they are found once per chain and kept.
+        """
+        if self._ends is None:
+            self._ends = (self.at(0.0), self.point(self.viterbi.fastest()))
+        return self._ends
 
     def split(self, slow: tuple, fast: tuple) -> tuple[float, tuple | None]:
         """The gamma where `slow` and `fast` tie, and a configuration strictly below their edge (or None)."""
@@ -71,11 +77,12 @@ class _Evaluator:
         return gamma, (mid if value < edge - margin else None)
 
 
-def solve(chain: Chain, budget_ms: float, evaluator: _Evaluator | None = None) -> LagrangianAnswer:
+def solve(chain: Chain, budget_ms: float, evaluator: Evaluator | None = None) -> LagrangianAnswer:
     """From scratch: the hull vertex of largest latency within the budget, by splitting the gamma bracket."""
-    ev = evaluator or _Evaluator(chain)
+    ev = evaluator or Evaluator(chain)
+    fresh = ev._ends is None
     slow, fast = ev.ends()
-    passes = 2
+    passes = 2 if fresh else 0
     if within(slow[1], budget_ms):
         return LagrangianAnswer(slow[0], slow[1], slow[2], 0.0, passes)
     if not within(fast[1], budget_ms):
@@ -99,7 +106,7 @@ class LagrangianPath:
     """Every configuration the Lagrangian can return (the hull vertices), sorted by latency."""
 
     def __init__(self, chain: Chain) -> None:
-        ev = _Evaluator(chain)
+        ev = Evaluator(chain)
         slow, fast = ev.ends()
         found = {slow[0]: slow, fast[0]: fast}
         stack = [(slow, fast)] if slow[1] > fast[1] else []
