@@ -153,6 +153,31 @@ class TermLayout:
         scale[scale == 0] = 1.0
         return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
 
+    def block_kinds(self) -> tuple[str, ...]:
+        """The kind of each block of the chain (conv, dwsep, pool_fc, ...)."""
+        space = self.space
+        return tuple(
+            space.block_at(k, space.block_in_choices(k)[0], space.block_out_choices(k)[0]).kind
+            for k in range(self.num_blocks)
+        )
+
+    def shared_prior_basis(self) -> sp.csr_matrix:
+        """(P, kinds x features) basis whose features are pooled over all blocks of one kind, scaled
+        to max 1: one coefficient per (kind, feature), so no single block's cost can drift alone."""
+        kinds = self.block_kinds()
+        kind_index = {kind: i for i, kind in enumerate(dict.fromkeys(kinds))}
+        kind_of_term = np.asarray([kind_index[kinds[b]] for b in self.block_of_term], dtype=np.int64)
+        cols = self.features.shape[1]
+        rows = np.repeat(np.arange(self.num_terms), cols)
+        cidx = (kind_of_term[:, None] * cols + np.arange(cols)[None, :]).ravel()
+        basis = sp.csr_matrix(
+            (self.features.ravel(), (rows, cidx)), shape=(self.num_terms, len(kind_index) * cols)
+        )
+        basis.eliminate_zeros()
+        scale = np.asarray(abs(basis).max(axis=0).todense()).ravel()
+        scale[scale == 0] = 1.0
+        return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
+
     def monotone_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(smaller, larger) term numbers of neighbours differing by one step of in- or out-width."""
         lo, hi = [], []

@@ -41,6 +41,9 @@ HUBER_REL = 0.04
 HUBER_ROUNDS = 4
 #: candidate strengths of the pull towards the prior (per term, in relative units)
 PRIOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+#: candidate penalties on the per-block part of the prior's coefficients, in increasing order
+#: (0: free per-block coefficients; the last: nearly pooled per block kind)
+BLOCK_PENALTY_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 #: candidate strengths of the paper's monotonicity penalty
 PAPER_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 CV_FOLDS = 5
@@ -68,6 +71,12 @@ def selection_score(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 # --- shipped: pairwise terms = structured prior + ridge deviation, solved in closed form ----------
+#
+# The prior of a term is a non-negative combination of its features with coefficients shared by
+# every block of its kind, plus per-block coefficients held near zero by `block_penalty`. Free
+# per-block coefficients fit random configurations as well, but they trade cost between
+# neighbouring blocks (whose features move together) and the search exploits the blocks they
+# make too cheap: the pooled coefficients keep extreme configurations honest.
 
 
 def _prior_coefficients(collapsed: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -88,35 +97,42 @@ class PriorProblem:
     collapsed: np.ndarray
     scale: np.ndarray
     gram: np.ndarray
+    num_shared: int
 
     @classmethod
     def build(cls, layout: TermLayout, widths: np.ndarray, y: np.ndarray) -> "PriorProblem":
         design = layout.design(widths)
-        basis = layout.prior_basis()
+        shared = layout.shared_prior_basis()
+        basis = sp.hstack([shared, layout.prior_basis()]).tocsr()
         collapsed = (design @ basis).toarray()
-        coef = _prior_coefficients(collapsed, y, 1.0 / y)
-        # penalties are relative to the prior's own value of each term (floored for tiny terms)
+        num_shared = shared.shape[1]
+        coef = _prior_coefficients(collapsed[:, :num_shared], y, 1.0 / y)
+        # penalties are relative to the pooled prior's value of each term (floored for tiny terms)
         floor = 0.02 * float(np.median(y)) / layout.num_blocks
-        scale = np.maximum(basis @ coef[:-1], floor)
+        scale = np.maximum(shared @ coef[:-1], floor)
         scaled = design @ sp.diags(scale)
-        return cls(layout, y, design, basis, collapsed, scale, (scaled @ scaled.T).toarray())
+        return cls(layout, y, design, basis, collapsed, scale, (scaled @ scaled.T).toarray(), num_shared)
 
-    def solve(self, strength: float) -> Solution:
-        """Terms = basis x theta + scale x u; ridge `strength` on u; Huber loss by reweighting.
+    def solve(self, strength: float, block_penalty: float = BLOCK_PENALTY_GRID[-1]) -> Solution:
+        """Terms = basis x theta + scale x u; ridge `strength` on u, `block_penalty` on the per-block
+        part of theta (relative to the median latency); Huber loss by reweighting.
 
         The deviations u are integrated out exactly (an N x N system), so theta >= 0 is a small
         NNLS and the pairwise terms follow in closed form.
         """
         n, p = len(self.y), self.layout.num_terms
         g = np.hstack([self.collapsed, np.ones((n, 1))])
+        per_block = np.arange(self.num_shared, self.collapsed.shape[1])
+        penalty_rows = np.zeros((len(per_block), g.shape[1]))
+        penalty_rows[np.arange(len(per_block)), per_block] = np.sqrt(block_penalty) / float(np.median(self.y))
         h = np.ones(n)
         for _ in range(HUBER_ROUNDS):
             d = np.sqrt(h / n) / self.y
             kernel = np.eye(n) + (p / strength) * (d[:, None] * self.gram * d[None, :])
             chol = np.linalg.cholesky(kernel)
             theta, _ = nnls(
-                sla.solve_triangular(chol, d[:, None] * g, lower=True),
-                sla.solve_triangular(chol, d * self.y, lower=True),
+                np.vstack([sla.solve_triangular(chol, d[:, None] * g, lower=True), penalty_rows]),
+                np.concatenate([sla.solve_triangular(chol, d * self.y, lower=True), np.zeros(len(per_block))]),
                 maxiter=50 * g.shape[1],
             )
             resid = d * (self.y - g @ theta)
@@ -127,35 +143,90 @@ class PriorProblem:
         return Solution(np.maximum(terms, 0.0), float(theta[-1]), {"prior_coefficients": theta[:-1]})
 
 
+@dataclass(frozen=True)
+class PriorSelection:
+    """Cross-validation of the shipped model: every (block penalty, strength) tried, its
+    out-of-fold predictions and score, and the pair chosen."""
+
+    candidates: tuple[tuple[float, float], ...]
+    predictions: np.ndarray
+    scores: np.ndarray
+    folds: int
+    block_penalty: float
+    strength: float
+
+    def score(self, block_penalty: float, strength: float) -> float:
+        """The selection score of one tried pair."""
+        return float(self.scores[self.candidates.index((block_penalty, strength))])
+
+
+def _least_pooled_within_noise(losses: np.ndarray) -> int:
+    """Row of the largest block penalty (rows ordered by penalty) whose mean out-of-fold loss is
+    within one paired standard error of the best row's: the most pooled prior the data allow."""
+    best = int(np.argmin(losses.mean(axis=1)))
+    for row in range(len(losses) - 1, best, -1):
+        diff = losses[row] - losses[best]
+        if diff.mean() <= diff.std(ddof=1) / np.sqrt(len(diff)):
+            return row
+    return best
+
+
+def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PriorSelection:
+    """k-fold CV in two stages: the block penalty with the prior dominant (strongest pull), the
+    most pooled within noise of the best; then the strength of the pull at that penalty."""
+    folds = _folds(len(y), CV_FOLDS, rng)
+    problems = [
+        (val, PriorProblem.build(layout, widths[np.setdiff1d(np.arange(len(y)), val)], y[np.setdiff1d(np.arange(len(y)), val)]))
+        for val in folds
+    ]
+    tried: dict[tuple[float, float], np.ndarray] = {}
+
+    def out_of_fold(block_penalty: float, strength: float) -> np.ndarray:
+        if (block_penalty, strength) not in tried:
+            pred = np.zeros(len(y))
+            for val, problem in problems:
+                pred[val] = problem.solve(strength, block_penalty).predict(layout, widths[val])
+            tried[(block_penalty, strength)] = pred
+        return tried[(block_penalty, strength)]
+
+    def losses(pred: np.ndarray) -> np.ndarray:
+        return np.minimum(np.abs(pred - y) / y, 0.10) ** 2
+
+    dominant = PRIOR_GRID[-1]
+    by_penalty = np.array([losses(out_of_fold(b, dominant)) for b in BLOCK_PENALTY_GRID])
+    block_penalty = BLOCK_PENALTY_GRID[_least_pooled_within_noise(by_penalty)]
+    strength_scores = [selection_score(out_of_fold(block_penalty, g), y) for g in PRIOR_GRID]
+    strength = PRIOR_GRID[int(np.argmin(strength_scores))]
+    candidates = tuple(tried)
+    predictions = np.array([tried[c] for c in candidates])
+    scores = np.array([selection_score(p, y) for p in predictions])
+    return PriorSelection(candidates, predictions, scores, len(folds), block_penalty, strength)
+
+
 def cross_validated_predictions(
     layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Out-of-fold predictions of the shipped model for every prior strength, (strengths, N),
-    their selection scores, and the number of folds."""
-    folds = _folds(len(y), CV_FOLDS, rng)
-    pred = np.zeros((len(PRIOR_GRID), len(y)))
-    for val in folds:
-        train = np.setdiff1d(np.arange(len(y)), val)
-        problem = PriorProblem.build(layout, widths[train], y[train])
-        for s, strength in enumerate(PRIOR_GRID):
-            pred[s, val] = problem.solve(strength).predict(layout, widths[val])
-    scores = np.array([selection_score(p, y) for p in pred])
-    return pred, scores, len(folds)
+    """Out-of-fold predictions of the shipped model for every (block penalty, strength) pair
+    `select_prior` tried, (tried, N), their selection scores, and the number of folds."""
+    selection = select_prior(layout, widths, y, rng)
+    return selection.predictions, selection.scores, selection.folds
 
 
 @register_method("shipped")
 def fit_shipped(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """Pairwise terms pulled towards a per-block prior (MACs, activation and weight sizes, a
-    constant), relative Huber loss, strength by k-fold CV, then projected onto monotone tables."""
-    _, scores, n_folds = cross_validated_predictions(layout, widths, y, rng)
-    best = PRIOR_GRID[int(np.argmin(scores))]
-    raw = PriorProblem.build(layout, widths, y).solve(best)
+    """Pairwise terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
+    per block kind with penalised per-block parts), relative Huber loss, both strengths by k-fold
+    CV, then projected onto monotone tables."""
+    sel = select_prior(layout, widths, y, rng)
+    raw = PriorProblem.build(layout, widths, y).solve(sel.strength, sel.block_penalty)
     support = np.bincount(layout.term_indices(widths).ravel(), minlength=layout.num_terms)
     terms = monotone_projection(layout, raw.term_ms, weights=1.0 + support)
     info = {
-        "prior_strength": best,
-        "cv_folds": n_folds,
-        "cv_scores": {f"{g:g}": float(v) for g, v in zip(PRIOR_GRID, scores)},
+        "prior_strength": sel.strength,
+        "block_penalty": sel.block_penalty,
+        "cv_folds": sel.folds,
+        "cv_scores": {f"{g:g}": sel.score(sel.block_penalty, g) for g in PRIOR_GRID},
+        "block_penalty_scores": {f"{b:g}": sel.score(b, PRIOR_GRID[-1]) for b in BLOCK_PENALTY_GRID},
     }
     return Solution(terms, raw.constant_ms, info)
 
