@@ -50,7 +50,14 @@ class InfeasibleBudget(ValueError):
 
 
 class QueryError(ValueError):
-    """A query's parameters are invalid (a budget that is not a finite number >= 0, an unknown method)."""
+    """A query's parameters are invalid (a budget that is not a finite number >= 0, an unknown method).
+
+    `.field` names the parameter: budget_ms, max_params, method or temperature.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.field = message.split(":", 1)[0]
 
 
 @dataclass(frozen=True)

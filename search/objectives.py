@@ -22,7 +22,14 @@ RIDGE = 1e-3
 
 
 class ObjectiveError(ValueError):
-    """An objective does not fit the table or cannot be built; the message names the layer or field."""
+    """An objective does not fit the table or cannot be built; the message names the layer or field.
+
+    `.field` is the request field at fault: "objective" or "loss_samples".
+    """
+
+    def __init__(self, message: str, field: str = "objective") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,23 +138,27 @@ def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray
     rows, losses = [], []
     for s, sample in enumerate(samples):
         if not isinstance(sample, (list, tuple)) or len(sample) != 2:
-            raise ObjectiveError(f"loss sample {s}: must be [[w_0, ..., w_{len(choices) - 1}], loss]")
+            raise ObjectiveError(f"loss sample {s}: must be [[w_0, ..., w_{len(choices) - 1}], loss]", "loss_samples")
         widths, loss = sample
         if not isinstance(widths, (list, tuple)) or len(widths) != len(choices):
             got = len(widths) if isinstance(widths, (list, tuple)) else type(widths).__name__
-            raise ObjectiveError(f"loss sample {s}: expected {len(choices)} widths, got {got}")
+            raise ObjectiveError(f"loss sample {s}: expected {len(choices)} widths, got {got}", "loss_samples")
         row = []
         for k, w in enumerate(widths):
             j = lookup[k].get(w) if isinstance(w, int) and not isinstance(w, bool) else None
             if j is None:
                 raise ObjectiveError(
-                    f"loss sample {s}: width {w!r} of layer {k} ({names[k]}) is not one of its choices {list(choices[k])}"
+                    f"loss sample {s}: width {w!r} of layer {k} ({names[k]}) is not one of its choices {list(choices[k])}",
+                    "loss_samples",
                 )
             row.append(j)
         rows.append(row)
-        losses.append(_number(loss, f"loss sample {s}: loss"))
+        try:
+            losses.append(_number(loss, f"loss sample {s}: loss"))
+        except ObjectiveError as exc:
+            raise ObjectiveError(str(exc), "loss_samples") from None
     if not rows:
-        raise ObjectiveError("loss samples: none given")
+        raise ObjectiveError("loss samples: none given", "loss_samples")
     return np.asarray(rows, dtype=np.int64), np.asarray(losses)
 
 

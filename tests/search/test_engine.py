@@ -119,3 +119,19 @@ def test_make_objective_errors_are_objective_errors():
     table = random_table(0)
     with pytest.raises(ObjectiveError):
         make_objective(table, 42)
+
+
+def test_errors_name_the_request_field(searcher):
+    table = searcher.table
+    with pytest.raises(QueryError) as err:
+        searcher.query(float("nan"))
+    assert err.value.field == "budget_ms"
+    with pytest.raises(QueryError) as err:
+        searcher.marginals(10.0, -1.0)
+    assert err.value.field == "temperature"
+    with pytest.raises(ObjectiveError) as err:
+        make_objective(table, {"format": "widthwise-costs/1", "unary": []})
+    assert err.value.field == "objective"
+    with pytest.raises(ObjectiveError) as err:
+        make_objective(table, loss_samples=[[[1] * table.num_layers, 0.5]])
+    assert err.value.field == "loss_samples"
