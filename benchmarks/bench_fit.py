@@ -5,7 +5,11 @@ Runtime, one thread, mobilenet_v1), fits every method on the training db and pri
 the validation configurations: MAPE, share within +-5 % and +-10 %, fit time, and the
 collection time. Target: >= 95 % within 5 % and >= 99 % within 10 % from <= 300 samples.
 
-`--source collect` (default) uses `profiler.collect` and the agent's wall-clock timings.
+`--source agent` (default) collects through a real local agent with the collector's
+defaults: every run alternated with the pair reference (`pair_with`), the thread CPU clock,
+values = median per-pair ratio x R; the validation db's ratios are converted with the
+training db's R (as `widthwise validate` does with a table's reference).
+`--source collect` uses `profiler.collect` unpaired, with the agent's wall-clock timings.
 `--source thread-cpu` times in this process with the agent's builder and ONNX Runtime
 runtime but reads the thread's CPU clock (valid with one intra-op thread, which runs on
 the caller): on a machine whose cores other processes share, it shows what the fit can
@@ -39,6 +43,8 @@ ORDER = ("shipped", "paper", "nnls", "flops")
 
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
     """Collect (or finish) a db on a local agent; the wall-clock seconds it took."""
+    paired = args.source == "agent"
+    mode = {"pairing": True} if paired else {"pairing": False, "clock": "wall", "statistic": args.statistic}
     settings = CollectSettings(
         space="mobilenet_v1",
         samples=samples,
@@ -48,8 +54,8 @@ def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: boo
         sampling=sampling,
         runtime="onnxruntime",
         threads=1,
-        statistic=args.statistic,
         retime_outliers=retime,
+        **mode,
     )
     started = time.monotonic()
     with connect("local") as client:
@@ -169,7 +175,7 @@ def main() -> int:
     parser.add_argument("--val-db", default=None, help="reuse this validation db (collected if missing)")
     parser.add_argument("--out-dir", default="runs/bench_fit")
     parser.add_argument("--methods", default=",".join(ORDER))
-    parser.add_argument("--source", default="collect", choices=("collect", "thread-cpu"))
+    parser.add_argument("--source", default="agent", choices=("agent", "collect", "thread-cpu"))
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
     parser.add_argument("--repeat", type=int, default=12, help="thread-cpu: timed runs per configuration")
     parser.add_argument("--paired", action="store_true", help="thread-cpu: alternate every run with the reference")
@@ -192,8 +198,9 @@ def main() -> int:
         val_s = collect_db(val_db, samples=args.val_samples, seed=args.seed + 1000, sampling="uniform", retime=False, args=args)
         with SampleStore(train_db) as store:
             train = store.training_data(args.statistic)
+            level = store.reference_level_ms() if store.paired else None
         with SampleStore(val_db) as store:
-            val = store.training_data(args.statistic)
+            val = store.training_data(args.statistic, reference_level_ms=level)  # level is ignored unpaired
     rows = []
     for method in args.methods.split(","):
         if method not in METHODS:
@@ -210,7 +217,7 @@ def main() -> int:
         "val_db": val_db,
         "train_samples": len(train),
         "val_samples": len(val),
-        "statistic": args.statistic,
+        "statistic": train.statistic,
         "source": args.source,
         "collect_train_s": round(collect_s, 1),
         "collect_val_s": round(val_s, 1),
@@ -222,10 +229,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    clock = "thread CPU clock, in process" if args.source == "thread-cpu" else "wall clock, local agent"
+    clock = {"thread-cpu": "thread CPU clock, in process", "collect": "wall clock, local agent",
+             "agent": "thread CPU clock, local agent, paired with the reference run by run"}[args.source]
     if args.source == "thread-cpu" and args.paired:
         clock += ", paired with the reference"
-    print(f"mobilenet_v1 @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={args.statistic}, {clock}")
+    print(f"mobilenet_v1 @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={train.statistic}, {clock}")
     print(f"training: {len(train)} samples in {collect_s:.1f} s; validation: {len(val)} fresh configurations "
           f"in {val_s:.1f} s; median latency {median_ms:.2f} ms; load average {out['load_average']:.1f}")
     print(f"{'method':<10}{'MAPE':>8}{'<=5%':>8}{'<=10%':>8}{'RMSE ms':>9}{'fit s':>8}")

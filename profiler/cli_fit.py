@@ -32,11 +32,18 @@ def _one_line_errors() -> Iterator[None]:
         raise click.ClickException(f"{getattr(exc, 'filename', '') or ''} {exc.strerror or exc}".strip()) from exc
 
 
-def _read_samples(db: str, statistic: str):
+def _read_samples(db: str, statistic: str, reference: dict | None = None):
+    """The db's training data; a paired db's ratios are converted with `reference`'s level
+    (a table's pair reference) when it is the same reference on the same clock."""
     from .store import SampleStore
 
     with SampleStore(db) as store:
-        return store.training_data(statistic)
+        level = None
+        if reference is not None and store.paired:
+            same = (list(reference.get("widths") or []) == list(store.meta.get("reference_widths") or [])
+                    and reference.get("clock") == store.meta.get("clock"))
+            level = float(reference["level_ms"]) if same else None
+        return store.training_data(statistic, reference_level_ms=level)
 
 
 def _pct(value: float | None) -> str:
@@ -74,7 +81,8 @@ def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed:
     if as_json:
         click.echo(json.dumps({"table": output, **result.report}, indent=1))
         return
-    click.echo(f"wrote {output}: method {method}, {result.report['samples']} training samples, statistic {statistic}")
+    click.echo(f"wrote {output}: method {method}, {result.report['samples']} training samples, statistic {data.statistic}"
+               + (" (median of per-pair ratios x the reference level)" if "reference" in result.table.extra else ""))
     click.echo(f"held out: {_report_line(result.report)}")
 
 
@@ -158,12 +166,17 @@ def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> 
     """The table's error on another db: MAPE, RMSE, share within 5 % and 10 %."""
     from search.table import load_table
 
-    from .fit import error_report
+    from .fit import error_report, table_reference
 
     with _one_line_errors():
         table = load_table(table_path)
-        data = _read_samples(db, table.statistic)
+        reference = table_reference(table)
+        data = _read_samples(db, table.statistic, reference)
         report = error_report(table, data)
+        converted = data.identity.get("reference", {}).get("level_ms")
+        if reference is not None and converted is not None:
+            report["reference_level_ms"] = converted
+            report["converted_with_table_reference"] = converted == float(reference["level_ms"])
         if plot_path:
             _scatter(table, data, plot_path)
     if as_json:

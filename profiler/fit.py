@@ -124,6 +124,10 @@ def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_
     ]
     runtime = _identity_part(data.identity, "runtime")
     runtime["statistic"] = data.statistic
+    extra = {}
+    reference = data.identity.get("reference")
+    if isinstance(reference, dict) and reference.get("level_ms"):  # paired samples: ratios x this level
+        extra["reference"] = {k: reference.get(k) for k in ("widths", "level_ms", "clock")}
     return Table(
         space=space.to_json(),
         blocks=blocks,
@@ -132,7 +136,19 @@ def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_
         runtime=runtime,
         fit=fit_field,
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        extra=extra,
     )
+
+
+def table_reference(table: Table) -> dict | None:
+    """The pair reference a table was fitted on ({"widths", "level_ms", "clock"}), or None."""
+    reference = table.extra.get("reference")
+    if not isinstance(reference, dict):
+        return None
+    level = reference.get("level_ms")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not np.isfinite(level) or level <= 0:
+        raise FitError(f"table field reference.level_ms must be a finite number > 0, got {level!r}")
+    return reference
 
 
 def check_same_space(table: Table, data: TrainingData) -> None:
@@ -201,4 +217,5 @@ __all__ = [
     "fit_table",
     "flag_outliers",
     "table_predictions",
+    "table_reference",
 ]

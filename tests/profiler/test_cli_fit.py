@@ -144,3 +144,50 @@ def test_fit_errors_are_one_line(tmp_path, space):
     result = CliRunner().invoke(main, ["fit", "--db", str(empty), "-o", str(tmp_path / "t.json")])
     assert result.exit_code == 1 and "no samples" in result.output
     assert not (tmp_path / "t.json").exists()
+
+
+# --- paired dbs: the table carries its reference; validate converts the other db's ratios with it ----
+
+
+def _write_paired_db(path, space, truth, n: int, seed: int, ref_level: float, ref_widths=None) -> None:
+    """A paired db: each sample's ratio to a reference whose level is `ref_level` on this 'machine'."""
+    rng = np.random.default_rng(seed)
+    ref_widths = list(ref_widths or space.smallest())
+    true_ref = float(truth.latency(np.array([ref_widths]))[0])
+    identity = {
+        "space": space.name, "space_params": space.param_dict, "device_fingerprint": "cafe", "runtime": "onnxruntime",
+        "runtime_version": "test", "threads": 1, "dtype": "float32", "delegate": None, "timing": {"repeat": 8},
+        "statistic": "median", "sampling": "uniform", "seed": seed, "device": {"cpu": "test cpu", "cores": 2},
+        "pairing": True, "clock": "thread_cpu", "reference_widths": ref_widths,
+    }
+    widths = random_widths(space, n, rng)
+    with SampleStore(str(path), identity) as store:
+        for slot, (w, lat) in enumerate(zip(widths, truth.latency(widths))):
+            ratio = lat / true_ref * (1.0 + rng.normal(0, 0.002))
+            times = (ratio * ref_level * np.ones(8)).tolist()
+            pair = {"ratio_median": ratio, "ref_median_ms": ref_level * (1 + rng.normal(0, 0.01)), "ratios": [ratio] * 8}
+            store.add("sample", [int(v) for v in w], {"times_ms": times, "pair": pair}, fingerprint="cafe", slot=slot)
+
+
+def test_paired_table_carries_its_reference_and_validate_uses_it(space, tmp_path):
+    truth = make_ground_truth(space, seed=4)
+    _write_paired_db(tmp_path / "train.sqlite", space, truth, 120, seed=1, ref_level=2.0)
+    _write_paired_db(tmp_path / "val.sqlite", space, truth, 40, seed=2, ref_level=2.2)  # a 10 % slower moment
+    out = tmp_path / "paired.json"
+    result = CliRunner().invoke(main, ["fit", "--db", str(tmp_path / "train.sqlite"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "statistic median (median of per-pair ratios x the reference level)" in result.output
+    table = load_table(out)
+    assert table.runtime["statistic"] == "median" and table.runtime["clock"] == "thread_cpu"
+    assert table.extra["reference"]["widths"] == list(space.smallest())
+    assert table.extra["reference"]["level_ms"] == pytest.approx(2.0, rel=0.02)
+    result = CliRunner().invoke(main, ["validate", "--table", str(out), "--db", str(tmp_path / "val.sqlite"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["converted_with_table_reference"] and report["reference_level_ms"] == table.extra["reference"]["level_ms"]
+    assert report["within_5pct"] > 0.9  # on the val db's own level (2.2 ms) every sample would be ~10 % off
+    with SampleStore(str(tmp_path / "val.sqlite")) as store:
+        from profiler.fit import error_report
+
+        own = error_report(table, store.training_data())
+    assert own["within_5pct"] < 0.5 and own["mape"] > 0.05
