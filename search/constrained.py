@@ -19,7 +19,7 @@ import numpy as np
 from .chain import Chain, within
 from .lagrangian import LagrangianInfeasible, solve
 from .viterbi import min_sum
-from .pareto import Front, _prune_3d, _rest_min
+from .pareto import Front, _prune_2d, _prune_3d, _rest_min
 
 #: Candidate points one DP step may hold before the search gives up (bounds memory).
 MAX_CANDIDATES = 4_000_000
@@ -43,6 +43,61 @@ class Best:
     latency_ms: float
     cost: float
     params: float
+
+
+class SuffixFronts:
+    """For each layer k and state j, the Pareto set of (x, cost) over the blocks after layer k.
+
+    x is latency or params. `least_cost` gives, for a prefix with `room` left of x, the least
+    suffix cost that fits: an exact lower bound on the rest of the cost, blind to the other budget.
+    """
+
+    def __init__(self, xs: tuple[np.ndarray, ...], costs: tuple[np.ndarray, ...]) -> None:
+        last = len(xs) - 1
+        x, c = xs[last][:, 0].copy(), costs[last][:, 0].copy()
+        state = np.arange(x.size)
+        self.sets: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(last)]
+        self.sets[last - 1] = self._group(x, c, state, x.size)
+        for k in range(last - 1, 0, -1):
+            cand_x = xs[k][:, state] + x
+            cand_c = costs[k][:, state] + c
+            rows, cols = _prune_2d(cand_x, cand_c)
+            x, c, state = cand_x[rows, cols], cand_c[rows, cols], rows
+            self.sets[k - 1] = self._group(x, c, state, xs[k].shape[0])
+
+    @staticmethod
+    def _group(x: np.ndarray, c: np.ndarray, state: np.ndarray, states: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        order = np.lexsort((x, state))
+        x, c, state = x[order], c[order], state[order]
+        bounds = np.searchsorted(state, np.arange(states + 1))
+        # keep each state's staircase: rising x, strictly falling cost
+        out = []
+        for j in range(states):
+            xj, cj = x[bounds[j] : bounds[j + 1]], c[bounds[j] : bounds[j + 1]]
+            if cj.size:
+                best = np.minimum.accumulate(cj)
+                keep = np.ones(cj.size, dtype=bool)
+                keep[1:] = cj[1:] < best[:-1]
+                xj, cj = xj[keep], cj[keep]
+            out.append((xj, cj))
+        return out
+
+    def least_cost(self, k: int, room: np.ndarray) -> np.ndarray:
+        """Rows = states of layer k: the least suffix cost with x <= room (+inf where none fits)."""
+        out = np.full(room.shape, np.inf)
+        for j, (xj, cj) in enumerate(self.sets[k]):
+            if xj.size:
+                pos = np.searchsorted(xj, room[j], side="right") - 1
+                fits = pos >= 0
+                out[j, fits] = cj[pos[fits]]
+        return out
+
+
+def suffix_fronts(chain: Chain) -> tuple[SuffixFronts, SuffixFronts]:
+    """The latency and the params suffix fronts of a chain (build once per chain, reuse per query)."""
+    if chain.params is None:
+        raise ValueError("max_params: the table has no params")
+    return SuffixFronts(chain.latency, chain.cost), SuffixFronts(chain.params, chain.cost)
 
 
 def _budget(value: float) -> float:
@@ -99,6 +154,7 @@ def best_within(
     front: Front,
     budget_ms: float,
     max_params: float,
+    suffixes: tuple[SuffixFronts, SuffixFronts] | None = None,
 ) -> Best | None:
     """The exact least-cost configuration with latency <= budget and params <= max_params, or None."""
     if chain.params is None:
@@ -115,22 +171,34 @@ def best_within(
     pairs, lagrangian_best = _dual(chain, budget_ms, max_params)
     if lagrangian_best is not None and (incumbent is None or lagrangian_best.cost < incumbent.cost):
         incumbent = lagrangian_best
-    found = _bounded_dp(chain, budget_ms, max_params, incumbent, pairs)
+    found = _bounded_dp(chain, budget_ms, max_params, incumbent, pairs, suffixes or suffix_fronts(chain))
     if found is not None and (incumbent is None or found.cost < incumbent.cost):
         return found
     return incumbent
 
 
-def _bounded_dp(chain: Chain, budget_ms: float, max_params: float, incumbent: Best | None, pairs: np.ndarray) -> Best | None:
+def _bounded_dp(
+    chain: Chain,
+    budget_ms: float,
+    max_params: float,
+    incumbent: Best | None,
+    pairs: np.ndarray,
+    suffixes: tuple[SuffixFronts, SuffixFronts],
+) -> Best | None:
     lat_m, cost_m, par_m = chain.latency, chain.cost, chain.params
     rest_lat, rest_par = _rest_min(lat_m), _rest_min(par_m)
     bounds = _backward_values(chain, pairs)
     cap_lat, cap_par = _budget(budget_ms), _budget(max_params)
     ceiling = np.inf if incumbent is None else incumbent.cost - 1e-9 * max(1.0, abs(incumbent.cost))
+    last = len(lat_m) - 1
 
     def alive_mask(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, k: int) -> np.ndarray:
         """(rows = states of layer k) which prefixes can still beat the incumbent within both budgets."""
         ok = (lat + rest_lat[k][:, None] <= cap_lat) & (par + rest_par[k][:, None] <= cap_par)
+        if k < last:
+            # exact suffix bounds, each blind to the other budget; +inf where nothing fits
+            rest_cost = np.maximum(suffixes[0].least_cost(k, cap_lat - lat), suffixes[1].least_cost(k, cap_par - par))
+            ok &= cost + rest_cost < ceiling
         if np.isfinite(ceiling):
             lat_room, par_room = budget_ms - lat, max_params - par
             bound = np.full(lat.shape, -np.inf)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .chain import Chain, build_chain, within
-from .constrained import SearchTooLarge, best_within
+from .constrained import SearchTooLarge, SuffixFronts, best_within, suffix_fronts
 from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
 from .marginals import marginals as chain_marginals
@@ -109,6 +109,7 @@ class Searcher:
         self._latency_params_front: Front | None = None
         self._params_front: Front | None = None
         self._slowest: float | None = None
+        self._suffixes: tuple[SuffixFronts, SuffixFronts] | None = None
         self._min_latency: float | None = None
         self._methods: dict[str, Callable[[float, float | None], Answer]] = {
             "exact": self._exact,
@@ -218,6 +219,14 @@ class Searcher:
             min_params,
         )
 
+    def _suffix_fronts(self) -> tuple[SuffixFronts, SuffixFronts]:
+        """The suffix fronts bounding the branch and bound (built on the first two-budget query)."""
+        if self._suffixes is None:
+            with self._build_lock:
+                if self._suffixes is None:
+                    self._suffixes = suffix_fronts(self.chain)
+        return self._suffixes
+
     def _max_latency(self) -> float:
         """The largest predicted latency of any configuration."""
         if self._slowest is None:
@@ -272,7 +281,7 @@ class Searcher:
                 raise self._infeasible(budget_ms, max_params)
             return self._answer(front.configs[pos], "exact", None)
         try:
-            best = best_within(self.chain, self.front(), budget_ms, max_params)
+            best = best_within(self.chain, self.front(), budget_ms, max_params, self._suffix_fronts())
         except SearchTooLarge as exc:
             raise QueryError(f"max_params: the search within both budgets is too large for this table ({exc})") from None
         if best is None:

@@ -27,7 +27,7 @@ PREFILTER_BINS = 2048
 #: Bins per axis of the three-criterion pre-filter's (latency, params) grid.
 PREFILTER_BINS_3D = 96
 #: Bound on the prefixes of one step of the three-criterion DP (it grows much faster than two).
-MAX_PARAMS_CANDIDATES = 2_000_000
+MAX_PARAMS_CANDIDATES = 1_000_000
 #: Rows compared at once in the three-criterion dominance test (bounds its memory).
 DOMINANCE_CHUNK = 512
 
