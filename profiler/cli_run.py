@@ -82,9 +82,10 @@ def run(
     those widths on the agent to show measured against predicted latency.
     """
     from profiler.agents import connect
-    from profiler.collect import CollectError, CollectIncomplete, CollectSettings, collect, reference_widths
+    from profiler.collect import (CollectError, CollectIncomplete, CollectSettings, bench_spec_paired, collect,
+                                  reference_widths)
     from profiler.collect_timing import TimingPolicy
-    from profiler.fit import FitError, fit_table
+    from profiler.fit import FitError, fit_table, table_reference
     from profiler.store import SampleStore, StoreError
     from search.engine import InfeasibleBudget, Searcher, make_objective
 
@@ -132,9 +133,10 @@ def run(
         _say(quiet, f"[2/4] fitting {table_path}")
         with SampleStore(str(db_path)) as store:
             data = store.training_data(settings.statistic)
-            trend = store.drift_trend(settings.statistic)
-        # the reference latency the normalised samples are scaled to (None without references)
-        table_level_ms = None if trend.empty else float(math.exp(trend.log_scale))
+            # the reference latency the samples are scaled to: paired, R (ratios x R); unpaired,
+            # the level of the drift trend (None without references)
+            table_level_ms = store.reference_level_ms()
+            paired = store.paired
         try:
             result = fit_table(data, holdout=holdout, seed=seed)
         except FitError as exc:
@@ -156,25 +158,38 @@ def run(
                 answers.append((b, exc))
 
         # 4. re-time the answers on the agent, with the reference beside them so the
-        #    measurement can be put on the table's drift-normalised scale
+        #    measurement can be put on the table's scale: paired, each answer alternated run by
+        #    run with the table's pair reference (measured = ratio x table R); unpaired, the
+        #    1.0x reference timed once and its drift factor applied
         _say(quiet, "[4/4] re-timing the chosen configurations on the agent")
         policy = TimingPolicy(settings.timing)  # the same repeat budget as each collected sample
+        pair_ref = table_reference(result.table) if paired else None
+        ref_widths = tuple(pair_ref["widths"]) if pair_ref else reference_widths(space_obj)
+        ref_seen: list[float] = []
 
-        def measure(widths: Sequence[int], estimate_ms: float | None) -> float:
+        def measure(widths: Sequence[int], estimate_ms: float | None) -> tuple[float, float]:
+            """(raw statistic of the target in ms, the same on the table's scale)."""
             spec = {"space": space, "params": params, "widths": list(widths)}
-            timing = {**policy.for_estimate(estimate_ms), "threads": threads}
-            return float(client.bench_spec(spec, runtime=runtime, timing=timing)["stats"][settings.statistic])
+            timing = {"threads": threads, "clock": settings.clock}
+            if pair_ref is None:
+                timing.update(policy.for_estimate(estimate_ms))
+                raw = float(client.bench_spec(spec, runtime=runtime, timing=timing)["stats"][settings.statistic])
+                return raw, raw
+            pair_estimate = None if estimate_ms is None else estimate_ms + result.table.predict(ref_widths)
+            timing.update(policy.for_estimate(pair_estimate))
+            body = bench_spec_paired(client, spec, {**spec, "widths": list(ref_widths)}, runtime=runtime, timing=timing)
+            ref_seen.append(float(body["pair"]["ref_median_ms"]))
+            return float(body["stats"]["median"]), float(body["pair"]["ratio_median"]) * float(pair_ref["level_ms"])
 
-        ref_widths = reference_widths(space_obj)
-        ref_now = measure(ref_widths, result.table.predict(ref_widths))
-        drift_factor = table_level_ms / ref_now if table_level_ms else 1.0
+        if pair_ref is None:
+            ref_now = measure(ref_widths, result.table.predict(ref_widths))[0]
         rows = []
         for b, ans in answers:
             if isinstance(ans, Exception):
                 rows.append({"budget_ms": b, "error": str(ans), "min_latency_ms": ans.min_latency_ms})
                 continue
-            raw = measure(ans.widths, ans.latency_ms)
-            adjusted = raw * drift_factor
+            raw, on_scale = measure(ans.widths, ans.latency_ms)
+            adjusted = on_scale if pair_ref else raw * (table_level_ms / ref_now if table_level_ms else 1.0)
             rows.append({
                 "budget_ms": b,
                 "widths": list(ans.widths),
@@ -186,6 +201,9 @@ def run(
                 "params": ans.params,
             })
 
+    if pair_ref is not None:  # the reference's level now, from the pairs just timed
+        ref_now = float(sorted(ref_seen)[len(ref_seen) // 2]) if ref_seen else float("nan")
+    drift_factor = table_level_ms / ref_now if table_level_ms and ref_now == ref_now else 1.0
     summary = {
         "db": str(db_path),
         "table": str(table_path),
@@ -193,8 +211,10 @@ def run(
         "fit": report,
         "answers": rows,
         "statistic": settings.statistic,
+        "paired": paired,
+        "clock": settings.clock,
         "reference": {"widths": list(ref_widths), "measured_ms": ref_now, "table_level_ms": table_level_ms,
-                      "drift_factor": drift_factor},
+                      "drift_factor": drift_factor, "paired": paired},
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     if as_json:
@@ -212,11 +232,16 @@ def _print_summary(s: dict) -> None:
     echo(f"table      : {s['table']}")
     echo(f"held-out   : {fit['count']} samples never used in the fit: MAPE {100 * fit['mape']:.2f} %, "
          f"within 5 %: {100 * fit['within_5pct']:.1f} %, within 10 %: {100 * fit['within_10pct']:.1f} %")
-    echo(f"statistic  : per-sample {s['statistic']} of the repeats")
+    if s.get("paired"):
+        echo(f"statistic  : median of per-pair ratios to the reference x its level R ({s['clock']} clock)")
+    else:
+        echo(f"statistic  : per-sample {s['statistic']} of the repeats")
     echo("")
     ref = s["reference"]
     echo(f"drift      : the reference configuration now takes {ref['measured_ms']:.3f} ms, "
          f"{ref['table_level_ms'] or ref['measured_ms']:.3f} ms on the table's scale (factor {ref['drift_factor']:.3f})")
+    if ref.get("paired"):
+        echo("             adjusted = each answer's median ratio to the reference, timed alternately, x R")
     echo("")
     echo(f"{'budget ms':>10} {'predicted':>10} {'measured':>10} {'adjusted':>10} {'error':>8} {'MMACs':>8}  widths")
     for r in s["answers"]:

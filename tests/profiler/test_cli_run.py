@@ -59,3 +59,15 @@ def test_bad_budgets_are_refused_before_any_work(tmp_path, budget):
     assert done.returncode != 0
     assert "budget must be a finite number > 0" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_run_is_paired_and_retimes_against_the_tables_reference(finished):
+    out, summary = finished
+    table = load_table(summary["table"])
+    reference = table.extra["reference"]
+    assert summary["paired"] and summary["clock"] == "thread_cpu" and table.runtime["statistic"] == "median"
+    assert summary["reference"]["widths"] == reference["widths"]
+    assert summary["reference"]["table_level_ms"] == reference["level_ms"]
+    generous = summary["answers"][1]
+    # measured on the table's scale: the answer's ratio to the reference x R, near the prediction
+    assert 0.5 < generous["measured_adjusted_ms"] / generous["predicted_ms"] < 2.0
