@@ -33,7 +33,7 @@ import numpy as np
 from device_agents.spaces import Space, make_space
 from profiler.agents import connect
 from profiler.dataset import TrainingData
-from profiler.collect import CollectSettings, collect
+from profiler.collect import DEFAULT_TIMING, CollectSettings, collect
 from profiler.fit import error_report, fit_table
 from profiler.fit_models import METHODS
 from profiler.store import SampleStore
@@ -44,7 +44,9 @@ ORDER = ("shipped", "paper", "nnls", "flops")
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
     """Collect (or finish) a db on a local agent; the wall-clock seconds it took."""
     paired = args.source == "agent"
-    mode = {"pairing": True} if paired else {"pairing": False, "clock": "wall", "statistic": args.statistic}
+    mode = {"pairing": True, "clock": args.clock} if paired else {"pairing": False, "clock": "wall", "statistic": args.statistic}
+    if args.target_ms is not None:
+        mode["timing"] = {**DEFAULT_TIMING, "target_ms": args.target_ms}
     settings = CollectSettings(
         space="mobilenet_v1",
         samples=samples,
@@ -176,6 +178,8 @@ def main() -> int:
     parser.add_argument("--out-dir", default="runs/bench_fit")
     parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--source", default="agent", choices=("agent", "collect", "thread-cpu"))
+    parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="agent: the agent's clock (default: the collector's)")
+    parser.add_argument("--target-ms", type=float, default=None, help="agent/collect: timed ms per sample (default: the collector's)")
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
     parser.add_argument("--repeat", type=int, default=12, help="thread-cpu: timed runs per configuration")
     parser.add_argument("--paired", action="store_true", help="thread-cpu: alternate every run with the reference")
@@ -230,7 +234,7 @@ def main() -> int:
         print(json.dumps(out, indent=1))
         return 0
     clock = {"thread-cpu": "thread CPU clock, in process", "collect": "wall clock, local agent",
-             "agent": "thread CPU clock, local agent, paired with the reference run by run"}[args.source]
+             "agent": f"{train.identity['runtime'].get('clock')} clock, local agent, paired with the reference run by run"}[args.source]
     if args.source == "thread-cpu" and args.paired:
         clock += ", paired with the reference"
     print(f"mobilenet_v1 @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={train.statistic}, {clock}")
