@@ -252,7 +252,9 @@ def _parse(obj: object, source: str | None) -> Table:
         raise TableError("constant_ms", f"must be a finite number >= 0, got {constant!r}", source)
     meta = {}
     for key in ("device", "runtime", "fit"):
-        value = obj.get(key, {}) or {}
+        value = obj.get(key)
+        if value is None:
+            value = {}
         if not isinstance(value, dict):
             raise TableError(key, "must be an object", source)
         meta[key] = value

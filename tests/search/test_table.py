@@ -56,6 +56,8 @@ def test_predict_is_constant_plus_block_terms():
         (lambda t: t.__setitem__("constant_ms", -0.1), "constant_ms"),
         (lambda t: t["runtime"].__setitem__("statistic", "p90"), "runtime.statistic"),
         (lambda t: t.__setitem__("device", "board"), "device"),
+        (lambda t: t.__setitem__("device", []), "device"),
+        (lambda t: t.__setitem__("fit", 0), "fit"),
     ],
 )
 def test_validation_names_the_field(good, mutate, field):
