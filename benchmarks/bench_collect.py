@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from profiler.agents import connect  # noqa: E402
-from profiler.collect import CollectSettings, collect  # noqa: E402
+from profiler.collect import DEFAULT_TIMING, CollectSettings, collect  # noqa: E402
 from profiler.store import SampleStore  # noqa: E402
 
 BUDGET_S = 120.0
@@ -34,6 +34,12 @@ def fit_with_and_without_drift(db: str) -> dict:
 
     out = {}
     with SampleStore(db) as store:
+        if store.paired:  # the reference is timed inside every sample; ratios need no normalisation
+            refs = np.array([r.pair_ref_ms for r in store.rows("sample")])
+            out["reference_max_over_min"] = round(float(refs.max() / refs.min()), 3)
+            report = fit_table(store.training_data()).report
+            out.update({f"paired_{k}": round(float(report[k]), 3) for k in ("mape", "within_5pct", "within_10pct")})
+            return out
         refs = np.array([min(r.times_ms) for r in store.rows("reference")])
         out["reference_max_over_min"] = round(float(refs.max() / refs.min()), 3)
         for normalise in (False, True):
@@ -52,6 +58,9 @@ def main() -> int:
     parser.add_argument("--sampling", default="coverage")
     parser.add_argument("--db", default=None, help="keep the db here (default: a temporary file)")
     parser.add_argument("--fit", action="store_true", help="also fit the db with and without drift normalisation")
+    parser.add_argument("--no-pairing", action="store_true", help="unpaired collection with periodic references")
+    parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="default: the collector's")
+    parser.add_argument("--target-ms", type=float, default=None, help="timed ms per sample (default: the collector's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -61,6 +70,8 @@ def main() -> int:
     settings = CollectSettings(
         space="mobilenet_v1", samples=args.samples, db=db, sampling=args.sampling,
         space_params={"resolution": args.resolution, "levels": args.levels},
+        pairing=not args.no_pairing, clock=args.clock,
+        **({"timing": {**DEFAULT_TIMING, "target_ms": args.target_ms}} if args.target_ms else {}),
     )
     start = time.monotonic()
     with connect("local") as client:
@@ -69,10 +80,12 @@ def main() -> int:
     total = time.monotonic() - start
     with SampleStore(db) as store:
         rows = store.rows()
-        facts = store._db.execute("SELECT build_ms, init_ms, warmup, number, repeat FROM samples").fetchall()
+        facts = store._db.execute("SELECT build_ms, init_ms, warmup, number, repeat, pair FROM samples ORDER BY id").fetchall()
     build = np.array([f[0] or 0.0 for f in facts])
     init = np.array([f[1] or 0.0 for f in facts])
-    timed = np.array([sum(r.times_ms) * f[3] for r, f in zip(rows, facts)])
+    # timed ms per measurement: the target's repeats, plus the reference's in a paired one
+    timed = np.array([(sum(r.times_ms) + (sum(json.loads(f[5])["ref_times_ms"]) if f[5] else 0.0)) * f[3]
+                      for r, f in zip(rows, facts)])
     out = {
         "samples": summary["samples"],
         "references": summary["references"],
@@ -80,7 +93,10 @@ def main() -> int:
         "agent_start_s": round(connected - start, 2),
         "collect_s": summary["elapsed_s"],
         "total_s": round(total, 2),
-        "rate_per_s": round((summary["new"] + summary["references"] + summary["retimed"]) / summary["elapsed_s"], 2),
+        "pairing": summary.get("pairing"),
+        "clock": summary.get("clock"),
+        "rate_per_s": round((summary["new"] + summary["retimed"] + (0 if summary.get("pairing") else summary["references"]))
+                            / summary["elapsed_s"], 2),  # measurements per second (a paired one includes its reference)
         "median_build_ms": round(float(np.median(build)), 1),
         "median_session_ms": round(float(np.median(init)), 1),
         "median_timed_ms": round(float(np.median(timed)), 1),
