@@ -4,7 +4,8 @@ The arg-min as a function of gamma is piecewise constant; its values are the ver
 lower convex hull of the (latency, cost) set. `solve` brackets gamma between a configuration
 that misses the budget and one that meets it and splits the bracket at the gamma where the two
 tie (the secant of the hull), which lands on a hull vertex in a handful of Viterbi passes
-instead of a fixed number of halvings. `LagrangianPath` enumerates every vertex once, so a
+instead of a fixed number of halvings; with numba the whole walk is one compiled call
+(`search.viterbi_jit.bracket_walk`), the numpy passes here its fallback and reference. `LagrangianPath` enumerates every vertex once, so a
 later query is a binary search. Either way the answer is the hull vertex of largest latency
 within the budget: the Lagrangian cannot reach Pareto points inside the hull.
 """
@@ -14,8 +15,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .chain import Chain, within
-from .viterbi import LagrangianViterbi
+from .chain import BUDGET_RTOL, Chain, within
+from .viterbi import LagrangianViterbi, compiled_kernels
 
 #: Relative margin by which a configuration must beat a hull edge to count as a new vertex.
 EDGE_RTOL = 1e-10
@@ -77,9 +78,18 @@ class Evaluator:
         return gamma, (mid if value < edge - margin else None)
 
 
-def solve(chain: Chain, budget_ms: float, evaluator: Evaluator | None = None) -> LagrangianAnswer:
-    """From scratch: the hull vertex of largest latency within the budget, by splitting the gamma bracket."""
+def solve(
+    chain: Chain, budget_ms: float, evaluator: Evaluator | None = None, *, compiled: bool | None = None
+) -> LagrangianAnswer:
+    """From scratch: the hull vertex of largest latency within the budget, by splitting the gamma bracket.
+
+    `compiled` None takes the numba walk when available (see `compiled_kernels`), True
+    insists on it, False runs the numpy passes. Both return the same answer.
+    """
     ev = evaluator or Evaluator(chain)
+    kernels = compiled_kernels(compiled)
+    if kernels is not None:
+        return _solve_compiled(kernels, ev, budget_ms)
     fresh = ev._ends is None
     slow, fast = ev.ends()
     passes = 2 if fresh else 0
@@ -100,6 +110,17 @@ def solve(chain: Chain, budget_ms: float, evaluator: Evaluator | None = None) ->
         else:
             slow = mid
     return LagrangianAnswer(fast[0], fast[1], fast[2], gamma, passes)
+
+
+def _solve_compiled(kernels, ev: Evaluator, budget_ms: float) -> LagrangianAnswer:
+    """The bracket walk as one compiled call (both ends included: it keeps nothing between calls)."""
+    v = ev.viterbi
+    status, idx, latency, cost, gamma, passes = kernels.bracket_walk(
+        v.weights, v.shapes, ev.chain.constant_ms, float(budget_ms), BUDGET_RTOL, EDGE_RTOL, MAX_PASSES
+    )
+    if status == kernels.INFEASIBLE:
+        raise LagrangianInfeasible(budget_ms, ev.chain.min_latency())
+    return LagrangianAnswer(tuple(idx.tolist()), latency, cost, gamma, passes)
 
 
 class LagrangianPath:

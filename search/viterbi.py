@@ -2,14 +2,65 @@
 
 `min_sum` solves one chain of matrices; `LagrangianViterbi` solves `cost + gamma * latency`
 for many gammas over the same chain, with the blocks stacked and padded once so that one
-pass costs two numpy operations per block.
+pass costs two numpy operations per block. `compiled_kernels` gives the numba versions
+(`search.viterbi_jit`) when numba imports; these numpy passes stay the fallback and the reference.
 """
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
 from typing import Sequence
 
 import numpy as np
+
+#: Environment variable choosing the compiled kernels: "auto" (when numba imports), "on" or "off".
+JIT_ENV = "WIDTHWISE_JIT"
+JIT_MODES = ("auto", "on", "off")
+#: The kernels module once looked up ("module": the module or None, "error": why not).
+_kernels: dict[str, object] = {}
+
+
+class JitUnavailable(RuntimeError):
+    """The compiled kernels were required (WIDTHWISE_JIT=on or compiled=True) but numba did not import."""
+
+
+def jit_mode() -> str:
+    """The compiled-kernel policy from WIDTHWISE_JIT (default "auto"); ValueError naming a bad value."""
+    mode = os.environ.get(JIT_ENV, "auto").strip().lower() or "auto"
+    if mode not in JIT_MODES:
+        raise ValueError(f"{JIT_ENV}={mode!r} is not one of {', '.join(JIT_MODES)}")
+    return mode
+
+
+def compiled_kernels(required: bool | None = None) -> ModuleType | None:
+    """The numba kernels module, or None for the numpy path (numba missing, or WIDTHWISE_JIT=off).
+
+    `required` True insists (JitUnavailable if numba does not import), False declines, None
+    follows WIDTHWISE_JIT. numba is imported on first use only, so callers that never take
+    the compiled path do not pay its import.
+    """
+    if required is None:
+        mode = jit_mode()
+        if mode == "off":
+            return None
+        required = mode == "on"
+    elif not required:
+        return None
+    if "module" not in _kernels:
+        try:
+            from . import viterbi_jit
+        except (ImportError, OSError) as exc:  # no numba on this platform, or llvmlite cannot load
+            _kernels["module"] = None
+            _kernels["error"] = exc  # type: ignore[assignment]
+        else:
+            _kernels["module"] = viterbi_jit
+    module = _kernels["module"]
+    if not isinstance(module, ModuleType):
+        module = None
+    if module is None and required:
+        raise JitUnavailable(f"compiled kernels need numba: {_kernels.get('error')}")
+    return module
 
 
 def min_sum(blocks: Sequence[np.ndarray]) -> tuple[float, tuple[int, ...]]:
@@ -37,13 +88,18 @@ class LagrangianViterbi:
     def __init__(self, latency: Sequence[np.ndarray], cost: Sequence[np.ndarray]) -> None:
         n = len(latency)
         k = max(max(m.shape) for m in latency)
-        # Padded entries: cost +inf and latency 0, so they stay +inf for every finite gamma.
-        self._cost = np.full((n, k, k), np.inf)
-        self._latency = np.zeros((n, k, k))
+        # One stack the compiled kernels take whole: latency, cost, latency where the cost is
+        # finite, zeros. Padded entries: cost +inf and latency 0, so they stay +inf for every
+        # finite gamma.
+        self.weights = np.zeros((4, n, k, k))
+        self._latency, self._cost, self._latency_only = self.weights[0], self.weights[1], self.weights[2]
+        self._cost[...] = np.inf
+        self.shapes = np.zeros((2, n), dtype=np.int64)
         for b, (t, c) in enumerate(zip(latency, cost)):
             self._cost[b, : t.shape[0], : t.shape[1]] = c
             self._latency[b, : t.shape[0], : t.shape[1]] = t
-        self._latency_only = np.where(np.isinf(self._cost), np.inf, self._latency)
+            self.shapes[:, b] = t.shape
+        self._latency_only[...] = np.where(np.isinf(self._cost), np.inf, self._latency)
         self._start = np.full(k, np.inf)
         self._start[0] = 0.0
         self._layers = n - 1
@@ -61,12 +117,18 @@ class LagrangianViterbi:
             idx[b - 1] = state
         return tuple(idx)
 
-    def solve(self, gamma: float) -> tuple[int, ...]:
-        """Choice indices minimising `cost + gamma * latency`."""
+    def solve(self, gamma: float, compiled: bool | None = False) -> tuple[int, ...]:
+        """Choice indices minimising `cost + gamma * latency` (compiled: see `compiled_kernels`)."""
+        kernels = compiled_kernels(compiled)
+        if kernels is not None:
+            return tuple(kernels.viterbi(self.weights, self.shapes, float(gamma), False).tolist())
         work = self._latency * gamma  # a fresh buffer per call keeps concurrent callers apart
         work += self._cost
         return self._run(work)
 
-    def fastest(self) -> tuple[int, ...]:
+    def fastest(self, compiled: bool | None = False) -> tuple[int, ...]:
         """Choice indices of least latency (cost ignored; ties broken arbitrarily)."""
+        kernels = compiled_kernels(compiled)
+        if kernels is not None:
+            return tuple(kernels.viterbi(self.weights, self.shapes, 1.0, True).tolist())
         return self._run(self._latency_only.copy())
