@@ -9,6 +9,7 @@ Prints, side by side in one run (medians; the machine may be shared, so read the
   - the same LiteRT networks timed through a local agent (bench_spec over TCP), as a ratio
     to the in-process median (target: within 3 %).
 Run: .venv/bin/python benchmarks/bench_tflite.py [--repeat N] [--threads T] [--rounds R] [--no-agent]
+     [--write-only]  (only the writing section)
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3, help="alternating agent / in-process rounds")
     parser.add_argument("--no-agent", action="store_true", help="skip the timing through a local agent")
+    parser.add_argument("--write-only", action="store_true", help="only time writing the models, no runtimes")
     args = parser.parse_args()
 
     space = make_space("mobilenet_v1", {"resolution": 224})
@@ -100,6 +102,8 @@ def main() -> None:
             if label == "1.5x" and dtype == "float32":
                 note = f"  target <= {BUILD_TARGET_MS:.0f} ms: {'met' if ms <= BUILD_TARGET_MS else 'MISSED'} (median)"
             print(f"  {label} {dtype:8s} median {ms:7.1f} ms  min {fastest:7.1f} ms  {size / 1e6:5.1f} MB{note}")
+    if args.write_only:
+        return
 
     timing = {"warmup": 3, "repeat": args.repeat, "min_repeat_ms": 50.0, "threads": args.threads}
     settings = TimingSettings(**timing)

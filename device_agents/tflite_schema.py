@@ -2,12 +2,15 @@
 
 Only the part of the TFLite schema that widthwise's builders need: buffers, tensors with
 optional quantisation, builtin operators with their options tables, one subgraph. Field
-slot numbers follow the published schema.fbs; weight bytes are copied in bulk into
-16-byte-aligned vectors so a 1.5x MobileNet writes in tens of milliseconds.
+slot numbers follow the published schema.fbs. The Builder writes only the tables; the
+weights follow them in 16-byte-aligned vectors, joined into the file once (each array
+copied once, no zero-filled Builder of the model's size), so a 1.5x MobileNet writes in
+tens of milliseconds. Tiny models (the smoke model) keep everything inside the Builder.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -46,6 +49,11 @@ ACT_RELU6 = 3
 
 #: Operator codes at or above this value do not fit the deprecated int8 field.
 PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+#: Constants of at most this many bytes in all stay inside the Builder; more are appended.
+INLINE_DATA_LIMIT = 4096
+_DATA_ALIGNMENT = 16  # Buffer.data is force_align: 16 in the schema
+_DATA_PLACEHOLDER = 0xFFFFFFFF  # a Buffer.data offset until the vector's place is known
 
 OptionWriter = Callable[[flatbuffers.Builder], int]
 
@@ -159,8 +167,9 @@ def dequantize_options() -> Options:
 class ModelWriter:
     """Collects tensors, constant buffers and operators of one subgraph, then serialises them."""
 
-    def __init__(self, description: str = "widthwise") -> None:
+    def __init__(self, description: str = "widthwise", inline_limit: int | None = None) -> None:
         self.description = description
+        self.inline_limit = INLINE_DATA_LIMIT if inline_limit is None else inline_limit
         self._buffers: list[np.ndarray | None] = [None]  # buffer 0 is the empty sentinel
         self._tensors: list[_Tensor] = []
         self._operators: list[_Operator] = []
@@ -196,11 +205,62 @@ class ModelWriter:
         self._operators.append(_Operator(index, tuple(inputs), tuple(outputs), options))
 
     def finish(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
-        """Serialise the model: version 3, identifier TFL3, one subgraph named `main`."""
-        data_bytes = sum(a.nbytes + 16 for a in self._buffers if a is not None)
-        quant_bytes = sum(12 * len(t.quant.scale) + 64 for t in self._tensors if t.quant is not None)
-        b = flatbuffers.Builder(data_bytes + quant_bytes + 128 * len(self._tensors) + 65536)
+        """Serialise the model: version 3, identifier TFL3, one subgraph named `main`.
+
+        Up to `inline_limit` bytes of constants go inside the flatbuffer Builder (the compact
+        layout of tiny models); more are appended after the tables, each array copied once.
+        """
+        data_bytes = sum(a.nbytes for a in self._buffers if a is not None)
+        if data_bytes <= self.inline_limit:
+            return self._finish_inline(inputs, outputs, data_bytes)
+        return self._finish_appended(inputs, outputs)
+
+    def _finish_inline(self, inputs: Sequence[int], outputs: Sequence[int], data_bytes: int) -> bytes:
+        """Everything written by the Builder, buffers first (so they end up at the file's end)."""
+        b = flatbuffers.Builder(data_bytes + 16 * len(self._buffers) + self._metadata_size_hint())
         buffer_offsets = [self._write_buffer(b, a) for a in self._buffers]
+        self._write_model(b, buffer_offsets, inputs, outputs)
+        return bytes(memoryview(b.Bytes)[b.Head() :])
+
+    def _finish_appended(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
+        """Tables by the Builder, then every constant appended and its Buffer.data offset patched.
+
+        A Buffer table's data field is written as a placeholder whose position is recorded
+        (as distance from the Builder's end); once the tables' size is known, each field
+        gets the offset of its vector, placed after the tables with 16-byte aligned data.
+        The file is joined once, so each weight array is copied exactly once into it.
+        """
+        b = flatbuffers.Builder(self._metadata_size_hint())
+        buffer_offsets, data_fields = [], []
+        for array in self._buffers:
+            b.StartObject(1)
+            if array is not None and array.nbytes:
+                b.PrependUint32Slot(0, _DATA_PLACEHOLDER, 0)
+                data_fields.append((b.Offset(), array))
+            buffer_offsets.append(b.EndObject())
+        self._write_model(b, buffer_offsets, inputs, outputs)
+        tables = bytearray(memoryview(b.Bytes)[b.Head() :])
+
+        chunks: list[bytes | bytearray | np.ndarray] = [tables]
+        position = len(tables)
+        for from_end, array in data_fields:
+            field_at = len(tables) - from_end
+            pad = -(position + 4) % _DATA_ALIGNMENT  # the bytes after the length prefix start aligned
+            vector_at = position + pad
+            struct.pack_into("<I", tables, field_at, vector_at - field_at)
+            chunks.append(bytes(pad) + struct.pack("<I", array.nbytes))
+            chunks.append(_little_endian_contiguous(array))
+            position = vector_at + 4 + array.nbytes
+        return b"".join(chunks)
+
+    def _metadata_size_hint(self) -> int:
+        """A Builder size that the tables (not the constants) rarely outgrow."""
+        quant_bytes = sum(12 * len(t.quant.scale) + 64 for t in self._tensors if t.quant is not None)
+        return quant_bytes + 128 * len(self._tensors) + 64 * len(self._operators) + 65536
+
+    def _write_model(self, b: flatbuffers.Builder, buffer_offsets: Sequence[int], inputs: Sequence[int],
+                     outputs: Sequence[int]) -> None:
+        """Tensors, operators, operator codes, the subgraph and the Model root, then Finish."""
         tensor_offsets = [self._write_tensor(b, t) for t in self._tensors]
         operator_offsets = [self._write_operator(b, o) for o in self._operators]
         opcode_offsets = [self._write_opcode(b, code) for code in self._opcodes]
@@ -230,14 +290,13 @@ class ModelWriter:
         b.PrependUOffsetTRelativeSlot(4, buffers_vec, 0)
         model = b.EndObject()
         b.Finish(model, file_identifier=FILE_IDENTIFIER)
-        return bytes(memoryview(b.Bytes)[b.Head() :])
 
     @staticmethod
     def _write_buffer(b: flatbuffers.Builder, array: np.ndarray | None) -> int:
         data_offset = None
         if array is not None and array.nbytes:
             size = array.nbytes
-            b.StartVector(1, size, 16)
+            b.StartVector(1, size, _DATA_ALIGNMENT)
             b.head -= size
             target = np.frombuffer(b.Bytes, dtype=array.dtype.newbyteorder("<"), count=array.size, offset=b.head)
             target.reshape(array.shape)[...] = array  # one bulk copy, transposing on the way
@@ -293,6 +352,11 @@ class ModelWriter:
         b.PrependInt32Slot(2, 1, 0)
         b.PrependInt32Slot(3, code, -1)
         return b.EndObject()
+
+
+def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
+    """The array as C-contiguous little-endian data: itself when it already is, else one copy."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
 
 
 def _offset_vector(b: flatbuffers.Builder, offsets: Sequence[int]) -> int:

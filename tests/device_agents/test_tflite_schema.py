@@ -1,0 +1,118 @@
+"""The TFLite writer's two layouts: constants inside the Builder, or appended after the tables."""
+
+import struct
+
+import numpy as np
+import pytest
+import tflite
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from device_agents import tflite_schema as fb
+from device_agents.build_tflite import build_tflite, tflite_input_shape
+from device_agents.runtimes.tflite_check import check_tflite
+from device_agents.spaces import make_space
+
+
+def _parse(model: bytes) -> tflite.Model:
+    return tflite.Model.GetRootAsModel(model, 0)
+
+
+def _contents(model: bytes) -> dict:
+    """Everything a reader sees in a model, independent of where it sits in the file."""
+    m = _parse(model)
+    g = m.Subgraphs(0)
+    tensors = []
+    for i in range(g.TensorsLength()):
+        t = g.Tensors(i)
+        q = t.Quantization()
+        quant = None
+        if q is not None and q.ScaleLength():
+            quant = (q.ScaleAsNumpy().tolist(), q.ZeroPointAsNumpy().tolist(), q.QuantizedDimension())
+        tensors.append((t.Name(), t.ShapeAsNumpy().tolist(), t.Type(), t.Buffer(), quant))
+    operators = [
+        (g.Operators(i).OpcodeIndex(), g.Operators(i).InputsAsNumpy().tolist(), g.Operators(i).OutputsAsNumpy().tolist(),
+         g.Operators(i).BuiltinOptionsType())
+        for i in range(g.OperatorsLength())
+    ]
+    buffers = [m.Buffers(i).DataAsNumpy().tobytes() if m.Buffers(i).DataLength() else b""
+               for i in range(m.BuffersLength())]
+    codes = [(m.OperatorCodes(i).BuiltinCode(), m.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(m.OperatorCodesLength())]
+    return {"version": m.Version(), "tensors": tensors, "operators": operators, "buffers": buffers, "codes": codes,
+            "inputs": g.InputsAsNumpy().tolist(), "outputs": g.OutputsAsNumpy().tolist()}
+
+
+def _run(model: bytes, x: np.ndarray) -> np.ndarray:
+    it = Interpreter(model_content=model, num_threads=1,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space("mobilenet_v1", {"resolution": 24, "levels": 3})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_appended_and_inline_layouts_hold_the_same_model(space, dtype, monkeypatch):
+    widths = space.smallest()
+    appended = build_tflite(space, widths, dtype=dtype, seed=4)
+    monkeypatch.setattr(fb, "INLINE_DATA_LIMIT", 1 << 30)
+    inline = build_tflite(space, widths, dtype=dtype, seed=4)
+    assert appended != inline  # really two layouts
+    assert _contents(appended) == _contents(inline)
+    check_tflite(appended)
+    x = np.random.default_rng(1).uniform(-1, 1, tflite_input_shape(space)).astype(np.float32)
+    np.testing.assert_array_equal(_run(appended, x), _run(inline, x))
+
+
+def test_appended_constants_follow_the_tables_aligned_and_in_order(space):
+    model = build_tflite(space, space.largest())
+    m = _parse(model)
+    starts = []
+    for i in range(1, m.BuffersLength()):
+        buffer = m.Buffers(i)
+        # where the data vector's elements start: the Buffer table's data field, followed
+        field = buffer._tab.Offset(4)
+        vector = buffer._tab.Vector(field)
+        assert vector % 16 == 0, f"buffer {i} data at {vector} is not 16-byte aligned"
+        assert struct.unpack_from("<I", model, vector - 4)[0] == buffer.DataLength()
+        starts.append(vector)
+    assert starts == sorted(starts)  # appended in buffer order, after every table
+    tables_end = starts[0]
+    last = m.Buffers(m.BuffersLength() - 1)
+    assert starts[-1] + last.DataLength() == len(model)  # nothing after the last constant
+    assert model.find(b"TFL3") == 4 and tables_end < len(model) // 10  # the tables come first and are small
+
+
+def test_tiny_models_keep_the_compact_layout():
+    w = fb.ModelWriter("tiny", inline_limit=64)
+    x = w.tensor("x", (1, 4), "float32")
+    y = w.tensor("y", (1, 4), "float32")
+    shape = w.constant("shape", np.array([1, 4], dtype=np.int32))
+    w.op(fb.OP_RESHAPE, [x, shape], [y], fb.reshape_options([1, 4]))
+    model = w.finish([x], [y])
+    data = _parse(model).Buffers(1).DataAsNumpy().view(np.int32)
+    assert data.tolist() == [1, 4]
+    assert not model.endswith(data.tobytes())  # inside the Builder: Buffer 0's table comes last
+    # the same writer with a zero limit appends the 8 bytes after the tables instead
+    w.inline_limit = 0
+    appended = w.finish([x], [y])
+    assert _contents(appended) == _contents(model)
+    assert appended.endswith(np.array([1, 4], dtype=np.int32).tobytes())
+
+
+def test_transposed_views_are_written_transposed():
+    w = fb.ModelWriter(inline_limit=0)
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    t = w.constant("t", base.transpose(2, 0, 1))  # a strided view, copied once when written
+    out = w.tensor("out", (4, 2, 3), "float32")
+    w.op(fb.OP_RESHAPE, [t, w.constant("shape", np.array([4, 2, 3], dtype=np.int32))], [out],
+         fb.reshape_options([4, 2, 3]))
+    model = w.finish([], [out])
+    m = _parse(model)
+    data = m.Buffers(1).DataAsNumpy().view(np.float32).reshape(4, 2, 3)
+    np.testing.assert_array_equal(data, base.transpose(2, 0, 1))
