@@ -1,19 +1,28 @@
 """Search benchmarks on the 14-layer, 14-level MobileNet-V1 chain (synthetic table), in-process.
 
 Prints medians of: one Lagrangian query from scratch (bisection over Viterbi passes, nothing
-cached but the chain arrays), one Viterbi pass, a Lagrangian query on the cached hull path,
-the exact Pareto front build, and an exact query once the front is cached; then, for 10
-budgets across the range, the cost each method reaches. Targets from issue 4 are printed
-beside each figure as a ratio (figure / target; below 1 meets it).
+cached but the chain arrays) on both paths, the numpy passes and the compiled (numba) walk,
+one Viterbi pass of each, a Lagrangian query on the cached hull path, the exact Pareto front
+build, and an exact query once the front is cached; then the compiled path's one-off costs
+in fresh processes (compiling with an empty on-disk cache, loading from the cache, and the
+numpy path for comparison); then, for 10 budgets across the range, the cost each method
+reaches. Targets from issue 4 are printed beside each figure as a ratio (figure / target;
+below 1 meets it).
 
-    .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeat 200]
+    .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeat 200] [--no-cold]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,6 +31,7 @@ from search.engine import InfeasibleBudget, Searcher, make_objective
 from search.lagrangian import Evaluator, solve
 from search.pareto import build_front
 from search.synthetic import mobilenet_v1_table
+from search.viterbi import JIT_ENV, compiled_kernels
 
 TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_cached_query": 10.0}
 
@@ -47,10 +57,55 @@ def cycle(values: list[float]) -> Callable[[], float]:
     return nxt
 
 
+#: Run in a fresh process: import, build the chain, time the first from-scratch query.
+FIRST_QUERY = """
+import json, sys, time
+start = time.perf_counter()
+from search.chain import build_chain
+from search.engine import make_objective
+from search.lagrangian import solve
+from search.synthetic import mobilenet_v1_table
+table = mobilenet_v1_table(seed=int(sys.argv[1]))
+chain = build_chain(table, make_objective(table, "flops"))
+ready = time.perf_counter()
+solve(chain, 9.0)
+first = time.perf_counter()
+solve(chain, 9.5)
+second = time.perf_counter()
+print(json.dumps({"setup_s": ready - start, "first_s": first - ready, "second_s": second - first,
+                  "numba": "numba" in sys.modules}))
+"""
+
+
+def first_query(seed: int, jit: str, cache_dir: str | None) -> dict:
+    """The first and second from-scratch query of a fresh process (setup: imports and the chain)."""
+    env = {**os.environ, JIT_ENV: jit, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    run = subprocess.run([sys.executable, "-c", FIRST_QUERY, str(seed)], capture_output=True, text=True,
+                         env=env, check=True, timeout=600)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def print_first_queries(seed: int) -> None:
+    """One-off costs of the compiled path: compile (empty cache), load from the on-disk cache, numpy only."""
+    print(f"\n{'first from-scratch query in a fresh process':<46}{'setup ms':>10}{'1st ms':>10}{'2nd us':>10}")
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        runs = [
+            ("numba, empty on-disk cache (compiles)", first_query(seed, "on", cache)),
+            ("numba, on-disk cache filled", first_query(seed, "on", cache)),
+            ("numpy (WIDTHWISE_JIT=off)", first_query(seed, "off", None)),
+        ]
+    for name, r in runs:
+        print(f"{name:<46}{r['setup_s'] * 1e3:10.1f}{r['first_s'] * 1e3:10.1f}{r['second_s'] * 1e6:10.1f}")
+    print("(setup: imports and the chain; 1st includes importing numba and compiling or loading the kernels)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process first-query figures")
     args = parser.parse_args()
 
     table = mobilenet_v1_table(seed=args.seed)
@@ -66,10 +121,16 @@ def main() -> None:
     budgets = list(np.linspace(lo, hi, 101)[1:-1])
     evaluator = Evaluator(chain)
     nxt = cycle(budgets)
-    passes = [solve(chain, b, Evaluator(chain)).passes for b in budgets]
-    scratch_us = median_us(lambda: solve(chain, nxt(), evaluator), args.repeat)
-    scratch_cold_us = median_us(lambda: solve(chain, nxt()), args.repeat // 2)
-    pass_us = median_us(lambda: evaluator.viterbi.solve(0.05), args.repeat)
+    passes = [solve(chain, b, Evaluator(chain), compiled=False).passes for b in budgets]
+    scratch_us = median_us(lambda: solve(chain, nxt(), evaluator, compiled=False), args.repeat)
+    scratch_cold_us = median_us(lambda: solve(chain, nxt(), compiled=False), args.repeat // 2)
+    pass_us = median_us(lambda: evaluator.viterbi.solve(0.05, compiled=False), args.repeat)
+    jit = compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is not None
+    if jit:
+        solve(chain, budgets[0], compiled=True)  # compile or load from the on-disk cache, outside the timing
+        jit_us = median_us(lambda: solve(chain, nxt(), evaluator, compiled=True), args.repeat * 5)
+        jit_cold_us = median_us(lambda: solve(chain, nxt(), compiled=True), args.repeat * 2)
+        jit_pass_us = median_us(lambda: evaluator.viterbi.solve(0.05, compiled=True), args.repeat * 5)
     path_build_us = median_us(lambda: type(searcher.lagrangian_path())(chain), 5)
     searcher.lagrangian_path()
     path_us = median_us(lambda: searcher.query(nxt(), "lagrangian"), args.repeat * 5)
@@ -77,9 +138,17 @@ def main() -> None:
     position_us = median_us(lambda: front.position(nxt()), args.repeat * 5)
 
     rows = [
-        ("lagrangian query from scratch (bracket walk; arrays, ends kept)", scratch_us, "lagrangian_from_scratch"),
-        ("lagrangian query from scratch (arrays and ends built too)", scratch_cold_us, None),
-        ("  one Viterbi pass", pass_us, None),
+        ("lagrangian from scratch, numpy (arrays, ends kept)", scratch_us, "lagrangian_from_scratch"),
+        ("lagrangian from scratch, numpy (arrays, ends built too)", scratch_cold_us, "lagrangian_from_scratch"),
+        ("  one Viterbi pass, numpy", pass_us, None),
+    ]
+    if jit:
+        rows += [
+            ("lagrangian from scratch, numba (arrays kept; ends in the walk)", jit_us, "lagrangian_from_scratch"),
+            ("lagrangian from scratch, numba (arrays built too)", jit_cold_us, "lagrangian_from_scratch"),
+            ("  one Viterbi pass, numba (one compiled call)", jit_pass_us, None),
+        ]
+    rows += [
         ("lagrangian hull path build (once per table, objective)", path_build_us, None),
         ("lagrangian query on the cached hull path", path_us, None),
         ("exact Pareto front build", front_us, "exact_front"),
@@ -94,6 +163,13 @@ def main() -> None:
         goal = TARGETS_US.get(target) if target else None
         ratio = f"{value / goal:8.2f}" if goal else ""
         print(f"{name:<62}{value:12.1f}{(f'{goal:12.0f}' if goal else ''):>12}{ratio}")
+    if jit:
+        print(f"numba / numpy from scratch (arrays kept): {jit_us / scratch_us:.3f}; "
+              f"(arrays built too): {jit_cold_us / scratch_cold_us:.3f}")
+    else:
+        print("numba path not measured: numba does not import here, or WIDTHWISE_JIT=off")
+    if jit and not args.no_cold:
+        print_first_queries(args.seed)
 
     print(f"\n{'budget ms':>10}{'exact':>12}{'lagrangian':>12}{'greedy':>12}   (cost = -MACs / widest MACs; lower is better)")
     for budget in np.linspace(lo, hi, 12)[1:-1]:

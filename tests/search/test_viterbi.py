@@ -47,3 +47,19 @@ def test_lagrangian_viterbi_minimises_cost_plus_gamma_latency(seed, layers, choi
     fastest = solver.fastest()
     assert chain.latency_of(fastest) == pytest.approx(min(chain.latency_of(c) for c in configs))
     assert chain.min_latency() == pytest.approx(chain.latency_of(fastest))
+
+
+def test_padded_stack_layout():
+    """The stack the compiled kernels read: true shapes, padded cost +inf, latency-only +inf where cost is."""
+    table = random_table(11, 3, 4, integer=True)
+    chain = build_chain(table, make_objective(table, random_costs(table, 11)))
+    solver = LagrangianViterbi(chain.latency, chain.cost)
+    assert solver.weights.shape[:2] == (4, len(chain.latency))
+    for b, (t, c) in enumerate(zip(chain.latency, chain.cost)):
+        rows, cols = t.shape
+        assert tuple(solver.shapes[:, b]) == (rows, cols)
+        assert np.array_equal(solver.weights[0, b, :rows, :cols], t)
+        assert np.array_equal(solver.weights[1, b, :rows, :cols], c)
+        assert np.isinf(solver.weights[1, b, rows:, :]).all() and np.isinf(solver.weights[1, b, :, cols:]).all()
+        assert np.isinf(solver.weights[2, b, rows:, :]).all()
+    assert not solver.weights[3].any()
