@@ -9,6 +9,7 @@ pass costs two numpy operations per block. `compiled_kernels` gives the numba ve
 from __future__ import annotations
 
 import os
+import threading
 from types import ModuleType
 from typing import Sequence
 
@@ -19,6 +20,7 @@ JIT_ENV = "WIDTHWISE_JIT"
 JIT_MODES = ("auto", "on", "off")
 #: The kernels module once looked up ("module": the module or None, "error": why not).
 _kernels: dict[str, object] = {}
+_kernels_lock = threading.Lock()
 
 
 class JitUnavailable(RuntimeError):
@@ -31,6 +33,27 @@ def jit_mode() -> str:
     if mode not in JIT_MODES:
         raise ValueError(f"{JIT_ENV}={mode!r} is not one of {', '.join(JIT_MODES)}")
     return mode
+
+
+def _load_kernels() -> dict[str, object]:
+    """Import the numba kernels and run them once on a tiny chain (compiling, or loading the on-disk cache).
+
+    Any failure, at import or at compilation, leaves the numpy path in use and keeps the reason.
+    """
+    try:
+        from . import viterbi_jit
+    except (ImportError, OSError) as exc:  # no numba on this platform, or llvmlite cannot load
+        return {"module": None, "error": exc}
+    weights = np.zeros((4, 2, 2, 2))
+    shapes = np.array([[1, 2], [2, 1]], dtype=np.int64)
+    try:
+        # The argument types of the real calls (float64 C arrays, int64 shapes, Python floats
+        # and ints), so this compiles exactly the signatures later calls use.
+        viterbi_jit.viterbi(weights, shapes, 1.0, False)
+        viterbi_jit.bracket_walk(weights, shapes, 0.0, 1.0, 1e-9, 1e-10, 200)
+    except Exception as exc:  # noqa: BLE001 - a numba or LLVM failure of any kind means: use numpy
+        return {"module": None, "error": exc}
+    return {"module": viterbi_jit}
 
 
 def compiled_kernels(required: bool | None = None) -> ModuleType | None:
@@ -48,18 +71,14 @@ def compiled_kernels(required: bool | None = None) -> ModuleType | None:
     elif not required:
         return None
     if "module" not in _kernels:
-        try:
-            from . import viterbi_jit
-        except (ImportError, OSError) as exc:  # no numba on this platform, or llvmlite cannot load
-            _kernels["module"] = None
-            _kernels["error"] = exc  # type: ignore[assignment]
-        else:
-            _kernels["module"] = viterbi_jit
+        with _kernels_lock:
+            if "module" not in _kernels:
+                _kernels.update(_load_kernels())
     module = _kernels["module"]
     if not isinstance(module, ModuleType):
         module = None
     if module is None and required:
-        raise JitUnavailable(f"compiled kernels need numba: {_kernels.get('error')}")
+        raise JitUnavailable(f"the compiled kernels (numba) are unavailable: {_kernels.get('error')}")
     return module
 
 

@@ -163,3 +163,19 @@ def test_required_kernels_raise_when_unavailable(monkeypatch):
     monkeypatch.setenv(JIT_ENV, "on")
     with pytest.raises(JitUnavailable):
         solve(chain, 100.0)
+
+
+def test_a_kernel_that_fails_to_compile_leaves_numpy_in_use(kernels, monkeypatch):
+    from search import viterbi, viterbi_jit
+
+    def broken(*args):
+        raise RuntimeError("LLVM could not lower the kernel")
+
+    monkeypatch.setattr(viterbi_jit, "bracket_walk", broken)
+    monkeypatch.setattr(viterbi, "_kernels", {})
+    monkeypatch.setenv(JIT_ENV, "auto")
+    assert compiled_kernels() is None
+    with pytest.raises(JitUnavailable, match="LLVM could not lower"):
+        compiled_kernels(True)
+    chain = make_chain(9, 3, 3, "flops", True)
+    assert solve(chain, 100.0).idx == solve(chain, 100.0, compiled=False).idx
