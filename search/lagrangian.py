@@ -5,9 +5,10 @@ lower convex hull of the (latency, cost) set. `solve` brackets gamma between a c
 that misses the budget and one that meets it and splits the bracket at the gamma where the two
 tie (the secant of the hull), which lands on a hull vertex in a handful of Viterbi passes
 instead of a fixed number of halvings; with numba the whole walk is one compiled call
-(`search.viterbi_jit.bracket_walk`), the numpy passes here its fallback and reference. `LagrangianPath` enumerates every vertex once, so a
-later query is a binary search. Either way the answer is the hull vertex of largest latency
-within the budget: the Lagrangian cannot reach Pareto points inside the hull.
+(`search.viterbi_jit.bracket_walk`), the numpy passes here its fallback and reference.
+`LagrangianPath` enumerates every vertex once, so a later query is a binary search. Either
+way the answer is the hull vertex of largest latency within the budget: the Lagrangian cannot
+reach Pareto points inside the hull.
 """
 
 from __future__ import annotations
