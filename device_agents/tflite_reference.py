@@ -9,7 +9,8 @@ layout and TensorFlow SAME padding, the same arithmetic as the TFLite float mode
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 
@@ -17,11 +18,13 @@ from .errors import UnknownSpace
 from .spaces import BlockSpec, Space
 from .weights import BlockWeights
 
-#: role (tensor) name -> (activation values seen in a pass, known upper bound or None).
-Observed = dict[str, tuple[np.ndarray, float | None]]
+#: role (tensor) name -> (least and greatest activation seen in a pass, known upper bound or None).
+Observed = dict[str, tuple[float, float, float | None]]
 Forward = Callable[[BlockSpec, BlockWeights, np.ndarray, Observed], np.ndarray]
 FORWARDS: dict[str, Forward] = {}
 
+#: BLAS threads for the calibration pass (see _blas_threads); None leaves BLAS as it is.
+CALIBRATION_BLAS_THREADS: int | None = 1
 IMAGE_SAMPLES = 1  # pooled features of a random-input image hardly vary from one input to the next
 TEXT_SAMPLES = 16
 
@@ -47,17 +50,23 @@ def _same_pad(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
 
 
 def conv2d(x: np.ndarray, w_oihw: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """Dense k x k convolution, NHWC in and out, weights in the canonical [cout, cin, k, k]."""
-    k = w_oihw.shape[2]
+    """Dense k x k convolution, NHWC in and out, weights in the canonical [cout, cin, k, k].
+
+    The k*k shifted windows are gathered once (im2col) so the whole layer is one matrix
+    product: the stem's few input channels would make k*k separate products slow.
+    """
+    cout, cin, k, _ = w_oihw.shape
     n, h, w, _ = x.shape
     oh, ow = -(-h // stride), -(-w // stride)
     xp = _same_pad(x, k, stride)
-    out = np.broadcast_to(bias, (n, oh, ow, bias.shape[0])).astype(np.float32)
+    columns = np.empty((n, oh, ow, k, k, cin), dtype=np.float32)
     for dy in range(k):
         for dx in range(k):
-            patch = xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :]
-            out += pointwise(patch, w_oihw[:, :, dy, dx])
-    return out
+            columns[:, :, :, dy, dx, :] = xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :]
+    w_flat = w_oihw.transpose(0, 2, 3, 1).reshape(cout, k * k * cin)  # the columns' (dy, dx, c) order
+    out = columns.reshape(-1, k * k * cin) @ w_flat.T
+    out += bias
+    return out.reshape(n, oh, ow, cout)
 
 
 def pointwise(x: np.ndarray, w_oi: np.ndarray) -> np.ndarray:
@@ -67,42 +76,59 @@ def pointwise(x: np.ndarray, w_oi: np.ndarray) -> np.ndarray:
 
 
 def depthwise(x: np.ndarray, w_c1kk: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """Depthwise k x k convolution, NHWC, weights in the canonical [c, 1, k, k]."""
+    """Depthwise k x k convolution, NHWC, weights in the canonical [c, 1, k, k] (accumulated in place)."""
     k = w_c1kk.shape[2]
     n, h, w, c = x.shape
     oh, ow = -(-h // stride), -(-w // stride)
     xp = _same_pad(x, k, stride)
-    out = np.broadcast_to(bias, (n, oh, ow, c)).astype(np.float32)
+    out = np.empty((n, oh, ow, c), dtype=np.float32)
+    out[...] = bias
+    product = np.empty_like(out)
     for dy in range(k):
         for dx in range(k):
-            out = out + xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :] * w_c1kk[:, 0, dy, dx]
+            np.multiply(xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :], w_c1kk[:, 0, dy, dx],
+                        out=product)
+            out += product
     return out
 
 
 def relu6(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0.0, 6.0)
+    """ReLU6 in place (the argument is a fresh intermediate), returned for chaining."""
+    return np.clip(x, 0.0, 6.0, out=x)
+
+
+def _observe_relu6(seen: Observed, role: str, y: np.ndarray) -> None:
+    """Record a ReLU6 output: its minimum is 0 (or more), so only its maximum is needed."""
+    seen[role] = (0.0, float(y.max(initial=0.0)), 6.0)
+
+
+def _observe(seen: Observed, role: str, y: np.ndarray) -> None:
+    """Record an unbounded activation's extremes."""
+    seen[role] = (float(y.min(initial=0.0)), float(y.max(initial=0.0)), None)
 
 
 @register_forward("conv")
 def _conv(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     y = relu6(conv2d(x, wts["w"], wts["b"], b.stride))
-    seen[b.name] = (y, 6.0)
+    _observe_relu6(seen, b.name, y)
     return y
 
 
 @register_forward("dwsep")
 def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
-    z = relu6(pointwise(y, wts["pw_w"][:, :, 0, 0]) + wts["pw_b"])
-    seen[f"{b.name}.dw"] = (y, 6.0)
-    seen[f"{b.name}.pw"] = (z, 6.0)
+    _observe_relu6(seen, f"{b.name}.dw", y)
+    z = pointwise(y, wts["pw_w"][:, :, 0, 0])
+    z += wts["pw_b"]
+    relu6(z)
+    _observe_relu6(seen, f"{b.name}.pw", z)
     return z
 
 
 @register_forward("pool_fc")
 def _pool_fc(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x.mean(axis=(1, 2)) @ wts["w"].T + wts["b"]
-    seen[f"{b.name}.logits"] = (logits, None)
+    _observe(seen, f"{b.name}.logits", logits)
     return logits
 
 
@@ -116,16 +142,16 @@ def _proj_dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) 
     projected = x @ wts["proj"]
     mean = projected.mean(axis=1)
     hidden = np.maximum(mean @ wts["w"].T + wts["b"], 0.0)
-    seen[f"{b.name}.projected"] = (projected, None)
-    seen[f"{b.name}.mean"] = (mean, None)
-    seen[f"{b.name}.hidden"] = (hidden, None)
+    _observe(seen, f"{b.name}.projected", projected)
+    _observe(seen, f"{b.name}.mean", mean)
+    _observe(seen, f"{b.name}.hidden", hidden)
     return hidden
 
 
 @register_forward("dense")
 def _dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x @ wts["w"].T + wts["b"]
-    seen[f"{b.name}.logits"] = (logits, None)
+    _observe(seen, f"{b.name}.logits", logits)
     return logits
 
 
@@ -152,13 +178,30 @@ def calibration_input(space: Space, seed: int) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
 
+def _blas_threads(threads: int | None) -> ContextManager[object]:
+    """Limit BLAS threads while calibrating, where threadpoolctl is installed (else no change).
+
+    One image's matrix products are small: on a busy or shared CPU, BLAS worker threads
+    spin-waiting for each other made the 1.5x MobileNet pass about 3x slower here than one
+    thread, and a profiler should not leave workers spinning just before it times a model.
+    """
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a board with numpy alone: BLAS keeps its own default
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def activation_ranges(space: Space, blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights],
                       seed: int, margin: float = 1.25) -> dict[str, tuple[float, float]]:
     """Role -> (min, max) of each activation on calibration inputs, widened by `margin`, within known bounds."""
     seen: Observed = {}
-    forward(blocks, weights, calibration_input(space, seed), seen)
+    with _blas_threads(CALIBRATION_BLAS_THREADS):
+        forward(blocks, weights, calibration_input(space, seed), seen)
     out = {}
-    for role, (values, bound) in seen.items():
-        lo, hi = min(0.0, float(values.min()) * margin), max(0.0, float(values.max()) * margin)
+    for role, (least, greatest, bound) in seen.items():
+        lo, hi = min(0.0, least * margin), max(0.0, greatest * margin)
         out[role] = (lo, hi if bound is None else min(hi, bound))
     return out
