@@ -41,13 +41,18 @@ def activation_quant(lo: float, hi: float) -> fb.Quant:
 
 
 def symmetric_int8(w: np.ndarray, channel_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 weights and their scales, per channel along `channel_dim` or per tensor."""
+    """Symmetric int8 weights and their scales, per channel along `channel_dim` or per tensor.
+
+    The peak |w| is max(max, -min), which spares a full-size |w| array; rounding and
+    clipping happen in place on the one float quotient.
+    """
+    axes = None if channel_dim is None else tuple(d for d in range(w.ndim) if d != channel_dim)
+    peak = np.maximum(w.max(axis=axes, initial=0.0), -w.min(axis=axes, initial=0.0))
     if channel_dim is None:
-        scale = np.array([max(float(np.abs(w).max(initial=0.0)), 1e-12) / 127.0], dtype=np.float32)
+        scale = np.array([max(float(peak), 1e-12) / 127.0], dtype=np.float32)
         q = w / scale[0]
     else:
-        axes = tuple(d for d in range(w.ndim) if d != channel_dim)
-        scale = (np.maximum(np.abs(w).max(axis=axes), 1e-12) / 127.0).astype(np.float32)
+        scale = (np.maximum(peak, 1e-12) / 127.0).astype(np.float32)
         shape = [1] * w.ndim
         shape[channel_dim] = -1
         q = w / scale.reshape(shape)
