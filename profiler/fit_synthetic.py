@@ -32,13 +32,19 @@ class GroundTruth:
         return self.constant_ms + self.term_ms[idx].sum(axis=1)
 
 
-def make_ground_truth(space: Space, seed: int = 0, tile: int = 16, jitter: float = 0.01) -> GroundTruth:
-    """A plausible device: MAC, memory and per-call costs, tile padding, a little per-term jitter."""
+def make_ground_truth(
+    space: Space, seed: int = 0, tile: int = 16, jitter: float = 0.01, pooled: bool = False
+) -> GroundTruth:
+    """A plausible device: MAC, memory and per-call costs, tile padding, a little per-term jitter.
+
+    `pooled`: every block pays the same cost per MAC, element and call (no per-block spread)."""
     rng = np.random.default_rng(seed)
     layout = term_layout(space)
     ms_per_gmac = 25.0 * rng.uniform(0.8, 1.2, size=layout.num_blocks)
     ms_per_gelem = 150.0 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
     ms_per_call = 0.02 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
+    if pooled:
+        ms_per_gmac, ms_per_gelem, ms_per_call = (np.full(layout.num_blocks, v) for v in (25.0, 150.0, 0.02))
     term = np.empty(layout.num_terms)
     t = 0
     for k in range(layout.num_blocks):

@@ -199,3 +199,56 @@ def test_text_space_fits_with_its_own_block_kinds():
     run = synthetic_samples(truth, 50, seed=3, noise=0.01, burst_rate=0.0)
     result = fit_table(run.data, holdout=0.0)
     assert np.mean(_fresh_error(result.table, truth, space) <= 0.05) >= 0.95
+
+
+# --- the prior pooled per block kind: selection adapts, the search's picks stay honest ---------------
+
+
+@pytest.fixture(scope="module")
+def pooled_fit(mobilenet):
+    truth = make_ground_truth(mobilenet, seed=5, pooled=True)
+    run = synthetic_samples(truth, 250, seed=6, noise=0.025)
+    return truth, fit_table(run.data, holdout=0.0)
+
+
+def test_shared_prior_basis_pools_the_blocks_of_a_kind(small):
+    layout = term_layout(small)
+    kinds = layout.block_kinds()
+    assert kinds[0] == "conv" and kinds[-1] == "pool_fc" and set(kinds[1:-1]) == {"dwsep"}
+    shared = layout.shared_prior_basis().toarray()
+    per_block = layout.prior_basis().toarray()
+    n_features = layout.features.shape[1]
+    assert shared.shape == (layout.num_terms, 3 * n_features)
+    assert per_block.shape == (layout.num_terms, layout.num_blocks * n_features)
+    assert np.allclose(np.abs(shared).max(axis=0)[np.abs(shared).max(axis=0) > 0], 1.0)
+    # every dwsep term, whichever block, loads on the same columns; conv and pool_fc on their own
+    cols_of = lambda k: {int(c) for c in np.flatnonzero(shared[layout.block_of_term == k].any(axis=0))}
+    assert cols_of(1) == cols_of(len(kinds) - 2) and cols_of(0).isdisjoint(cols_of(1))
+
+
+def test_block_penalty_follows_the_data(mobilenet, pooled_fit):
+    from profiler.fit_models import BLOCK_PENALTY_GRID
+
+    _, pooled = pooled_fit
+    assert pooled.solution.info["block_penalty"] == BLOCK_PENALTY_GRID[-1]
+    spread = make_ground_truth(mobilenet, seed=5)  # per-block costs spread by up to +-50 %
+    info = fit_table(synthetic_samples(spread, 250, seed=6, noise=0.025).data, holdout=0.0).solution.info
+    assert info["block_penalty"] <= 1.0, info["block_penalty_scores"]
+    assert set(info["block_penalty_scores"]) == {f"{b:g}" for b in BLOCK_PENALTY_GRID}
+
+
+def test_search_picks_are_predicted_as_fast_as_they_are(pooled_fit):
+    from search.engine import Searcher, make_objective
+
+    truth, result = pooled_fit
+    table = result.table
+    widest = table.predict([max(c) for c in table.choices])
+    errors = []
+    for objective in ("flops", "params"):
+        searcher = Searcher(table, make_objective(table, objective))
+        for budget in np.linspace(0.3, 0.9, 5) * widest:
+            answer = searcher.query(float(budget), method="exact")
+            true_ms = float(truth.latency(np.array([answer.widths]))[0])
+            errors.append((answer.latency_ms - true_ms) / true_ms)
+    # a free per-block prior put the cheapest picks here 3-4 % too fast
+    assert max(abs(e) for e in errors) <= 0.025, np.round(errors, 3)
