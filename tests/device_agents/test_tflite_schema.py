@@ -1,6 +1,10 @@
 """The TFLite writer's two layouts: constants inside the Builder, or appended after the tables."""
 
+import json
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from device_agents import tflite_schema as fb
 from device_agents.build_tflite import build_tflite, tflite_input_shape
 from device_agents.runtimes.tflite_check import check_tflite
 from device_agents.spaces import make_space
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _parse(model: bytes) -> tflite.Model:
@@ -116,3 +122,47 @@ def test_transposed_views_are_written_transposed():
     m = _parse(model)
     data = m.Buffers(1).DataAsNumpy().view(np.float32).reshape(4, 2, 3)
     np.testing.assert_array_equal(data, base.transpose(2, 0, 1))
+
+
+TABLE_CORRUPTION_SCRIPT = """
+import json, sys
+import numpy as np
+import tflite
+from device_agents.build_tflite import build_tflite
+from device_agents.errors import BadModel, BenchFailed
+from device_agents.runtimes import get_runtime
+from device_agents.spaces import make_space
+space = make_space("mobilenet_v1", {"resolution": 16, "levels": 3})
+model = build_tflite(space, space.smallest(), dtype=sys.argv[1])
+m = tflite.Model.GetRootAsModel(model, 0)
+tables_end = min(m.Buffers(i)._tab.Vector(m.Buffers(i)._tab.Offset(4)) for i in range(1, m.BuffersLength()))
+runtime = get_runtime("litert")
+rng = np.random.default_rng(0)
+outcomes = {}
+for trial in range(60):
+    corrupt = bytearray(model)
+    for _ in range(int(rng.integers(1, 6))):
+        corrupt[int(rng.integers(0, tables_end))] = int(rng.integers(0, 256))
+    try:
+        session = runtime.load(bytes(corrupt), options={"delegate": ["none", "xnnpack"][trial % 2]})
+        session.run({i.name: np.zeros(i.shape, i.dtype) for i in session.inputs})
+        outcome = "ok"
+    except (BadModel, BenchFailed):
+        outcome = "bad"
+    except Exception as exc:  # reported by the parent, not a crash
+        outcome = type(exc).__name__
+    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+print(json.dumps(outcomes))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_corrupted_tables_of_the_appended_layout_never_crash_the_process(dtype):
+    # The tables now open the file (the constants follow them): corrupt bytes there, in a
+    # child process so that a segfault fails this test rather than the test run.
+    done = subprocess.run([sys.executable, "-c", TABLE_CORRUPTION_SCRIPT, dtype], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{dtype}: {outcomes}")
+    assert outcomes.get("bad", 0) >= 30  # most corruptions are refused as BadModel
