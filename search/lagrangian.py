@@ -117,7 +117,7 @@ def _solve_compiled(kernels, ev: Evaluator, budget_ms: float) -> LagrangianAnswe
     """The bracket walk as one compiled call (both ends included: it keeps nothing between calls)."""
     v = ev.viterbi
     status, idx, latency, cost, gamma, passes = kernels.bracket_walk(
-        v.weights, v.shapes, ev.chain.constant_ms, float(budget_ms), BUDGET_RTOL, EDGE_RTOL, MAX_PASSES
+        v.flat, v.index, ev.chain.constant_ms, float(budget_ms), BUDGET_RTOL, EDGE_RTOL, MAX_PASSES
     )
     if status == kernels.INFEASIBLE:
         raise LagrangianInfeasible(budget_ms, ev.chain.min_latency())

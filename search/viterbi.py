@@ -44,13 +44,12 @@ def _load_kernels() -> dict[str, object]:
         from . import viterbi_jit
     except (ImportError, OSError) as exc:  # no numba on this platform, or llvmlite cannot load
         return {"module": None, "error": exc}
-    weights = np.zeros((4, 2, 2, 2))
-    shapes = np.array([[1, 2], [2, 1]], dtype=np.int64)
+    tiny = LagrangianViterbi((np.zeros((1, 2)), np.zeros((2, 1))), (np.zeros((1, 2)), np.zeros((2, 1))))
     try:
-        # The argument types of the real calls (float64 C arrays, int64 shapes, Python floats
+        # The argument types of the real calls (float64 C arrays, int64 index, Python floats
         # and ints), so this compiles exactly the signatures later calls use.
-        viterbi_jit.viterbi(weights, shapes, 1.0, False)
-        viterbi_jit.bracket_walk(weights, shapes, 0.0, 1.0, 1e-9, 1e-10, 200)
+        viterbi_jit.viterbi(tiny.flat, tiny.index, 1.0, False)
+        viterbi_jit.bracket_walk(tiny.flat, tiny.index, 0.0, 1.0, 1e-9, 1e-10, 200)
     except Exception as exc:  # noqa: BLE001 - a numba or LLVM failure of any kind means: use numpy
         return {"module": None, "error": exc}
     return {"module": viterbi_jit}
@@ -102,30 +101,62 @@ def min_sum(blocks: Sequence[np.ndarray]) -> tuple[float, tuple[int, ...]]:
 
 
 class LagrangianViterbi:
-    """Arg-min of `cost + gamma * latency` over one chain, for any gamma >= 0 (or latency alone)."""
+    """Arg-min of `cost + gamma * latency` over one chain, for any gamma >= 0 (or latency alone).
+
+    Two layouts, each built on first use: padded (blocks, K, K) stacks for the numpy passes,
+    and the flat one the compiled kernels read (`flat`, `index`).
+    """
 
     def __init__(self, latency: Sequence[np.ndarray], cost: Sequence[np.ndarray]) -> None:
-        n = len(latency)
-        k = max(max(m.shape) for m in latency)
-        # One stack the compiled kernels take whole: latency, cost, latency where the cost is
-        # finite, zeros. Padded entries: cost +inf and latency 0, so they stay +inf for every
-        # finite gamma.
-        self.weights = np.zeros((4, n, k, k))
-        self._latency, self._cost, self._latency_only = self.weights[0], self.weights[1], self.weights[2]
-        self._cost[...] = np.inf
-        self.shapes = np.zeros((2, n), dtype=np.int64)
-        for b, (t, c) in enumerate(zip(latency, cost)):
-            self._cost[b, : t.shape[0], : t.shape[1]] = c
-            self._latency[b, : t.shape[0], : t.shape[1]] = t
-            self.shapes[:, b] = t.shape
-        self._latency_only[...] = np.where(np.isinf(self._cost), np.inf, self._latency)
-        self._start = np.full(k, np.inf)
-        self._start[0] = 0.0
-        self._layers = n - 1
+        self._blocks = (tuple(latency), tuple(cost))
+        self._layers = len(self._blocks[0]) - 1
+        self._padded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._flat: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def flat(self) -> np.ndarray:
+        """(2, entries): every block's latency (row 0) and cost (row 1), row-major, one block after another."""
+        return self._flat_layout()[0]
+
+    @property
+    def index(self) -> np.ndarray:
+        """(3, blocks) int64: each block's rows, columns, and offset into `flat`."""
+        return self._flat_layout()[1]
+
+    def _flat_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._flat is None:  # a race builds it twice, identically; the assignment is atomic
+            latency, cost = self._blocks
+            index = np.zeros((3, len(latency)), dtype=np.int64)
+            index[:2] = np.array([m.shape for m in latency], dtype=np.int64).T
+            sizes = index[0] * index[1]
+            np.cumsum(sizes[:-1], out=index[2, 1:])
+            flat = np.empty((2, int(sizes.sum())))
+            np.concatenate([m.ravel() for m in latency], out=flat[0])
+            np.concatenate([m.ravel() for m in cost], out=flat[1])
+            self._flat = (flat, index)
+        return self._flat
+
+    def _padded_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Latency, cost, latency where the cost is finite, and the start values, padded to (blocks, K, K)."""
+        if self._padded is None:
+            latency, cost = self._blocks
+            n = len(latency)
+            k = max(max(m.shape) for m in latency)
+            # Padded entries: cost +inf and latency 0, so they stay +inf for every finite gamma.
+            padded_cost = np.full((n, k, k), np.inf)
+            padded_latency = np.zeros((n, k, k))
+            for b, (t, c) in enumerate(zip(latency, cost)):
+                padded_cost[b, : t.shape[0], : t.shape[1]] = c
+                padded_latency[b, : t.shape[0], : t.shape[1]] = t
+            latency_only = np.where(np.isinf(padded_cost), np.inf, padded_latency)
+            start = np.full(k, np.inf)
+            start[0] = 0.0
+            self._padded = (padded_latency, padded_cost, latency_only, start)
+        return self._padded
 
     def _run(self, work: np.ndarray) -> tuple[int, ...]:
         """Forward min-sum pass in place over `work` (padded blocks), then backtrack."""
-        value = self._start
+        value = self._padded_layout()[3]
         for b in range(self._layers + 1):
             block = work[b]
             np.add(block, value[:, None], out=block)
@@ -140,14 +171,17 @@ class LagrangianViterbi:
         """Choice indices minimising `cost + gamma * latency` (compiled: see `compiled_kernels`)."""
         kernels = compiled_kernels(compiled)
         if kernels is not None:
-            return tuple(kernels.viterbi(self.weights, self.shapes, float(gamma), False).tolist())
-        work = self._latency * gamma  # a fresh buffer per call keeps concurrent callers apart
-        work += self._cost
+            flat, index = self._flat_layout()
+            return tuple(kernels.viterbi(flat, index, float(gamma), False).tolist())
+        latency, cost = self._padded_layout()[:2]
+        work = latency * gamma  # a fresh buffer per call keeps concurrent callers apart
+        work += cost
         return self._run(work)
 
     def fastest(self, compiled: bool | None = False) -> tuple[int, ...]:
         """Choice indices of least latency (cost ignored; ties broken arbitrarily)."""
         kernels = compiled_kernels(compiled)
         if kernels is not None:
-            return tuple(kernels.viterbi(self.weights, self.shapes, 1.0, True).tolist())
-        return self._run(self._latency_only.copy())
+            flat, index = self._flat_layout()
+            return tuple(kernels.viterbi(flat, index, 1.0, True).tolist())
+        return self._run(self._padded_layout()[2].copy())

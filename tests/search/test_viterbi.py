@@ -49,17 +49,15 @@ def test_lagrangian_viterbi_minimises_cost_plus_gamma_latency(seed, layers, choi
     assert chain.min_latency() == pytest.approx(chain.latency_of(fastest))
 
 
-def test_padded_stack_layout():
-    """The stack the compiled kernels read: true shapes, padded cost +inf, latency-only +inf where cost is."""
+def test_flat_layout_of_the_compiled_kernels():
+    """`flat` and `index`: every block row-major, one after another, with its rows, columns and offset."""
     table = random_table(11, 3, 4, integer=True)
     chain = build_chain(table, make_objective(table, random_costs(table, 11)))
     solver = LagrangianViterbi(chain.latency, chain.cost)
-    assert solver.weights.shape[:2] == (4, len(chain.latency))
+    flat, index = solver.flat, solver.index
+    assert index.shape == (3, len(chain.latency)) and flat.shape == (2, sum(m.size for m in chain.latency))
     for b, (t, c) in enumerate(zip(chain.latency, chain.cost)):
-        rows, cols = t.shape
-        assert tuple(solver.shapes[:, b]) == (rows, cols)
-        assert np.array_equal(solver.weights[0, b, :rows, :cols], t)
-        assert np.array_equal(solver.weights[1, b, :rows, :cols], c)
-        assert np.isinf(solver.weights[1, b, rows:, :]).all() and np.isinf(solver.weights[1, b, :, cols:]).all()
-        assert np.isinf(solver.weights[2, b, rows:, :]).all()
-    assert not solver.weights[3].any()
+        rows, cols, off = index[:, b]
+        assert (rows, cols) == t.shape
+        assert np.array_equal(flat[0, off : off + t.size].reshape(t.shape), t)
+        assert np.array_equal(flat[1, off : off + c.size].reshape(c.shape), c)
