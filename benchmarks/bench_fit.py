@@ -44,7 +44,7 @@ ORDER = ("shipped", "paper", "nnls", "flops")
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
     """Collect (or finish) a db on a local agent; the wall-clock seconds it took."""
     paired = args.source == "agent"
-    mode = {"pairing": True, "clock": args.clock} if paired else {"pairing": False, "clock": "wall", "statistic": args.statistic}
+    mode = {"pairing": True, "clock": args.clock, "pair_share": args.pair_share} if paired else {"pairing": False, "clock": "wall", "statistic": args.statistic}
     if args.target_ms is not None:
         mode["timing"] = {**DEFAULT_TIMING, "target_ms": args.target_ms}
     settings = CollectSettings(
@@ -179,6 +179,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--source", default="agent", choices=("agent", "collect", "thread-cpu"))
     parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="agent: the agent's clock (default: the collector's)")
+    parser.add_argument("--pair-share", type=float, default=0.5, help="agent: the pair reference's share of the base widths")
     parser.add_argument("--target-ms", type=float, default=None, help="agent/collect: timed ms per sample (default: the collector's)")
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
     parser.add_argument("--repeat", type=int, default=12, help="thread-cpu: timed runs per configuration")

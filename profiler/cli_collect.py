@@ -63,6 +63,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--retime/--no-retime", default=True, show_default=True, help="Re-time the samples the fit flags as outliers.")
 @click.option("--pairing/--no-pairing", default=True, show_default=True,
               help="Alternate every run with a fixed reference network and store the ratios (part of the db identity).")
+@click.option("--pair-share", type=click.FloatRange(0.0, 2.0, min_open=True), default=0.5, show_default=True,
+              help="Pair reference: each layer's width nearest this share of its base width (part of the db identity).")
 @click.option("--clock", type=click.Choice(["wall", "thread_cpu"]), default=None,
               help="Agent clock (part of the db identity); default thread_cpu with one thread, else wall.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -74,7 +76,7 @@ def collect(
     agent: str, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
-    retime: bool, pairing: bool, clock: str | None, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
+    retime: bool, pairing: bool, pair_share: float, clock: str | None, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
 ) -> None:
     """Measure width configurations of a space on an agent, one SQLite row per sample.
 
@@ -96,7 +98,7 @@ def collect(
             space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
             runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
             reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
-            pairing=pairing, clock=clock,
+            pairing=pairing, clock=clock, pair_share=pair_share,
         )
         from .agents import connect
 

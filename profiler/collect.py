@@ -72,6 +72,7 @@ class CollectSettings:
     retime_outliers: bool = True
     pairing: bool = True  # alternate every run with the pair reference (see docs/collect.md)
     clock: str | None = None  # None: "thread_cpu" with one thread, else "wall"
+    pair_share: float = PAIR_REFERENCE_SHARE  # the pair reference: each layer nearest this x its base width
 
     def __post_init__(self) -> None:
         if self.statistic is None:
@@ -82,6 +83,8 @@ class CollectSettings:
             raise CollectError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.clock == "thread_cpu" and self.threads != 1:
             raise CollectError(f"clock thread_cpu needs threads=1 (got {self.threads}): use clock wall")
+        if not 0.0 < self.pair_share <= 2.0:
+            raise CollectError(f"pair_share must be in (0, 2], got {self.pair_share}")
         if self.pairing and self.statistic != "median":
             raise CollectError(f"a paired collection records the median of its per-pair ratios; statistic must be "
                                f"median, got {self.statistic!r}")
@@ -162,7 +165,7 @@ class Collector:
         self.progress = progress
         self.space = make_space(settings.space, dict(settings.space_params))
         self.pairing = settings.pairing
-        self.reference = pair_reference_widths(self.space) if self.pairing else reference_widths(self.space)
+        self.reference = pair_reference_widths(self.space, settings.pair_share) if self.pairing else reference_widths(self.space)
         self.policy = TimingPolicy(settings.timing)
         self.estimator = LatencyEstimator()
         self.reference_ms = LatencyEstimator()  # paired: the reference's ms per run, as last seen

@@ -45,9 +45,9 @@ IDENTITY_FIELDS: tuple[str, ...] = (
 )
 #: identity fields added later, compared like the others; a db created before them holds
 #: their default (it was collected unpaired on the wall clock).
-OPTIONAL_IDENTITY: dict[str, object] = {"pairing": False, "clock": "wall"}
+OPTIONAL_IDENTITY: dict[str, object] = {"pairing": False, "clock": "wall", "reference_widths": None}
 #: stored with the identity but not compared (facts that describe, not define, the db).
-DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created", "reference_widths")
+DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created")
 
 KINDS = ("sample", "reference", "retime")
 
