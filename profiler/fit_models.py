@@ -175,10 +175,10 @@ def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.
     """k-fold CV in two stages: the block penalty with the prior dominant (strongest pull), the
     most pooled within noise of the best; then the strength of the pull at that penalty."""
     folds = _folds(len(y), CV_FOLDS, rng)
-    problems = [
-        (val, PriorProblem.build(layout, widths[np.setdiff1d(np.arange(len(y)), val)], y[np.setdiff1d(np.arange(len(y)), val)]))
-        for val in folds
-    ]
+    problems = []
+    for val in folds:
+        train = np.setdiff1d(np.arange(len(y)), val)
+        problems.append((val, PriorProblem.build(layout, widths[train], y[train])))
     tried: dict[tuple[float, float], np.ndarray] = {}
 
     def out_of_fold(block_penalty: float, strength: float) -> np.ndarray:
