@@ -147,15 +147,17 @@ class TfliteRuntime(Runtime):
             )
             _fix_dynamic_inputs(interpreter)
             interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
+            # reading op and tensor details decodes names: a name that is not UTF-8 is a bad model
+            partitions = _delegate_partitions(interpreter)
+            dtype = _model_dtype(interpreter)
+        except (ValueError, RuntimeError) as exc:  # UnicodeDecodeError is a ValueError
             raise BadModel(f"{self.name} cannot load the model: {exc}", runtime=self.name) from exc
-        partitions = _delegate_partitions(interpreter)
         info: dict = {
             "threads": threads,
             "delegate": "xnnpack" if partitions else None,
             "delegate_requested": delegate,
             "delegate_partitions": partitions,
-            "dtype": _model_dtype(interpreter),
+            "dtype": dtype,
         }
         if delegate == "xnnpack" and not partitions:
             info["warnings"] = ["the XNNPACK delegate was requested but took no operator; timed without it"]

@@ -173,3 +173,12 @@ def test_agent_handlers_refuse_a_bad_tflite_and_keep_serving(small_space):
         build_tflite(small_space, small_space.smallest()),
     )
     assert body["runtime"]["delegate"] == "xnnpack" and body["runtime"]["dtype"] == "float32"
+
+
+def test_a_tensor_name_that_is_not_utf8_is_a_bad_model(litert, float_model):
+    assert b"logits" in float_model
+    broken = float_model.replace(b"logits", b"l\xffg\xfets")  # same length: the layout stays valid
+    with pytest.raises(BadModel, match="cannot load the model"):
+        litert.load(broken)
+    # the runtime is still usable afterwards
+    assert litert.load(float_model).run
