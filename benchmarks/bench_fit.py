@@ -179,7 +179,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--source", default="agent", choices=("agent", "collect", "thread-cpu"))
     parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="agent: the agent's clock (default: the collector's)")
-    parser.add_argument("--pair-share", type=float, default=0.5, help="agent: the pair reference's share of the base widths")
+    parser.add_argument("--pair-share", type=float, default=1.0, help="agent: the pair reference's share of the base widths")
     parser.add_argument("--target-ms", type=float, default=None, help="agent/collect: timed ms per sample (default: the collector's)")
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
     parser.add_argument("--repeat", type=int, default=12, help="thread-cpu: timed runs per configuration")

@@ -63,7 +63,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--retime/--no-retime", default=True, show_default=True, help="Re-time the samples the fit flags as outliers.")
 @click.option("--pairing/--no-pairing", default=True, show_default=True,
               help="Alternate every run with a fixed reference network and store the ratios (part of the db identity).")
-@click.option("--pair-share", type=click.FloatRange(0.0, 2.0, min_open=True), default=0.5, show_default=True,
+@click.option("--pair-share", type=click.FloatRange(0.0, 2.0, min_open=True), default=1.0, show_default=True,
               help="Pair reference: each layer's width nearest this share of its base width (part of the db identity).")
 @click.option("--clock", type=click.Choice(["wall", "thread_cpu"]), default=None,
               help="Agent clock (part of the db identity); default thread_cpu with one thread, else wall.")

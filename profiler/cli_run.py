@@ -228,7 +228,7 @@ def _print_summary(s: dict) -> None:
     echo = click.echo
     echo("")
     echo(f"samples db : {s['db']} ({s['collect']['samples']} samples, {s['collect']['new']} new, "
-         f"{s['collect']['references_total']} reference re-timings)")
+         f"{s['collect']['references_total']} {'paired reference timings' if s.get('paired') else 'reference re-timings'})")
     echo(f"table      : {s['table']}")
     echo(f"held-out   : {fit['count']} samples never used in the fit: MAPE {100 * fit['mape']:.2f} %, "
          f"within 5 %: {100 * fit['within_5pct']:.1f} %, within 10 %: {100 * fit['within_10pct']:.1f} %")

@@ -34,9 +34,11 @@ TIMING_KEYS = AGENT_KEYS + POLICY_KEYS
 DTYPES = ("float32", "int8")
 CLOCKS = ("wall", "thread_cpu")
 OUTLIER_NOTE = "outlier_pass"
-#: the pair reference: each layer's choice nearest this share of its base width. Cheaper
-#: than the 1.0x network, so a paired sample costs little more than an unpaired one.
-PAIR_REFERENCE_SHARE = 0.5
+#: the pair reference: each layer's choice nearest this share of its base width. The 1.0x
+#: network: its ratios to the sampled configurations spread half as much as the 0.5x
+#: network's (2.8 % against 5.1 % relative IQR at 224 here), and since the repeat budget
+#: covers both networks of a pair, a cheaper reference buys more pairs, not a shorter run.
+PAIR_REFERENCE_SHARE = 1.0
 
 
 class CollectError(Exception):

@@ -292,6 +292,6 @@ def test_paired_collection_stores_ratios_and_no_periodic_references(agent, tmp_p
     with pytest.raises(IdentityMismatch, match="clock"):
         collect(agent, settings(db, 9, pairing=True, clock="wall"), progress=False)
     with pytest.raises(IdentityMismatch, match="reference_widths"):  # another pair reference: other ratios
-        collect(agent, settings(db, 9, pairing=True, clock="thread_cpu", pair_share=1.0), progress=False)
+        collect(agent, settings(db, 9, pairing=True, clock="thread_cpu", pair_share=0.5), progress=False)
     with pytest.raises(CollectError, match="pair_share"):
         settings(db, 9, pair_share=0.0)
