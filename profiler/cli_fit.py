@@ -183,5 +183,7 @@ def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> 
         click.echo(json.dumps({"table": table_path, "db": db, "plot": plot_path, **report}, indent=1))
         return
     click.echo(f"{table_path} on {db}: {_report_line(report)}")
+    if report.get("converted_with_table_reference"):
+        click.echo(f"paired: the db's ratios are converted with the table's reference level {report['reference_level_ms']:.3f} ms")
     if plot_path:
         click.echo(f"wrote {plot_path}")
