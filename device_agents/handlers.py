@@ -264,6 +264,8 @@ def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:
     started = time.perf_counter_ns()
     if not payload:
         raise BadModel("bench_model needs the model bytes as the request payload", field="payload")
+    if header.get("pair_with") is not None:
+        raise BadRequest("pair_with is a bench_spec field; bench_model cannot pair", field="pair_with")
     fmt = detect_format(payload, header.get("format"))
     settings = TimingSettings.from_dict(header.get("timing"))
     options = _options(header)

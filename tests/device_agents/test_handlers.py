@@ -246,3 +246,11 @@ def test_pair_with_on_litert_when_present():
         pytest.skip("LiteRT is not installed here")
     assert body["runtime"]["name"] == "litert" and body["runtime"]["clock"] == "thread_cpu"
     assert body["pair"]["ratio_median"] > 1.0
+
+
+def test_bench_model_refuses_pair_with():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    model = build_onnx(space, space.smallest())
+    with pytest.raises(BadRequest, match="pair_with is a bench_spec field") as exc:
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 3, "timing": FAST, "pair_with": SMALL}, model)
+    assert exc.value.details["field"] == "pair_with"
