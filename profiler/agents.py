@@ -313,9 +313,20 @@ class AgentClient:
         """Who the agent is: versions, runtimes, CPU, OS, fingerprint, protocol."""
         return self.request("hello")[0]
 
-    def bench_spec(self, spec: dict, *, runtime: str | None = None, timing: dict | None = None, options: dict | None = None) -> dict:
-        """Time a network the agent builds from a compact spec (space, params, widths, dtype, seed)."""
-        fields = _without_none({"spec": spec, "runtime": runtime, "timing": timing, "options": options})
+    def bench_spec(
+        self,
+        spec: dict,
+        *,
+        runtime: str | None = None,
+        timing: dict | None = None,
+        options: dict | None = None,
+        pair_with: dict | None = None,
+    ) -> dict:
+        """Time a network the agent builds from a compact spec (space, params, widths, dtype, seed);
+        with `pair_with`, alternate it run by run with that reference network (the `pair` block)."""
+        fields = _without_none(
+            {"spec": spec, "pair_with": pair_with, "runtime": runtime, "timing": timing, "options": options}
+        )
         return self.request("bench_spec", fields, timeout=self._bench_timeout(timing))[0]
 
     def bench_model(

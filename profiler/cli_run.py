@@ -82,7 +82,7 @@ def run(
     those widths on the agent to show measured against predicted latency.
     """
     from profiler.agents import connect
-    from profiler.collect import (CollectError, CollectIncomplete, CollectSettings, bench_spec_paired, collect,
+    from profiler.collect import (CollectError, CollectIncomplete, CollectSettings, collect,
                                   reference_widths)
     from profiler.collect_timing import TimingPolicy
     from profiler.fit import FitError, fit_table, table_reference
@@ -177,7 +177,7 @@ def run(
                 return raw, raw
             pair_estimate = None if estimate_ms is None else estimate_ms + result.table.predict(ref_widths)
             timing.update(policy.for_estimate(pair_estimate))
-            body = bench_spec_paired(client, spec, {**spec, "widths": list(ref_widths)}, runtime=runtime, timing=timing)
+            body = client.bench_spec(spec, pair_with={**spec, "widths": list(ref_widths)}, runtime=runtime, timing=timing)
             ref_seen.append(float(body["pair"]["ref_median_ms"]))
             return float(body["stats"]["median"]), float(body["pair"]["ratio_median"]) * float(pair_ref["level_ms"])
 

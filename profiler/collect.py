@@ -123,19 +123,6 @@ def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> 
     return tuple(min(layer.choices, key=lambda w: (abs(w - share * layer.base), w)) for layer in space.layers)
 
 
-def bench_spec_paired(client, spec: dict, pair_with: dict, *, runtime: str | None = None,
-                      timing: dict | None = None, options: dict | None = None) -> dict:
-    """A bench_spec request with `pair_with` (C1's optional field), through the client's
-    generic `request` since C2's bench_spec has no parameter for it."""
-    fields = {"spec": spec, "pair_with": pair_with, "runtime": runtime, "timing": timing, "options": options}
-    fields = {k: v for k, v in fields.items() if v is not None}
-    timeout = float(getattr(client, "timeout", 120.0))
-    budget = (timing or {}).get("max_total_s")
-    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0:
-        timeout = max(timeout, float(budget) + 10.0)
-    return client.request("bench_spec", fields, timeout=timeout)[0]
-
-
 def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple[str, str]:
     """(name, version) of the runtime to use: the requested one, else the agent's default."""
     runtimes = dict(hello.get("runtimes") or {})  # type: ignore[arg-type]
@@ -226,8 +213,8 @@ class Collector:
             ref_ms = self.reference_ms.latest()
             pair_estimate = None if estimate is None or ref_ms is None else estimate + ref_ms
             ref_spec = {**spec, "widths": list(self.reference)}
-            response = bench_spec_paired(self.client, spec, ref_spec, runtime=self.runtime, options=options,
-                                         timing={**self.policy.for_estimate(pair_estimate), **timing})
+            response = self.client.bench_spec(spec, pair_with=ref_spec, runtime=self.runtime, options=options,
+                                              timing={**self.policy.for_estimate(pair_estimate), **timing})
             if not isinstance(response.get("pair"), dict):
                 raise CollectError("the agent answered without a `pair` block: it predates paired timing; "
                                    "update it or collect with pairing off")

@@ -252,3 +252,12 @@ def test_a_bench_that_allows_itself_longer_gets_a_longer_bound(tcp_agent: str) -
         assert client._bench_timeout({"max_total_s": 200}) == 230
         result = client.bench_spec(TINY_SPEC, timing={**QUICK, "max_total_s": 10})
         assert result["stats"]["count"] == 2
+
+
+def test_bench_spec_paired_with_a_reference(tcp_agent: str) -> None:
+    reference = {**TINY_SPEC, "widths": [16] * 14}
+    with connect(tcp_agent, timeout=30) as client:
+        answer = client.bench_spec(TINY_SPEC, timing=QUICK, pair_with=reference)
+    pair = answer["pair"]
+    assert len(pair["ref_times_ms"]) == len(pair["ratios"]) == answer["stats"]["count"]
+    assert pair["ratio_median"] > 0 and pair["ref_median_ms"] > 0
