@@ -156,6 +156,35 @@ def build_model(space: Space, widths: Sequence[int], fmt: str, dtype: str, seed:
     return model, build_ms, False
 
 
+def finish_body(
+    body: dict,
+    *,
+    runtime: Runtime,
+    session: object,
+    settings: TimingSettings,
+    dtype: str | None,
+    init_ms: float,
+    model: bytes,
+    drift: DriftInjector,
+) -> dict:
+    """Add to a measurement's JSON what every bench answer carries: the session's warnings,
+    the drift-injection notice, session-creation time, the runtime block and the model size."""
+    body["warnings"].extend(str(w) for w in session.info.get("warnings", []))  # type: ignore[attr-defined]
+    if drift.active:
+        body["warnings"].append(f"drift injection is on ({drift.rate_per_min} per minute): a testing aid")
+    body["init_ms"] = init_ms
+    body["runtime"] = {
+        "name": runtime.name,
+        "version": runtime.version(),
+        "threads": settings.threads,
+        "dtype": dtype,
+        "delegate": session.info.get("delegate"),  # type: ignore[attr-defined]
+        "clock": settings.clock,
+    }
+    body["model_bytes"] = len(model)
+    return body
+
+
 def _bench(
     runtime: Runtime,
     model: bytes,
@@ -174,21 +203,10 @@ def _bench(
     spent_s = (time.perf_counter_ns() - started_ns) / 1e9
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
     measurement = time_session(session, loop_settings, int_high=int_high, seed=seed, drift=_drift)
-    body = measurement.to_json()
-    body["warnings"].extend(str(w) for w in session.info.get("warnings", []))
-    if _drift.active:
-        body["warnings"].append(f"drift injection is on ({_drift.rate_per_min} per minute): a testing aid")
-    body["init_ms"] = init_ms
-    body["runtime"] = {
-        "name": runtime.name,
-        "version": runtime.version(),
-        "threads": settings.threads,
-        "dtype": dtype if dtype is not None else session.info.get("dtype"),
-        "delegate": session.info.get("delegate"),
-        "clock": settings.clock,
-    }
-    body["model_bytes"] = len(model)
-    return body
+    return finish_body(
+        measurement.to_json(), runtime=runtime, session=session, settings=settings,
+        dtype=dtype if dtype is not None else session.info.get("dtype"), init_ms=init_ms, model=model, drift=_drift,
+    )
 
 
 def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:

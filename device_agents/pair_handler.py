@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+from .handlers import finish_body
 from .pair_timing import time_pair
 from .runtimes import Runtime, Session
 from .spaces import Space
@@ -94,20 +95,10 @@ def bench_paired(
     spent_s = (time.perf_counter_ns() - started_ns) / 1e9
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
     pair = time_pair(lambda: session.run(target_feeds), lambda: ref.session.run(ref_feeds), loop_settings, drift=drift)
-    body = replace(pair.target, peak_rss_kb=peak_rss_kb()).to_json()
-    body["warnings"].extend(str(w) for w in session.info.get("warnings", []))
-    if drift.active:
-        body["warnings"].append(f"drift injection is on ({drift.rate_per_min} per minute): a testing aid")
-    body["init_ms"] = init_ms
-    body["runtime"] = {
-        "name": runtime.name,
-        "version": runtime.version(),
-        "threads": settings.threads,
-        "dtype": dtype,
-        "delegate": session.info.get("delegate"),
-        "clock": settings.clock,
-    }
-    body["model_bytes"] = len(model)
+    body = finish_body(
+        replace(pair.target, peak_rss_kb=peak_rss_kb()).to_json(), runtime=runtime, session=session,
+        settings=settings, dtype=dtype, init_ms=init_ms, model=model, drift=drift,
+    )
     body["pair"] = {
         **pair.pair_json(),
         "ref_widths": list(ref.widths),
