@@ -159,23 +159,9 @@ def test_outlier_check_of_the_fit_when_present(agent, tmp_path):
         assert summary["retimed"] == len(flagged) == store.count("retime")
 
 
-def _start_tcp_agent(tmp_path: Path) -> tuple[subprocess.Popen, int]:
-    port_file = tmp_path / "port"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not (port_file.exists() and port_file.read_text().strip()):
-        assert proc.poll() is None and time.monotonic() < deadline, "agent did not start"
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
-
-
-def test_a_dead_agent_stops_the_run_consistently_and_resume_completes(tmp_path):
+def test_a_dead_agent_stops_the_run_consistently_and_resume_completes(tmp_path, start_tcp_agent):
     db = tmp_path / "dead.sqlite"
-    proc, port = _start_tcp_agent(tmp_path)
+    proc, port = start_tcp_agent()
     killer_done = threading.Event()
 
     def stored() -> int:
@@ -206,7 +192,7 @@ def test_a_dead_agent_stops_the_run_consistently_and_resume_completes(tmp_path):
     assert stopped["complete"] is False and stopped["samples"] == len(rows) >= 3
     assert [slot for _, slot, _ in rows] == list(range(len(rows)))
 
-    proc, port = _start_tcp_agent(tmp_path)
+    proc, port = start_tcp_agent()
     try:
         with connect(f"tcp://127.0.0.1:{port}", timeout=20) as client:
             resumed = collect(client, settings(db, 40), progress=False)

@@ -88,22 +88,9 @@ def test_collection_over_a_corrupting_serial_line_stores_nothing_corrupt_and_fin
     _assert_every_row_is_sound(db, 16)
 
 
-def _start_tcp_agent(tmp: Path) -> tuple[subprocess.Popen, int]:
-    port_file = tmp / f"port-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )
-    deadline = time.monotonic() + 60
-    while not (port_file.exists() and port_file.read_text().strip()):
-        assert proc.poll() is None and time.monotonic() < deadline, "agent did not start"
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
-
-
-def test_an_agent_that_stops_answering_times_out_is_retried_then_reported_and_resume_completes(tmp_path):
+def test_an_agent_that_stops_answering_times_out_is_retried_then_reported_and_resume_completes(tmp_path, start_tcp_agent):
     db = tmp_path / "stall.sqlite"
-    proc, port = _start_tcp_agent(tmp_path)
+    proc, port = start_tcp_agent()
     stopped_at: list[float] = []
 
     def freeze_after_four() -> None:
@@ -136,7 +123,7 @@ def test_an_agent_that_stops_answering_times_out_is_retried_then_reported_and_re
     assert stopped["complete"] is False and 4 <= stopped["samples"] < 20
     before = _rows(db)
 
-    proc, port = _start_tcp_agent(tmp_path)
+    proc, port = start_tcp_agent()
     try:
         with connect(f"tcp://127.0.0.1:{port}", timeout=30) as client:
             resumed = collect(client, _settings(db, 20), progress=False)
