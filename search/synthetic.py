@@ -210,3 +210,13 @@ def random_costs(table: Table, seed: int, *, pairwise: bool = True, integer: boo
         "unary": [draw((len(c),)) for c in table.choices],
         "pairwise": [draw(b.ms.shape) for b in table.blocks] if pairwise else None,
     }
+
+
+def random_objective(table: Table, seed: int, kind: str, *, integer: bool = True) -> str | dict:
+    """What `make_objective` takes for a random test instance: "flops", or random costs with
+    unary terms only (`kind` "unary") or unary and pairwise terms (`kind` "pairwise")."""
+    if kind == "flops":
+        return "flops"
+    if kind not in ("unary", "pairwise"):
+        raise ValueError(f"kind must be flops, unary or pairwise, got {kind!r}")
+    return random_costs(table, seed, pairwise=kind == "pairwise", integer=integer)

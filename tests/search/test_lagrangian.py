@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from search.chain import build_chain, within
 from search.engine import InfeasibleBudget, QueryError, Searcher, make_objective
 from search.lagrangian import LagrangianInfeasible, LagrangianPath, solve
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
+from search.synthetic import mobilenet_v1_table, random_objective, random_table
 
 cases = st.tuples(
     st.integers(0, 10**6),
@@ -24,12 +24,7 @@ cases = st.tuples(
 
 def instance(seed, layers, choices, kind, integer):
     table = random_table(seed, layers, choices, integer=integer)
-    objective = (
-        make_objective(table, "flops")
-        if kind == "flops"
-        else make_objective(table, random_costs(table, seed + 1, pairwise=kind == "pairwise", integer=integer))
-    )
-    return table, objective
+    return table, make_objective(table, random_objective(table, seed + 1, kind, integer=integer))
 
 
 def all_points(chain):

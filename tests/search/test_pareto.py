@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import search.pareto as pareto
 from search.chain import build_chain, within
 from search.engine import InfeasibleBudget, Searcher, make_objective
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
+from search.synthetic import mobilenet_v1_table, random_costs, random_objective, random_table
 
 
 def enumerate_chain(chain):
@@ -40,11 +40,7 @@ def brute_front(points, max_params=None):
 
 def instance(seed, layers, choices, objective_kind, integer=True):
     table = random_table(seed, layers, choices, integer=integer)
-    if objective_kind == "flops":
-        objective = make_objective(table, "flops")
-    else:
-        objective = make_objective(table, random_costs(table, seed + 1, pairwise=objective_kind == "pairwise"))
-    return table, objective
+    return table, make_objective(table, random_objective(table, seed + 1, objective_kind))
 
 
 cases = st.tuples(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from search.chain import build_chain
 from search.engine import make_objective
 from search.lagrangian import Evaluator, LagrangianInfeasible, solve
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
+from search.synthetic import mobilenet_v1_table, random_objective, random_table
 from search.viterbi import JIT_ENV, JitUnavailable, LagrangianViterbi, compiled_kernels, jit_mode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +32,7 @@ chains = st.tuples(
 
 def make_chain(seed, layers, choices, kind, integer):
     table = random_table(seed, layers, choices, integer=integer)
-    objective = (
-        make_objective(table, "flops")
-        if kind == "flops"
-        else make_objective(table, random_costs(table, seed + 1, pairwise=kind == "pairwise", integer=integer))
-    )
-    return build_chain(table, objective)
+    return build_chain(table, make_objective(table, random_objective(table, seed + 1, kind, integer=integer)))
 
 
 def outcome(chain, budget, compiled):
