@@ -348,6 +348,17 @@ def _without_none(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def token_from_file(path: str | os.PathLike[str] | None) -> str | None:
+    """The shared token held in a file, as `connect` takes it (None without a file).
+
+    The same reader and checks as the agent's (`device_agents.auth.load_token`), so a token
+    the agent would refuse is refused here too; ConfigError names the file and the problem.
+    """
+    if path is None:
+        return None
+    return auth.load_token(path).decode("utf-8", "replace")
+
+
 def connect(
     url: str,
     *,

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Callable
 import click
 
-from device_agents.auth import ConfigError, load_token
+from device_agents.auth import ConfigError
 from device_agents.errors import AgentError
 
-from .agents import AgentClient, connect
+from .agents import AgentClient, connect, token_from_file
 
 BUNDLE_MAIN = '''"""widthwise device agent, bundled: python3 widthwise-agent.pyz serve --port 7345"""
 from device_agents.__main__ import main
@@ -34,8 +34,7 @@ def _fail(message: str) -> click.ClickException:
 def _open_agent(url: str, token_file: str | None, timeout: float, retries: int = 2) -> AgentClient:
     """Connect, turning a bad URL, token file or unreachable agent into one clear line."""
     try:
-        token = load_token(token_file) if token_file else None
-        return connect(url, token=token.decode("utf-8", "replace") if token else None, timeout=timeout, retries=retries)
+        return connect(url, token=token_from_file(token_file), timeout=timeout, retries=retries)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     except AgentError as exc:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from device_agents.auth import ConfigError
 from device_agents.errors import AgentError
 from .collect import DEFAULT_TIMING, TIMING_KEYS, CollectError, CollectIncomplete, CollectSettings
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES
+from .agents import connect, token_from_file
 from .store import StoreError
 
 EXIT_INCOMPLETE = 1
@@ -90,7 +92,10 @@ def collect(
                 raise click.BadParameter(f"{key} given both as --{key} and --space-param", param_hint="--space-param")
             params[key] = value
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
-    token = token_file.read_text().strip() if token_file else None
+    try:
+        token = token_from_file(token_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     if progress is None:
         progress = sys.stderr.isatty()
     try:
@@ -100,8 +105,6 @@ def collect(
             reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
             pairing=pairing, clock=clock, pair_share=pair_share,
         )
-        from .agents import connect
-
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             with connect(agent, token=token, timeout=timeout) as client:

@@ -24,15 +24,6 @@ from device_agents.spaces import SPACES, make_space
 DEFAULT_BUDGET_FRACTIONS = (0.5, 0.75, 1.0)
 
 
-def _read_token(path: str | None) -> str | None:
-    if path is None:
-        return None
-    token = Path(path).read_text().strip()
-    if not token:
-        raise click.ClickException(f"token file {path} is empty")
-    return token
-
-
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(message, err=True)
@@ -81,7 +72,8 @@ def run(
     widths of least objective cost for each budget with the exact search, and times
     those widths on the agent to show measured against predicted latency.
     """
-    from profiler.agents import connect
+    from device_agents.auth import ConfigError
+    from profiler.agents import connect, token_from_file
     from profiler.collect import (CollectError, CollectIncomplete, CollectSettings, collect,
                                   reference_widths)
     from profiler.collect_timing import TimingPolicy
@@ -102,7 +94,9 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
 
     try:
-        client = connect(agent_url, token=_read_token(token_file))
+        client = connect(agent_url, token=token_from_file(token_file))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     except AgentError as exc:
         raise click.ClickException(f"cannot reach agent {agent_url}: {exc}") from exc
     with client:

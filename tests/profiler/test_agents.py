@@ -261,3 +261,18 @@ def test_bench_spec_paired_with_a_reference(tcp_agent: str) -> None:
     pair = answer["pair"]
     assert len(pair["ref_times_ms"]) == len(pair["ratios"]) == answer["stats"]["count"]
     assert pair["ratio_median"] > 0 and pair["ref_median_ms"] > 0
+
+
+def test_token_files_are_read_with_the_agents_checks(tmp_path: Path) -> None:
+    from device_agents.auth import ConfigError
+    from profiler.agents import token_from_file
+
+    good = tmp_path / "good.token"
+    good.write_text(f"  {TOKEN}\n")
+    assert token_from_file(good) == TOKEN and token_from_file(None) is None
+    short = tmp_path / "short.token"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="short.token holds 3 bytes"):
+        token_from_file(short)
+    with pytest.raises(ConfigError, match="cannot read token file"):
+        token_from_file(tmp_path / "missing.token")
