@@ -128,3 +128,12 @@ def error_from_wire(obj: dict) -> AgentError:
     cls = ERRORS_BY_CODE.get(str(obj.get("code")), AgentError)
     err = cls(str(obj.get("message", "agent error")), **dict(obj.get("details") or {}))
     return err
+
+
+def clip_text(text: str, limit: int = 2048) -> str:
+    """`text` made safe to log or forward: non-printable characters escaped, cut to `limit` characters."""
+    escaped = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    if len(escaped) <= limit:
+        return escaped
+    kept = max(limit - 40, 0)  # room for the note below
+    return escaped[:kept] + f"... [{len(escaped) - kept} characters cut]"
