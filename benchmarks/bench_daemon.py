@@ -35,11 +35,23 @@ def start_daemon(tables_dir: Path) -> tuple[subprocess.Popen, str]:
     code = "import sys; from search.cli_serve import serve; serve(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(tables_dir), "--port", "0",
                              "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
+    line = read_line_within(proc, 60.0)
     if "http://" not in line:
         proc.kill()
         raise SystemExit(f"daemon did not start: {line!r}")
     return proc, line.split("http://", 1)[1].split()[0]
+
+
+def read_line_within(proc: subprocess.Popen, timeout: float) -> str:
+    """The child's next stdout line, or "" (the child killed) if none comes within `timeout` s."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            proc.kill()
+            return ""
+    return proc.stdout.readline()
 
 
 def rss_kib(pid: int) -> int:

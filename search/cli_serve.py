@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS
+
 
 @click.command()
 @click.option("--tables", "tables_dir", required=True,
@@ -14,13 +16,20 @@ import click
 @click.option("--port", default=8731, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0 picks a free one and prints it).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
-              help="File holding the shared bearer token; every request must then send "
-                   "'Authorization: Bearer <token>'.")
+              help="File holding the shared bearer token (at least 16 printable ASCII bytes); every "
+                   "request must then send 'Authorization: Bearer <token>'.")
 @click.option("--max-body-kb", default=1024, show_default=True, type=click.IntRange(1, 1024 * 1024),
               help="Largest request body accepted, in KiB.")
+@click.option("--max-front-points", default=DEFAULT_MAX_POINTS, show_default=True, type=click.IntRange(1),
+              help="Most points a partial exact front may hold while it is built (422 beyond).")
+@click.option("--max-front-mb", default=DEFAULT_MAX_MEMORY_MB, show_default=True, type=click.IntRange(1),
+              help="Most memory (MiB, estimated) one front build may use (422 beyond).")
+@click.option("--work-slots", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Heavy computations run at once, each in a worker thread.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_body_kb: int, log_level: str) -> None:
+def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_body_kb: int,
+          max_front_points: int, max_front_mb: int, work_slots: int, log_level: str) -> None:
     """Serve width search over HTTP/JSON: /healthz, /v1/tables, /v1/query, /v1/pareto,
     /v1/marginals; the OpenAPI schema at /openapi.json and /docs.
 
@@ -28,12 +37,14 @@ def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_bod
     without a restart, and a broken replacement is refused while the old table serves.
     """
     from . import daemon
+    from .front_limits import FrontLimits
 
     try:
-        token = daemon.read_token_file(token_file) if token_file else None
+        token = daemon.token_from_file(token_file) if token_file else None
         daemon.check_bind(host, token)
         daemon.serve(tables_dir, host=host, port=port, token=token, max_body=max_body_kb * 1024,
-                     log_level=log_level)
+                     log_level=log_level, limits=FrontLimits(max_front_points, max_front_mb),
+                     work_slots=work_slots)
     except daemon.DaemonConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

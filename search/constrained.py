@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chain import Chain, within
+from .front_limits import DEFAULT_LIMITS, FrontLimits
 from .lagrangian import LagrangianInfeasible, solve
 from .viterbi import min_sum
 from .pareto import Front, _prune_2d, _prune_3d, _rest_min
@@ -52,16 +53,22 @@ class SuffixFronts:
     suffix cost that fits: an exact lower bound on the rest of the cost, blind to the other budget.
     """
 
-    def __init__(self, xs: tuple[np.ndarray, ...], costs: tuple[np.ndarray, ...]) -> None:
+    def __init__(self, xs: tuple[np.ndarray, ...], costs: tuple[np.ndarray, ...],
+                 limits: FrontLimits = DEFAULT_LIMITS, what: str = "suffix front") -> None:
         last = len(xs) - 1
         x, c = xs[last][:, 0].copy(), costs[last][:, 0].copy()
         state = np.arange(x.size)
         self.sets: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(last)]
         self.sets[last - 1] = self._group(x, c, state, x.size)
+        kept = x.size
         for k in range(last - 1, 0, -1):
+            # the grouped sets of every later layer stay alive: count them as kept points
+            limits.before_step(x.size * xs[k].shape[0], 2 * kept, last - k, last, what)
             cand_x = xs[k][:, state] + x
             cand_c = costs[k][:, state] + c
             rows, cols = _prune_2d(cand_x, cand_c)
+            limits.after_step(rows.size, last - k, last, what)
+            kept += rows.size
             x, c, state = cand_x[rows, cols], cand_c[rows, cols], rows
             self.sets[k - 1] = self._group(x, c, state, xs[k].shape[0])
 
@@ -93,11 +100,12 @@ class SuffixFronts:
         return out
 
 
-def suffix_fronts(chain: Chain) -> tuple[SuffixFronts, SuffixFronts]:
+def suffix_fronts(chain: Chain, limits: FrontLimits = DEFAULT_LIMITS) -> tuple[SuffixFronts, SuffixFronts]:
     """The latency and the params suffix fronts of a chain (build once per chain, reuse per query)."""
     if chain.params is None:
         raise ValueError("max_params: the table has no params")
-    return SuffixFronts(chain.latency, chain.cost), SuffixFronts(chain.params, chain.cost)
+    return (SuffixFronts(chain.latency, chain.cost, limits, "latency suffix front"),
+            SuffixFronts(chain.params, chain.cost, limits, "params suffix front"))
 
 
 def _budget(value: float) -> float:

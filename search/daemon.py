@@ -1,11 +1,15 @@
 """The query daemon: width search over the tables of a folder, as an HTTP/JSON service.
 
 FastAPI on uvicorn. Tables live in memory (search/table_store.py) with one Searcher per
-(table, objective), so a warm budget query is a look-up in the cached exact front. The
-service binds loopback by default; any other address needs a bearer token, checked on
-every request in constant time. Status codes: 404 unknown table, 422 invalid request
-(the field is named), 409 infeasible budget (the body states the least latency achievable),
-413 body too large, 401 missing or wrong token, 503 a table whose file is broken.
+(table, objective), so a warm budget query is a look-up in the cached exact front, answered
+on the event loop; everything else (building a front, branch and bound, marginals, fitting
+loss samples) runs in a few worker threads (daemon_guard.WorkSlots), so /healthz and cached
+answers never wait behind it. Every front a request builds is capped in points and memory.
+The service binds loopback by default; any other address needs a bearer token, checked on
+every request in constant time. Status codes: 404 unknown table, 422 invalid request (the
+field is named; a front over its caps names the cap), 409 infeasible budget (the body states
+the least latency achievable), 413 body too large, 401 missing or wrong token, 503 a table
+whose file is broken or every work slot busy.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from . import daemon_models as m
-from .daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, read_token_file, replay
-from .table_store import STATUS_ERROR, LoadedTable, TableEntry, TableStore
+from .daemon_guard import (Busy, DaemonConfigError, GuardMiddleware, WorkSlots, check_bind, is_loopback, replay,
+                           token_from_file)
+from .table_store import STATUS_ERROR, LoadedTable, TableStore
 
-__all__ = ["DaemonConfigError", "check_bind", "is_loopback", "read_token_file", "create_app", "make_server",
-           "bind_socket", "serve", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_MAX_BODY"]
+__all__ = ["DaemonConfigError", "check_bind", "is_loopback", "token_from_file", "create_app", "make_server",
+           "bind_socket", "serve", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_MAX_BODY", "DEFAULT_WORK_SLOTS"]
 
 logger = logging.getLogger("widthwise.daemon")
 
@@ -37,30 +41,24 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8731
 #: Largest request body accepted (bytes); inline costs and loss samples fit well within it.
 DEFAULT_MAX_BODY = 1024 * 1024
+#: Heavy computations (front builds, branch and bound, marginals) run at once, each in a worker thread.
+DEFAULT_WORK_SLOTS = 2
+#: Requests that may wait for a work slot before more are refused with 503.
+DEFAULT_WORK_QUEUE = 32
 
 
 # --- searchers, cached per (table, objective) ------------------------------------------------
 
 class SearchSlot:
-    """One Searcher and which operations on it have run once (after which they are cheap)."""
+    """One Searcher, a lock that runs its heavy work one request at a time, and its serialised fronts."""
 
-    MAX_WARM = 256
     #: Serialised fronts kept (one per parameter budget); a 14x14 front is a few hundred KB.
     MAX_PARETO_BODIES = 4
 
     def __init__(self, searcher: Any) -> None:
         self.searcher = searcher
         self.lock = threading.Lock()
-        self.warm: set[tuple] = set()
         self.pareto_bodies: dict[float | None, bytes] = {}
-
-    def run_cold(self, op: tuple | None, fn: Callable[[Any], Any]) -> Any:
-        """Run `fn(searcher)` under the slot's lock (first use builds caches) and mark `op` warm."""
-        with self.lock:
-            result = fn(self.searcher)
-            if op is not None and len(self.warm) < self.MAX_WARM:
-                self.warm.add(op)
-            return result
 
 
 def _objective_key(req: m._Request) -> tuple[str, bool, str]:
@@ -77,32 +75,47 @@ def _objective_key(req: m._Request) -> tuple[str, bool, str]:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, allow_nan=False).encode(), status_code=status, media_type="application/json")
+    """A JSON answer; never a non-finite number (a payload holding one becomes a 500 that says so)."""
+    try:
+        body = json.dumps(payload, allow_nan=False).encode()
+    except ValueError:
+        logger.error("an answer held a non-finite number (status %s); refused to send it", status)
+        body, status = json.dumps({"detail": "the answer holds a non-finite number; the table or the "
+                                             "objective overflows a float"}).encode(), 500
+    return Response(body, status_code=status, media_type="application/json")
 
 
-def _unprocessable(field: str, message: str) -> Response:
-    return _json({"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}], "field": field}, 422)
+def _unprocessable(field: str, message: str, **extra: Any) -> Response:
+    kind = "front_too_large" if "limit" in extra else "value_error"
+    return _json({"detail": [{"loc": ["body", field], "msg": message, "type": kind}], "field": field, **extra}, 422)
 
 
 # --- the app ---------------------------------------------------------------------------------
 
-def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = None,
-               max_body: int = DEFAULT_MAX_BODY) -> GuardMiddleware:
+def create_app(tables: str | os.PathLike | TableStore, *, token: bytes | str | None = None,
+               max_body: int = DEFAULT_MAX_BODY, limits: Any = None, work_slots: int = DEFAULT_WORK_SLOTS,
+               work_queue: int = DEFAULT_WORK_QUEUE) -> GuardMiddleware:
     """The ASGI app over a tables folder (or a ready TableStore): guard -> query fast lane -> FastAPI.
 
-    The FastAPI instance (routes, OpenAPI schema) is `create_app(...).app.app`.
+    `limits` (engine.FrontLimits) caps every front a request builds; heavy work runs in at
+    most `work_slots` worker threads. The FastAPI instance is `create_app(...).app.app`.
     """
     from . import engine   # imported here so `widthwise --help` does not pay for it
 
+    limits = limits if limits is not None else engine.FrontLimits()
     store = tables if isinstance(tables, TableStore) else TableStore(tables)
+    store.load_in_background()
+    slots = WorkSlots(work_slots, work_queue)
     app = FastAPI(
         title="widthwise query daemon",
         version="1",
         description="Width search under a latency budget over the latency tables of a folder. "
                     "409 = infeasible budget (the body states min_latency_ms); 422 = invalid request "
-                    "(the body names the field); 404 = unknown table; 401 = missing or wrong bearer token.",
+                    "(the body names the field; a front over the size limits says which limit); "
+                    "404 = unknown table; 401 = missing or wrong bearer token; 503 = broken table or busy.",
     )
     app.state.store = store
+    app.state.work_slots = slots
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -116,51 +129,45 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
         field = ".".join(str(p) for p in first[1:]) if len(first) > 1 else str(first[0])
         return _json({"detail": errors, "field": field}, 422)
 
-    def entry_for(name: str) -> TableEntry:
+    def version_for(name: str) -> LoadedTable:
         entry = store.get(name)
         if entry is None:
             raise HTTPException(404, f"unknown table {name!r}; known: {store.names()}")
-        if entry.status == STATUS_ERROR:
+        if entry.status == STATUS_ERROR or entry.version is None:
             raise HTTPException(503, f"table {name!r} cannot be served: {entry.error}")
-        return entry
+        return entry.version
 
-    def slot_for(version: LoadedTable, req: m._Request) -> tuple[SearchSlot, str]:
-        key, pinned, label = _objective_key(req)
-        table = version.table
+    def slot_for(version: LoadedTable, req: m._Request) -> SearchSlot:
+        """The request's SearchSlot, built on a miss (in a worker thread: loss samples are fitted here)."""
+        key, pinned, _ = _objective_key(req)
 
         def build() -> SearchSlot:
             objective_arg = req.objective if isinstance(req.objective, str) else req.objective.model_dump()
             samples = [[list(w), float(loss)] for w, loss in req.loss_samples] if req.loss_samples is not None else None
-            objective = engine.make_objective(table, objective_arg, samples)
-            return SearchSlot(engine.Searcher(table, objective))
-        return version.searchers.get_or_build(key, pinned, build), label
+            objective = engine.make_objective(version.table, objective_arg, samples)
+            return SearchSlot(engine.Searcher(version.table, objective, limits))
+        return version.searchers.get_or_build(key, pinned, build)
 
-    async def answer(req: m._Request, op: tuple | None, fn: Callable[[Any], Any]) -> Any:
-        """Run `fn` on the request's Searcher: inline when warm, in a worker thread when not."""
-        version = entry_for(req.table).version
-        key, _, label = _objective_key(req)
-        slot = version.searchers.peek(key)
-        if slot is not None and op is not None and op in slot.warm:
-            return fn(slot.searcher), slot, label, version
-
-        def cold() -> tuple[Any, SearchSlot, str, LoadedTable]:
-            slot, label = slot_for(version, req)
-            return slot.run_cold(op, fn), slot, label, version
-        return await run_in_threadpool(cold)
-
-    async def guarded(req: m._Request, op: tuple | None, fn: Callable[[Any], Any], render: Callable) -> Response:
-        """Answer with `fn(searcher)` (`op` None: always in a worker thread) and map engine errors."""
+    async def heavy(req: m._Request, version: LoadedTable, fn: Callable[[Any], Any],
+                    render: Callable[[Any, SearchSlot], Response]) -> Response:
+        """`fn(searcher)` in a work slot (never on the event loop); engine errors mapped to statuses."""
+        def work() -> tuple[Any, SearchSlot]:
+            slot = slot_for(version, req)
+            with slot.lock:
+                return fn(slot.searcher), slot
         try:
-            result, slot, label, version = await answer(req, op, fn)
+            result, slot = await slots.run(work)
+        except Busy as exc:
+            return Response(json.dumps({"detail": str(exc)}).encode(), status_code=503,
+                            media_type="application/json", headers={"retry-after": "1"})
         except engine.InfeasibleBudget as exc:
-            return _json({"error": "infeasible_budget", "detail": str(exc),
-                          "min_latency_ms": _finite_or_none(getattr(exc, "min_latency_ms", None)),
-                          "min_params": _finite_or_none(getattr(exc, "min_params", None))}, 409)
-        except engine.ObjectiveError as exc:
+            return _infeasible(exc)
+        except engine.FrontLimitError as exc:
+            logger.warning("table %s: %s", req.table, exc)
+            return _unprocessable(exc.field, str(exc), limit=exc.limit)
+        except (engine.ObjectiveError, ValueError) as exc:
             return _unprocessable(_objective_field(exc, req), str(exc))
-        except ValueError as exc:
-            return _unprocessable(_objective_field(exc, req), str(exc))
-        return render(result, slot, label, version)
+        return render(result, slot)
 
     @app.get("/healthz", response_model=m.HealthResponse, tags=["service"])
     async def healthz() -> Response:
@@ -174,39 +181,54 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
 
     @app.post("/v1/query", response_model=m.QueryResponse, tags=["search"],
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
-                         503: {"model": m.ErrorBody}})
+                         422: {"model": m.LimitBody}, 503: {"model": m.ErrorBody}})
     async def query(req: m.QueryRequest) -> Response:
-        def render(ans: Any, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
-            return _json(_query_payload(req, label, ans))
-        return await guarded(req, _query_op(req), lambda s: _run_query(s, req), render)
+        version = version_for(req.table)
+        key, _, label = _objective_key(req)
+        slot = version.searchers.peek(key)
+        try:
+            found = slot.searcher.lookup(req.budget_ms, req.method, req.max_params) if slot is not None else None
+        except engine.InfeasibleBudget as exc:
+            return _infeasible(exc)
+        if found is not None:
+            return _json(_query_payload(req, label, found))
+        return await heavy(req, version, lambda s: _run_query(s, req),
+                           lambda ans, slot: _json(_query_payload(req, label, ans)))
 
     @app.post("/v1/pareto", response_model=m.ParetoResponse, tags=["search"],
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
-                         503: {"model": m.ErrorBody}})
+                         422: {"model": m.LimitBody}, 503: {"model": m.ErrorBody}})
     async def pareto(req: m.ParetoRequest) -> Response:
-        slot = entry_for(req.table).version.searchers.peek(_objective_key(req)[0])
+        version = version_for(req.table)
+        key, _, label = _objective_key(req)
+        slot = version.searchers.peek(key)
         body = slot.pareto_bodies.get(req.max_params) if slot is not None else None
         if body is not None:
             return Response(body, media_type="application/json")
-        label = _objective_key(req)[2]
 
         def build(searcher: Any) -> bytes:
             front = searcher.pareto(max_params=req.max_params)
-            return json.dumps({"table": req.table, "objective": label, "count": len(front),
-                               "front": [a.to_json() for a in front]}, allow_nan=False).encode()
+            try:
+                return json.dumps({"table": req.table, "objective": label, "count": len(front),
+                                   "front": [a.to_json() for a in front]}, allow_nan=False).encode()
+            except ValueError:
+                raise engine.ObjectiveError("objective: the front holds a non-finite number (the costs overflow)") from None
 
-        def render(body: bytes, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
+        def render(body: bytes, slot: SearchSlot) -> Response:
             slot.pareto_bodies[req.max_params] = body
             while len(slot.pareto_bodies) > SearchSlot.MAX_PARETO_BODIES:
                 del slot.pareto_bodies[next(iter(slot.pareto_bodies))]
             return Response(body, media_type="application/json")
-        return await guarded(req, None, build, render)
+        return await heavy(req, version, build, render)
 
     @app.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"],
               responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
                          503: {"model": m.ErrorBody}})
     async def marginals(req: m.MarginalsRequest) -> Response:
-        def render(per_layer: Any, slot: SearchSlot, label: str, version: LoadedTable) -> Response:
+        version = version_for(req.table)
+        label = _objective_key(req)[2]
+
+        def render(per_layer: Any, slot: SearchSlot) -> Response:
             table = version.table
             layers = []
             for name, choices, probs in zip(table.layer_names, table.choices, per_layer):
@@ -214,11 +236,10 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
                                "probabilities": [float(probs.get(w, 0.0)) for w in choices]})
             return _json({"table": req.table, "objective": label, "budget_ms": req.budget_ms,
                           "temperature": req.temperature, "layers": layers})
-        op = ("marginals",)
-        return await guarded(req, op, lambda s: s.marginals(req.budget_ms, req.temperature), render)
+        return await heavy(req, version, lambda s: s.marginals(req.budget_ms, req.temperature), render)
 
-    def answer_warm_query(body: bytes) -> bytes | None:
-        """The response body of a valid query whose Searcher is warm; None defers to FastAPI."""
+    def answer_cached_query(body: bytes) -> bytes | None:
+        """The response body of a valid query a cached front answers at once; None defers to FastAPI."""
         try:
             req = m.QueryRequest.model_validate_json(body)
         except ValidationError:
@@ -229,20 +250,19 @@ def create_app(tables: str | os.PathLike | TableStore, *, token: str | None = No
             return None
         key, _, label = _objective_key(req)
         slot = version.searchers.peek(key)
-        if slot is None or _query_op(req) not in slot.warm:
+        try:
+            found = slot.searcher.lookup(req.budget_ms, req.method, req.max_params) if slot is not None else None
+        except ValueError:
+            found = None   # infeasible: FastAPI's route answers in its documented shape
+        if found is None:
             return None
         try:
-            ans = _run_query(slot.searcher, req)
+            return json.dumps(_query_payload(req, label, found), allow_nan=False).encode()
         except ValueError:
-            return None   # infeasible or refused: FastAPI's route says so in its documented shape
-        return json.dumps(_query_payload(req, label, ans), allow_nan=False).encode()
+            return None
 
-    fast = QueryFastLane(app, answer_warm_query)
+    fast = QueryFastLane(app, answer_cached_query)
     return GuardMiddleware(fast, token=token, max_body=max_body)
-
-
-def _query_op(req: m.QueryRequest) -> tuple:
-    return ("query", req.method, req.max_params)
 
 
 def _run_query(searcher: Any, req: m.QueryRequest) -> Any:
@@ -254,10 +274,10 @@ def _query_payload(req: m.QueryRequest, label: str, ans: Any) -> dict:
 
 
 class QueryFastLane:
-    """ASGI: answers POST /v1/query straight from a warm Searcher, skipping FastAPI's routing.
+    """ASGI: answers POST /v1/query straight from a cached front, skipping FastAPI's routing.
 
     Same model, same payload as the FastAPI route; anything else (invalid, unknown table,
-    cold Searcher, infeasible budget) is handed on to FastAPI with the body replayed.
+    work to do, infeasible budget) is handed on to FastAPI with the body replayed.
     """
 
     PATH = "/v1/query"
@@ -286,6 +306,13 @@ class QueryFastLane:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _infeasible(exc: Exception) -> Response:
+    """409: the budget cannot be met; the body states the least that can."""
+    return _json({"error": "infeasible_budget", "detail": str(exc),
+                  "min_latency_ms": _finite_or_none(getattr(exc, "min_latency_ms", None)),
+                  "min_params": _finite_or_none(getattr(exc, "min_params", None))}, 409)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -341,19 +368,20 @@ def _available(module: str, fallback: str) -> str:
 
 
 def serve(tables_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          token: str | None = None, max_body: int = DEFAULT_MAX_BODY, log_level: str = "info",
+          token: bytes | str | None = None, max_body: int = DEFAULT_MAX_BODY, log_level: str = "info",
+          limits: Any = None, work_slots: int = DEFAULT_WORK_SLOTS,
           announce: Callable[[str], None] | None = None) -> None:
-    """Serve until interrupted; `announce` gets one line with the address actually bound."""
+    """Serve until interrupted; `announce` gets one line with the address actually bound.
+
+    A table that fails to load is logged and listed as an error; it never stops the start.
+    """
     check_bind(host, token)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = TableStore(tables_dir)
-    app = create_app(store, token=token, max_body=max_body)
+    app = create_app(store, token=token, max_body=max_body, limits=limits, work_slots=work_slots)
     sock = bind_socket(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for entry in store.entries():
-        if entry.error:
-            logger.warning("table %s: %s", entry.name, entry.error)
     (announce or _print_flush)(f"widthwise daemon serving {len(store.names())} table(s) from {tables_dir} "
              f"on http://{shown}:{bound[1]} ({'token required' if token else 'no token'})")
     make_server(app, log_level=log_level).run(sockets=[sock])

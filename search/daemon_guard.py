@@ -1,25 +1,26 @@
-"""The daemon's front door: where it may bind, its bearer token, and the ASGI guard.
+"""The daemon's front door: where it may bind, its bearer token, the ASGI guard, the work slots.
 
-A non-loopback bind needs a shared token; with a token every request must carry
-`Authorization: Bearer <token>` (compared in constant time, refusals logged without the
-token). Request bodies are capped before any parsing, with or without Content-Length.
+A non-loopback bind needs a shared token, read by the one token reader the agent uses too
+(`device_agents.auth.load_token`); with a token every request must carry
+`Authorization: Bearer <token>` (compared as bytes in constant time, refusals logged without
+the token). Request bodies are capped before any parsing, with or without Content-Length.
+Heavy computations run in worker threads, a few at a time (`WorkSlots`), never on the loop.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import os
-import stat
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
+
+import anyio
+import anyio.to_thread
+
+from device_agents import auth
 
 logger = logging.getLogger("widthwise.daemon")
-
-#: Shortest bearer token accepted.
-MIN_TOKEN_CHARS = 16
 
 
 class DaemonConfigError(ValueError):
@@ -29,16 +30,11 @@ class DaemonConfigError(ValueError):
 # --- binding and tokens -------------------------------------------------------------------
 
 def is_loopback(host: str) -> bool:
-    """True when `host` names only this machine (127.0.0.0/8, ::1 or "localhost")."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False   # a host name other than localhost may resolve anywhere
+    """True when `host` names only this machine; `[::1]`, `LOCALHOST` and spaces are normalised first."""
+    return auth.is_loopback(host.strip().strip("[]").lower())
 
 
-def check_bind(host: str, token: str | None) -> None:
+def check_bind(host: str, token: bytes | str | None) -> None:
     """Refuse a non-loopback bind without a token: the daemon would answer anyone."""
     if not is_loopback(host) and not token:
         raise DaemonConfigError(
@@ -46,20 +42,53 @@ def check_bind(host: str, token: str | None) -> None:
             "(--token-file FILE); every request must then carry 'Authorization: Bearer <token>'")
 
 
-def read_token_file(path: str | os.PathLike) -> str:
-    """The token in `path` (surrounding whitespace removed); DaemonConfigError if unusable."""
+def token_from_file(path: str | os.PathLike) -> bytes:
+    """The bearer token in `path`, by the agent's rules (`auth.load_token`); DaemonConfigError if unusable."""
     try:
-        st = os.stat(path)
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DaemonConfigError(f"token file {str(path)!r}: cannot read: {exc}") from exc
-    if len(token) < MIN_TOKEN_CHARS:
-        raise DaemonConfigError(f"token file {str(path)!r}: the token must have at least {MIN_TOKEN_CHARS} characters")
-    if any(ch.isspace() for ch in token):
-        raise DaemonConfigError(f"token file {str(path)!r}: the token must be one line without spaces")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        token = auth.load_token(path)
+    except auth.ConfigError as exc:
+        raise DaemonConfigError(str(exc)) from None
+    if not auth.token_file_is_private(path):
         logger.warning("token file %s is readable by group or others; chmod 600 it", path)
     return token
+
+
+# --- work slots: heavy computations off the event loop -------------------------------------
+
+class Busy(RuntimeError):
+    """Every work slot is taken and the queue in front of them is full."""
+
+
+class WorkSlots:
+    """Runs heavy computations in worker threads, at most `slots` at once and `queue` more waiting.
+
+    The event loop only awaits them, so /healthz and cached answers stay prompt while a
+    front is being built; beyond the queue a request is refused (503) instead of piling up.
+    """
+
+    def __init__(self, slots: int, queue: int) -> None:
+        if slots < 1 or queue < 0:
+            raise ValueError(f"work slots must be >= 1 and the queue >= 0, got {slots} and {queue}")
+        self.slots = slots
+        self.queue = queue
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._admitted = 0   # running + waiting; touched on the event loop only
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` in a worker thread once a slot is free; Busy when slots and queue are full."""
+        if self._admitted >= self.slots + self.queue:
+            raise Busy(f"all {self.slots} work slots are busy and {self.queue} requests wait; retry shortly")
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.slots)   # made on the loop that uses it
+        self._admitted += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+        finally:
+            self._admitted -= 1
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
 
 
 # --- the guard in front of the app: auth and body size ---------------------------------------
@@ -67,9 +96,9 @@ def read_token_file(path: str | os.PathLike) -> str:
 class GuardMiddleware:
     """ASGI middleware: bearer-token check (when a token is set) and a request body cap."""
 
-    def __init__(self, app: Callable, *, token: str | None, max_body: int) -> None:
+    def __init__(self, app: Callable, *, token: bytes | str | None, max_body: int) -> None:
         self.app = app
-        self.token = token.encode() if token else None
+        self.token = (token.encode() if isinstance(token, str) else bytes(token)) if token else None
         self.max_body = max_body
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

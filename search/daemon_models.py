@@ -137,6 +137,24 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
+class FrontLimit(BaseModel):
+    """Which cap a front passed while being built, and how far the build got."""
+
+    kind: Literal["points", "memory"] = Field(description="points: partial front size; memory: estimated MiB.")
+    limit: float
+    reached: float
+    block: int
+    blocks: int
+
+
+class LimitBody(BaseModel):
+    """422: an invalid request; when a front passed a size cap, `limit` says which cap and how far it got."""
+
+    detail: list[dict]
+    field: str
+    limit: FrontLimit | None = None
+
+
 class TableInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 

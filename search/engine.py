@@ -2,7 +2,9 @@
 
 The CLI and the daemon both go through here. A Searcher builds the chain arrays once and
 caches, lazily and thread-safely, the exact Pareto front (per parameter budget) and the
-Lagrangian's hull path, so after the first query of a kind every later one is a look-up.
+Lagrangian's hull path, so after the first query of a kind every later one is a look-up
+(`lookup` answers from those caches alone, or says there is work). Every front it builds
+is capped in points and memory (front_limits.FrontLimits).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from .chain import Chain, build_chain, within
 from .constrained import SearchTooLarge, SuffixFronts, best_within, suffix_fronts
+from .front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
 from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
 from .marginals import marginals as chain_marginals
@@ -27,6 +30,8 @@ from .viterbi import min_sum
 
 __all__ = [
     "Answer",
+    "FrontLimitError",
+    "FrontLimits",
     "InfeasibleBudget",
     "ObjectiveError",
     "Objective",
@@ -58,6 +63,17 @@ class QueryError(ValueError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.field = message.split(":", 1)[0]
+
+
+class FrontLimitError(QueryError):
+    """A front the answer needs passes a size cap; `.limit` says which cap, its value and how far it got."""
+
+    def __init__(self, exc: FrontLimitExceeded, field: str) -> None:
+        hint = ("the lagrangian method (method 'lagrangian') answers budget queries without the exact front"
+                if field == "objective" else "drop max_params, or use the greedy method")
+        super().__init__(f"{field}: {exc}; {hint}")
+        self.field = field
+        self.limit = exc.to_json()
 
 
 @dataclass(frozen=True)
@@ -98,9 +114,10 @@ def _check_number(value: object, name: str) -> float:
 class Searcher:
     """Answers budget queries over one table and objective; caches the exact front lazily."""
 
-    def __init__(self, table: Table, objective: Objective) -> None:
+    def __init__(self, table: Table, objective: Objective, limits: FrontLimits = DEFAULT_LIMITS) -> None:
         self.table = table
         self.objective = objective
+        self.limits = limits
         self.chain: Chain = build_chain(table, objective)
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
@@ -131,7 +148,7 @@ class Searcher:
         with self._build_lock:
             entry = self._cached_front(max_params)
             if entry is None:
-                front = build_front(self.chain, max_params)
+                front = build_front(self.chain, max_params, self.limits)
                 entry = (front, self._answers_of(front.configs, front.latency, front.cost, "exact"))
                 with self._lock:
                     self._fronts[max_params] = entry
@@ -224,7 +241,7 @@ class Searcher:
         if self._suffixes is None:
             with self._build_lock:
                 if self._suffixes is None:
-                    self._suffixes = suffix_fronts(self.chain)
+                    self._suffixes = suffix_fronts(self.chain, self.limits.memory_only())
         return self._suffixes
 
     def _max_latency(self) -> float:
@@ -240,7 +257,8 @@ class Searcher:
             params_first = Chain(chain.choices, 0.0, chain.params, chain.cost, None, None)
             with self._build_lock:
                 if self._params_front is None:
-                    self._params_front = build_front(params_first)
+                    self._params_front = build_front(params_first, None, self.limits.memory_only(),
+                                                     "(params, cost) front")
         return self._params_front
 
     def _fastest_within_params(self, max_params: float) -> float:
@@ -250,7 +268,8 @@ class Searcher:
             as_cost = Chain(chain.choices, chain.constant_ms, chain.latency, chain.params, None, None)
             with self._build_lock:
                 if self._latency_params_front is None:
-                    self._latency_params_front = build_front(as_cost)
+                    self._latency_params_front = build_front(as_cost, None, self.limits.memory_only(),
+                                                             "(latency, params) front")
         front = self._latency_params_front
         fits = np.flatnonzero(front.cost <= max_params + 1e-9 * max(1.0, max_params))
         return float(front.latency[fits[0]]) if fits.size else float("nan")
@@ -323,7 +342,27 @@ class Searcher:
         solve = self._methods.get(method)
         if solve is None:
             raise QueryError(f"method: unknown {method!r}; use one of {', '.join(self._methods)}")
-        return solve(budget_ms, max_params)
+        try:
+            return solve(budget_ms, max_params)
+        except FrontLimitExceeded as exc:
+            raise _limit_error(exc) from None
+
+    def lookup(self, budget_ms: float, method: str = "exact", max_params: float | None = None) -> Answer | None:
+        """`query` when cached structures answer it at once (a binary search), else None (work to do)."""
+        if method == "exact":
+            entry = self._cached_front(max_params)
+        elif method == "lagrangian" and max_params is None:
+            entry = self._path
+        else:
+            return None
+        if entry is None or not (isinstance(budget_ms, float) and math.isfinite(budget_ms) and budget_ms >= 0):
+            return None
+        pos = entry[0].position(budget_ms) if method == "exact" else _path_position(entry[0], budget_ms)
+        if pos >= 0:
+            return entry[1][pos]
+        if max_params is None and self._min_latency is not None:
+            raise self._infeasible(budget_ms, None)
+        return None   # the message needs work (the least latency within max_params)
 
     def pareto(self, max_params: float | None = None) -> list[Answer]:
         """The exact Pareto front of (latency, cost), sorted by latency."""
@@ -333,6 +372,8 @@ class Searcher:
                 raise QueryError("max_params: the table has no params, so a params budget cannot be checked")
         try:
             return list(self._front_entry(max_params)[1])
+        except FrontLimitExceeded as exc:
+            raise _limit_error(exc) from None
         except FrontTooLarge as exc:
             raise QueryError(f"max_params: {exc}") from None
 
@@ -350,6 +391,18 @@ class Searcher:
         gamma = found.gamma_inside if found.gamma_inside is not None else found.gamma
         probs = chain_marginals(self.chain, gamma, temperature)
         return [{int(w): float(p) for w, p in zip(choices, row)} for choices, row in zip(self.chain.choices, probs)]
+
+
+def _limit_error(exc: FrontLimitExceeded) -> FrontLimitError:
+    """The request field a front cap is about: the objective for the exact front, else max_params."""
+    return FrontLimitError(exc, "objective" if exc.what == "exact front" else "max_params")
+
+
+def _path_position(path: LagrangianPath, budget_ms: float) -> int:
+    try:
+        return path.position(budget_ms)
+    except LagrangianInfeasible:
+        return -1
 
 
 METHODS = ("exact", "lagrangian", "greedy")

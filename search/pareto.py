@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chain import Chain, within
+from .front_limits import DEFAULT_LIMITS, FrontLimits
 
 #: Candidate sets smaller than this are sorted directly, without the binned pre-filter.
 PREFILTER_MIN = 4096
@@ -184,8 +185,12 @@ def _rest_min(mats: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     return rest
 
 
-def build_front(chain: Chain, max_params: float | None = None) -> Front:
-    """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`."""
+def build_front(chain: Chain, max_params: float | None = None, limits: FrontLimits = DEFAULT_LIMITS,
+                what: str = "exact front") -> Front:
+    """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`.
+
+    `limits` is checked at every step (FrontLimitExceeded names the cap and how far it got).
+    """
     if max_params is not None and chain.params is None:
         raise ValueError("max_params: the table has no params")
     lat_m, cost_m = chain.latency, chain.cost
@@ -201,7 +206,10 @@ def build_front(chain: Chain, max_params: float | None = None) -> Front:
         feasible = np.flatnonzero(par + rest[0] <= max_params + 1e-9 * max(1.0, max_params))
         lat, cost, par, state = lat[feasible], cost[feasible], par[feasible], state[feasible]
         parents[0], states[0] = parents[0][feasible], state
-    for k in range(1, len(lat_m)):
+    blocks, kept = len(lat_m), lat.size
+    limits.after_step(lat.size, 0, blocks, what)
+    for k in range(1, blocks):
+        limits.before_step(lat.size * lat_m[k].shape[1], kept, k, blocks, what)
         # candidates[j, p]: point p extended to state j of the next layer
         # gathered from transposed copies so that rows (states) are contiguous
         cand_lat = np.ascontiguousarray(lat_m[k].T)[:, state]
@@ -221,7 +229,10 @@ def build_front(chain: Chain, max_params: float | None = None) -> Front:
             alive = cand_par + rest[k][:, None] <= max_params + 1e-9 * max(1.0, max_params)
             rows, cols = _prune_3d(cand_lat, cand_cost, cand_par, alive)
             par = cand_par[rows, cols]
+        limits.after_step(rows.size, k, blocks, what)
+        kept += rows.size
         lat, cost, state = cand_lat[rows, cols], cand_cost[rows, cols], rows
+        del cand_lat, cand_cost
         parents.append(cols)
         states.append(rows)
     # The last block has one output state; tidy ties in latency (keep the cheapest of each).

@@ -220,3 +220,17 @@ def random_objective(table: Table, seed: int, kind: str, *, integer: bool = True
     if kind not in ("unary", "pairwise"):
         raise ValueError(f"kind must be flops, unary or pairwise, got {kind!r}")
     return random_costs(table, seed, pairwise=kind == "pairwise", integer=integer)
+
+
+def anti_latency_costs(table: Table) -> dict:
+    """A `widthwise-costs/1` object whose pairwise costs are minus each block's latency.
+
+    Every step that costs time saves as much cost, so (nearly) every configuration is
+    Pareto-optimal: the stress case the front caps (search/front_limits.py) exist for.
+    """
+    return {
+        "format": "widthwise-costs/1",
+        "space": table.space_name,
+        "unary": [[0.0] * len(c) for c in table.choices],
+        "pairwise": [(-np.asarray(b.ms, dtype=np.float64)).tolist() for b in table.blocks],
+    }

@@ -2,7 +2,8 @@
 
 The search owns this format because it is the consumer; the profiler writes tables
 through it. A reader refuses, naming the field, any file it cannot trust: an unknown
-format, a matrix of the wrong shape, a negative or non-finite number.
+format, a matrix of the wrong shape, a negative number, or a non-finite number anywhere
+(`NaN`/`Infinity` literals are refused at parse time, overflowing numbers after it).
 """
 
 from __future__ import annotations
@@ -161,10 +162,35 @@ def load_table(path: str | os.PathLike) -> Table:
     except OSError as exc:
         raise TableError("file", f"cannot read: {exc.strerror or exc}", source) from exc
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_NonFinite)
     except json.JSONDecodeError as exc:
         raise TableError("file", f"not valid JSON ({exc.msg} at line {exc.lineno})", source) from exc
     return _parse(obj, source)
+
+
+class _NonFinite:
+    """What a `NaN`, `Infinity` or `-Infinity` literal parses to: a marker the check below finds."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _non_finite(obj: object) -> tuple[str, str] | None:
+    """(field path, the value as written) of the first non-finite number in `obj`, or None."""
+    stack: list[tuple[str, object]] = [("", obj)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, _NonFinite):
+            return where or "(top level)", value.literal
+        elif isinstance(value, float) and not math.isfinite(value):
+            return where or "(top level)", "a number too large for a float"
+        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1023:
+            return where or "(top level)", "an integer too large for a float"
+    return None
 
 
 # --- validation ------------------------------------------------------------------------
@@ -198,6 +224,9 @@ def _matrix(value: object, rows: int, cols: int, where: str, source: str | None,
 
 
 def _parse(obj: object, source: str | None) -> Table:
+    bad = _non_finite(obj)
+    if bad is not None:
+        raise TableError(bad[0], f"non-finite number ({bad[1]}): the file is corrupt", source)
     if not isinstance(obj, dict):
         raise TableError("(top level)", "must be a JSON object", source)
     fmt = obj.get("format")

@@ -5,10 +5,16 @@ folder (written elsewhere, then renamed in) is noticed by its (inode, size, mtim
 next access at least `check_interval` seconds after the previous check, and reloaded. A
 broken file is reported with its error and leaves the other tables alone; a broken
 replacement of a good table is refused, and the good one keeps serving beside the error.
+A file that fails in any way (corrupt, non-finite numbers, unreadable) is an error entry of
+its own, logged once per version, and never stops the store or the other tables.
+With `background=True` (the daemon) files that change after the first scan are read and
+parsed in a loader thread, so a large table never stalls the caller; the old version serves
+meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -18,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
+from device_agents.errors import clip_text
+
 from .table import Table, TableError, load_table
+
+logger = logging.getLogger("widthwise.daemon")
 
 #: Files larger than this are refused without being read (a table is kilobytes).
 MAX_TABLE_BYTES = 64 * 1024 * 1024
@@ -153,7 +163,7 @@ class TableStore:
     """The tables of one folder, refreshed from disk at most every `check_interval` s."""
 
     def __init__(self, directory: str | os.PathLike, *, check_interval: float = 0.5,
-                 max_inline_objectives: int = 16) -> None:
+                 max_inline_objectives: int = 16, background: bool = False) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise NotADirectoryError(f"tables folder {str(self.directory)!r} is not a directory")
@@ -162,7 +172,15 @@ class TableStore:
         self._entries: dict[str, TableEntry] = {}
         self._lock = threading.Lock()
         self._last_scan = float("-inf")
+        self._pending: dict[str, FileSignature] = {}
+        self._loader: threading.Thread | None = None
+        self.background = False   # the first scan reads every file before the constructor returns
         self.refresh(force=True)
+        self.background = background
+
+    def load_in_background(self) -> None:
+        """From now on, read changed files in a loader thread instead of in the caller."""
+        self.background = True
 
     def refresh(self, force: bool = False) -> None:
         """Rescan the folder if the interval has passed (or `force`); reload changed files."""
@@ -214,29 +232,56 @@ class TableStore:
             if entry is None:
                 entry = self._entries[name] = TableEntry(name, path)
             signature = FileSignature.of(st)
-            if signature != entry.signature:
-                self._load(entry, signature)
+            if signature == entry.signature or self._pending.get(name) == signature:
+                continue
+            if self.background:
+                self._pending[name] = signature
+            else:
+                self._apply(entry, signature, self._read(entry.path, signature))
+        if self._pending and (self._loader is None or not self._loader.is_alive()):
+            self._loader = threading.Thread(target=self._load_pending, name="table-loader", daemon=True)
+            self._loader.start()
 
-    def _load(self, entry: TableEntry, signature: FileSignature) -> None:
-        entry.signature = signature
+    def _load_pending(self) -> None:
+        """Loader thread: read every pending file (outside the lock), then publish each result."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                name, signature = next(iter(self._pending.items()))
+                entry = self._entries.get(name)
+            result = self._read(entry.path, signature) if entry is not None else None
+            with self._lock:
+                if self._pending.get(name) == signature:
+                    del self._pending[name]
+                    if entry is not None and self._entries.get(name) is entry:
+                        self._apply(entry, signature, result)
+
+    def _read(self, path: Path, signature: FileSignature) -> Table | str:
+        """The table in `path`, or the error that refuses it (named by file and field, folder left out)."""
         if signature.size > MAX_TABLE_BYTES:
-            entry.error = f"{entry.path.name}: file: {signature.size} bytes, more than the {MAX_TABLE_BYTES} allowed"
-            return
+            return f"{path.name}: file: {signature.size} bytes, more than the {MAX_TABLE_BYTES} allowed"
         try:
-            table = load_table(entry.path)
+            return load_table(path)
         except TableError as exc:
-            entry.error = _short_error(exc, entry.path)
-            return
-        except (OSError, ValueError, RecursionError) as exc:
-            entry.error = f"{entry.path.name}: {type(exc).__name__}: {exc}"
-            return
-        entry.version = LoadedTable(table, SearcherCache(self._max_inline), time.time())
-        entry.error = None
+            return _short_error(exc, path)
+        except Exception as exc:   # any failure of one file is that table's error, never the store's
+            return f"{path.name}: {type(exc).__name__}: {clip_text(str(exc), 300)}"
+
+    def _apply(self, entry: TableEntry, signature: FileSignature, result: Table | str | None) -> None:
+        entry.signature = signature
+        if isinstance(result, Table):
+            entry.version = LoadedTable(result, SearcherCache(self._max_inline), time.time())
+            entry.error = None
+        elif result is not None:
+            entry.error = result
+            kept = "; the previous version keeps serving" if entry.version is not None else ""
+            logger.warning("table %s refused: %s%s", entry.name, result, kept)
 
 
 def _short_error(exc: TableError, path: Path) -> str:
     """The table error with the folder left out: the daemon does not publish its paths."""
-    return f"{path.name}: {exc.field}: {exc.problem}"
+    return f"{path.name}: {clip_text(exc.field, 200)}: {clip_text(exc.problem, 300)}"
 
 
 def _named_objectives(table: Table) -> list[str]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from profiler.cli import main
 from search.engine import Searcher, make_objective
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
+from search.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,15 @@ def test_console_script_in_a_real_process(table_file):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("Error: budget 0.01 ms is below the smallest achievable latency")
+
+
+@pytest.mark.parametrize("command", [["query", "--budget-ms", "10"], ["pareto"]])
+def test_a_front_over_its_cap_is_one_line_naming_the_limit(tmp_path, command):
+    table = mobilenet_v1_table(seed=0)
+    table_path, costs_path = tmp_path / "t.json", tmp_path / "anti.json"
+    table.save(table_path)
+    costs_path.write_text(json.dumps(anti_latency_costs(table)))
+    result = run(command[0], "--table", table_path, "--objective", costs_path, *command[1:])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and "points limit" in lines[0] and "200,000" in lines[0] and "lagrangian" in lines[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, read_token_file
+from search.daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, token_from_file
 
 TOKEN = "s3cret-token-0123456789abcdef"
 
@@ -29,23 +29,25 @@ def test_non_loopback_hosts_require_a_token(host: str, loopback: bool) -> None:
             check_bind(host, None)
 
 
-def test_token_file_is_read_and_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_file_is_read_by_the_shared_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "token"
     path.write_text(f"  {TOKEN}\n")
     path.chmod(0o600)
-    assert read_token_file(path) == TOKEN
+    assert token_from_file(path) == TOKEN.encode()
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="widthwise.daemon"):
-        assert read_token_file(path) == TOKEN
+        assert token_from_file(path) == TOKEN.encode()
     assert "chmod 600" in caplog.text
-    path.write_text("short\n")
-    with pytest.raises(DaemonConfigError, match="at least 16"):
-        read_token_file(path)
-    path.write_text("two words here-and-more-text\n")
-    with pytest.raises(DaemonConfigError, match="one line"):
-        read_token_file(path)
+    for bad in ("short\n", "fifteen-chars-x\n", "two words here-and-more-text\n"):
+        path.write_text(bad)
+        with pytest.raises(DaemonConfigError, match="at least 16") as refused:
+            token_from_file(path)
+        assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    path.write_bytes(bytes(range(1, 40)))
+    with pytest.raises(DaemonConfigError, match="printable"):
+        token_from_file(path)
     with pytest.raises(DaemonConfigError, match="cannot read"):
-        read_token_file(tmp_path / "missing")
+        token_from_file(tmp_path / "missing")
 
 
 class Recorder:
@@ -115,3 +117,29 @@ def test_body_cap_with_and_without_content_length() -> None:
     status, _, body = call(guard, [], [b"x" * 50, b"y" * 50])
     assert status == 200 and body == {"got": 100} and inner.calls == [b"x" * 50 + b"y" * 50]
     assert call(guard, [(b"content-length", b"100")], [b"z" * 100])[0] == 200
+
+
+def test_work_slots_run_in_threads_and_refuse_beyond_the_queue() -> None:
+    import threading
+
+    from search.daemon_guard import Busy, WorkSlots
+
+    slots = WorkSlots(1, 1)
+    release = threading.Event()
+    loop_thread: list[int] = []
+
+    async def scenario() -> list[object]:
+        loop_thread.append(threading.get_ident())
+        first = asyncio.ensure_future(slots.run(lambda: (release.wait(30), threading.get_ident())[1]))
+        second = asyncio.ensure_future(slots.run(lambda: threading.get_ident()))
+        await asyncio.sleep(0.05)
+        assert slots.admitted == 2
+        with pytest.raises(Busy, match="1 work slots are busy"):
+            await slots.run(lambda: None)
+        release.set()
+        return [await first, await second]
+    ran_on = asyncio.run(scenario())
+    assert loop_thread[0] not in ran_on, "the work ran in worker threads, not on the event loop"
+    assert slots.admitted == 0
+    with pytest.raises(ValueError):
+        WorkSlots(0, 1)

@@ -135,3 +135,17 @@ def test_errors_name_the_request_field(searcher):
     with pytest.raises(ObjectiveError) as err:
         make_objective(table, loss_samples=[[[1] * table.num_layers, 0.5]])
     assert err.value.field == "loss_samples"
+
+
+def test_lookup_answers_from_the_caches_alone_and_equals_query() -> None:
+    table = mobilenet_v1_table(seed=2)
+    searcher = Searcher(table, make_objective(table))
+    assert searcher.lookup(9.0) is None and searcher.lookup(9.0, "lagrangian") is None, "nothing built yet"
+    assert searcher.lookup(9.0, "greedy") is None, "greedy always computes"
+    for method in ("exact", "lagrangian"):
+        searcher.query(9.0, method)
+        for budget in (6.5, 8.0, 9.5, 14.0):
+            assert searcher.lookup(budget, method) == searcher.query(budget, method)
+        with pytest.raises(InfeasibleBudget):
+            searcher.lookup(searcher.min_latency_ms / 2, method)
+    assert searcher.lookup(9.0, "exact", max_params=2e6) is None, "branch and bound is work"

@@ -99,3 +99,25 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path, good, monkeypatch):
 def test_unknown_top_level_fields_are_kept(good):
     good["notes"] = {"by": "lab"}
     assert Table.from_json(good).to_json()["notes"] == {"by": "lab"}
+
+
+@pytest.mark.parametrize("where, literal, field", [
+    (("space", "layers", 2, "choices", 1), "Infinity", "space.layers[2].choices[1]"),
+    (("blocks", 3, "ms", 1, 2), "NaN", "blocks[3].ms[1][2]"),
+    (("blocks", 0, "params", 0, 4), "-Infinity", "blocks[0].params[0][4]"),
+    (("fit", "mape"), "NaN", "fit.mape"),
+    (("device", "clock_ghz"), "1e999", "device.clock_ghz"),
+    (("constant_ms",), "Infinity", "constant_ms"),
+])
+def test_non_finite_numbers_anywhere_are_refused_naming_the_field(tmp_path, good, where, literal, field):
+    marker = "__non_finite__"
+    obj = good
+    for key in where[:-1]:
+        obj = obj.setdefault(key, {}) if isinstance(key, str) else obj[key]
+    obj[where[-1]] = marker
+    path = tmp_path / "corrupt.json"
+    path.write_text(json.dumps(good).replace(f'"{marker}"', literal))
+    with pytest.raises(TableError) as refused:
+        load_table(path)
+    assert refused.value.field == field and "non-finite" in refused.value.problem
+    assert str(path) in str(refused.value)

@@ -120,3 +120,34 @@ def test_searcher_cache_pins_named_and_bounds_inline_objectives() -> None:
     cache.get_or_build("w", False, builder("w"))                   # evicts z, the least recent
     assert cache.peek("z") is None and cache.peek("y") == "y"
     assert built == ["flops", "x", "y", "z", "w"]
+
+
+def test_a_table_with_non_finite_numbers_is_an_error_entry_and_the_others_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_table(tmp_path / "good.json")
+    text = json.dumps(synthetic_table(CHOICES, seed=2).to_json())
+    (tmp_path / "inf.json").write_text(text.replace('"choices": [8, 16]', '"choices": [8, Infinity]', 1))
+    nan_meta = json.loads(text)
+    nan_meta["fit"]["mape"] = "__nan__"
+    (tmp_path / "nan.json").write_text(json.dumps(nan_meta).replace('"__nan__"', "NaN"))
+    with caplog.at_level("WARNING", logger="widthwise.daemon"):
+        store = TableStore(tmp_path)
+    entries = {e.name: e for e in store.entries()}
+    assert entries["good"].status == "ok"
+    assert entries["inf"].status == "error" and "inf.json: space.layers[0].choices[1]" in entries["inf"].error
+    assert entries["nan"].status == "error" and "nan.json: fit.mape" in entries["nan"].error
+    assert all(json.dumps(e.describe(), allow_nan=False) for e in entries.values())
+    assert "inf.json" in caplog.text and "nan.json" in caplog.text
+
+
+def test_in_background_mode_a_changed_file_is_loaded_by_the_loader_thread(tmp_path: Path) -> None:
+    write_table(tmp_path / "a.json", constant_ms=0.3)
+    store = TableStore(tmp_path, check_interval=0, background=True)
+    first = store.get("a").table
+    write_table(tmp_path / "a.json", constant_ms=0.7)
+    store.refresh()
+    loader = store._loader
+    assert loader is not None
+    loader.join(30)
+    store.refresh()
+    assert store.get("a").table is not first and store.get("a").table.constant_ms == pytest.approx(0.7)

@@ -1,0 +1,62 @@
+"""Front caps: a front that grows past its points or memory cap stops early and says how far it got."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from search.chain import build_chain
+from search.engine import FrontLimitError, Searcher, make_objective
+from search.front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
+from search.pareto import build_front
+from search.synthetic import anti_latency_costs, mobilenet_v1_table
+from search.table import load_table
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
+
+
+@pytest.fixture(scope="module")
+def anti() -> Searcher:
+    table = mobilenet_v1_table(seed=0)
+    return Searcher(table, make_objective(table, anti_latency_costs(table)))
+
+
+def test_anti_latency_costs_pass_the_points_cap_early(anti: Searcher) -> None:
+    with pytest.raises(FrontLimitError) as refused:
+        anti.query(10.0)
+    limit = refused.value.limit
+    assert limit["kind"] == "points" and limit["limit"] == DEFAULT_LIMITS.max_points
+    assert limit["reached"] > limit["limit"] and limit["block"] < limit["blocks"] - 1, "stopped part-way"
+    assert refused.value.field == "objective" and "lagrangian" in str(refused.value)
+    assert anti.query(10.0, method="lagrangian").latency_ms <= 10.0, "the suggested method answers"
+
+
+def test_the_memory_cap_stops_a_step_before_its_candidates_exist(anti: Searcher) -> None:
+    chain = anti.chain
+    with pytest.raises(FrontLimitExceeded) as refused:
+        build_front(chain, limits=FrontLimits(max_points=None, max_memory_mb=8))
+    assert refused.value.kind == "memory" and refused.value.reached > 8 and "MiB" in str(refused.value)
+
+
+def test_two_budget_searches_are_capped_too() -> None:
+    table = mobilenet_v1_table(seed=0)
+    searcher = Searcher(table, make_objective(table, "params"), FrontLimits(max_memory_mb=64))
+    with pytest.raises(FrontLimitError) as refused:
+        searcher.query(8.0, max_params=2e6)
+    assert refused.value.field == "max_params" and refused.value.limit["kind"] == "memory"
+
+
+@pytest.mark.parametrize("objective", ["flops", "params"])
+def test_the_shipped_table_is_far_inside_the_defaults(objective: str) -> None:
+    table = load_table(EXAMPLE)
+    tight = FrontLimits(max_points=DEFAULT_LIMITS.max_points // 4, max_memory_mb=DEFAULT_LIMITS.max_memory_mb / 8)
+    front = build_front(build_chain(table, make_objective(table, objective)), limits=tight)
+    assert 1000 < len(front) < tight.max_points
+
+
+def test_limits_refuse_nonsense_settings() -> None:
+    with pytest.raises(ValueError):
+        FrontLimits(max_points=0)
+    with pytest.raises(ValueError):
+        FrontLimits(max_memory_mb=0)
