@@ -4,7 +4,8 @@ MobileNet-V1 1.0 at 224 is timed with the same settings three ways, round-robin 
 run: by the agent's handler called in this process, by an agent process over TCP
 loopback, and by an agent process over a pty-bridged serial line. Prints each way's
 median (the median of the per-round medians) and the ratios to in-process; the target
-is within 3 %.
+is within 3 %. Both agent processes hold a token, so every request and answer carries its
+protocol-2 tag, as on a lab network.
 
     .venv/bin/python benchmarks/bench_agent_overhead.py [--rounds 20] [--repeat 10]
 """
@@ -12,42 +13,60 @@ is within 3 %.
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from device_agents import handlers
+from device_agents.protocol import PROTOCOL_VERSION
 from device_agents.spaces import make_space
 from profiler.agents import connect
 from profiler.ptylink import PtyLink
 
 REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 60.0
 
 
-def start_tcp_agent(workdir: Path) -> tuple[subprocess.Popen, int]:
-    """An agent process on a free loopback port."""
+def read_line_within(proc: subprocess.Popen, timeout: float) -> str:
+    """The child's next stdout line, or "" if none comes within `timeout` seconds."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0] if line else ""
+
+
+def start_tcp_agent(workdir: Path, token_file: Path) -> tuple[subprocess.Popen, int]:
+    """An agent process with a token on a free loopback port."""
     port_file = workdir / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file), "--log-level", "WARNING"],
+        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file),
+         "--token-file", str(token_file), "--log-level", "WARNING"],
         stdout=subprocess.DEVNULL, cwd=REPO,
     )
-    while not port_file.exists():
-        if proc.poll() is not None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise SystemExit("the TCP agent did not start")
         time.sleep(0.05)
     return proc, int(port_file.read_text())
 
 
-def start_serial_agent(link: PtyLink) -> subprocess.Popen:
-    """An agent process serving the agent end of the pty link."""
+def start_serial_agent(link: PtyLink, token_file: Path) -> subprocess.Popen:
+    """An agent process with a token serving the agent end of the pty link."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--log-level", "WARNING"],
+        [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file),
+         "--log-level", "WARNING"],
         stdout=subprocess.PIPE, cwd=REPO, text=True,
     )
-    if "serving serial://" not in (proc.stdout.readline() if proc.stdout else ""):
+    if "serving serial://" not in read_line_within(proc, START_TIMEOUT_S):
+        proc.kill()
         raise SystemExit("the serial agent did not start")
     return proc
 
@@ -65,15 +84,19 @@ def main() -> None:
     timing = {"warmup": 5, "repeat": args.repeat, "number": 0, "min_repeat_ms": 50.0, "threads": args.threads}
 
     def in_process() -> dict:
-        header = {"v": 1, "id": 0, "type": "bench_spec", "spec": spec, "timing": timing}
+        header = {"v": PROTOCOL_VERSION, "id": 0, "type": "bench_spec", "spec": spec, "timing": timing}
         return handlers.HANDLERS["bench_spec"](header, b"")[0]
 
     with tempfile.TemporaryDirectory() as tmp, PtyLink() as link:
-        tcp_proc, port = start_tcp_agent(Path(tmp))
-        serial_proc = start_serial_agent(link)
+        token = secrets.token_urlsafe(32)
+        token_file = Path(tmp) / "agent.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        tcp_proc, port = start_tcp_agent(Path(tmp), token_file)
+        serial_proc = start_serial_agent(link, token_file)
         try:
-            with connect(f"tcp://127.0.0.1:{port}", timeout=600) as tcp, connect(
-                f"serial://{link.client_path}?baud=115200", timeout=600
+            with connect(f"tcp://127.0.0.1:{port}", token=token, timeout=600) as tcp, connect(
+                f"serial://{link.client_path}?baud=115200", token=token, timeout=600
             ) as serial_client:
                 ways = {
                     "in-process": in_process,

@@ -137,3 +137,44 @@ def clip_text(text: str, limit: int = 2048) -> str:
         return escaped
     kept = max(limit - 40, 0)  # room for the note below
     return escaped[:kept] + f"... [{len(escaped) - kept} characters cut]"
+
+
+class LimitExceeded(BadRequest):
+    """A request asks for more work than this agent's caps allow; `details` name the cap
+    (`field`), its value (`limit`) and the value asked for (`value`)."""
+
+    code = "limit_exceeded"
+
+    def __init__(
+        self, message: str, *, field: object = None, limit: object = None, value: object = None, **details: object
+    ) -> None:
+        super().__init__(message, field=field, limit=limit, value=value, **details)
+
+
+class ExternalDataRefused(BadModel):
+    """A model references data outside its own bytes (ONNX external data, TFLite buffers
+    beyond the file); `details["tensor"]` names the refused tensor when the model names it."""
+
+    code = "external_data"
+
+
+ERRORS_BY_CODE[LimitExceeded.code] = LimitExceeded
+ERRORS_BY_CODE[ExternalDataRefused.code] = ExternalDataRefused
+
+
+# --- added with protocol version 2 (authenticated requests and answers) -------------------
+
+
+class ReplayedRequest(AuthError):
+    """A correctly signed request whose counter is not above the last one accepted on its connection."""
+
+    code = "replayed_request"
+
+
+class AgentAuthError(AuthError):
+    """(Host side) an answer that does not prove the shared token: a wrong token, or not the agent."""
+
+    code = "answer_unauthenticated"
+
+
+ERRORS_BY_CODE.update({cls.code: cls for cls in (ReplayedRequest, AgentAuthError)})

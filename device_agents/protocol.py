@@ -30,11 +30,13 @@ DEFAULT_MAX_FRAME_TCP = 256 << 20
 DEFAULT_MAX_FRAME_SERIAL = 16 << 20
 #: The smallest cap a server accepts (a hello answer must fit).
 MIN_MAX_FRAME = 4096
+#: Cap on header + payload of a frame that arrives before its connection has authenticated.
+PREAUTH_MAX_FRAME = 64 << 10
 
 #: Protocol versions this side speaks, and the one it prefers.
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (2,)
 PROTOCOL_VERSION = max(SUPPORTED_VERSIONS)
-#: Request ids are integers in [0, MAX_REQUEST_ID] so a C peer can hold them in a double or int64.
+#: Request ids and counters are integers in [0, MAX_REQUEST_ID] so a C peer can hold them in a double or int64.
 MAX_REQUEST_ID = (1 << 53) - 1
 
 
@@ -44,6 +46,8 @@ class Frame:
 
     header: dict
     payload: bytes = b""
+    #: the header's bytes exactly as framed (what a MAC covers); empty for a frame built in memory
+    head: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def request_id(self) -> int | None:
@@ -70,7 +74,11 @@ def encode_header(header: dict) -> bytes:
 
 def encode_frame(header: dict, payload: bytes = b"", *, max_frame_bytes: int = DEFAULT_MAX_FRAME_TCP) -> bytes:
     """The bytes of one frame; FrameTooLarge if header + payload exceed the cap."""
-    head = encode_header(header)
+    return encode_raw_frame(encode_header(header), payload, max_frame_bytes=max_frame_bytes)
+
+
+def encode_raw_frame(head: bytes, payload: bytes = b"", *, max_frame_bytes: int = DEFAULT_MAX_FRAME_TCP) -> bytes:
+    """One frame around header bytes already encoded (a MAC covers exactly these bytes)."""
     payload = bytes(payload)
     if len(head) > MAX_HEADER_BYTES:
         raise FrameTooLarge(
@@ -217,7 +225,7 @@ class FrameDecoder:
             return self._error(exc)
         self.frames += 1
         self._quiet = 0
-        return Frame(header, payload)
+        return Frame(header, payload, head)
 
     def truncate_front(self) -> AgentError | None:
         """Give up on an incomplete frame at the front (its sender went quiet) and resynchronise."""
@@ -252,9 +260,15 @@ def negotiate_version(offered: object) -> int:
         raise ProtocolVersionError(f"'versions' must be a list of integers, got {offered!r}")
     common = set(offered) & set(SUPPORTED_VERSIONS)
     if not common:
+        spoken = ", ".join(str(v) for v in sorted(set(offered))) or "none"
+        ours = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+        note = ""
+        if 1 in offered:
+            note = (" (version 1 is the protocol of earlier widthwise agents and hosts, whose MAC did not bind the request "
+                    "and whose answers were not authenticated: upgrade that side)")
         raise ProtocolVersionError(
-            f"no common protocol version: peer speaks {sorted(offered)}, agent speaks {list(SUPPORTED_VERSIONS)}",
-            offered=sorted(offered),
+            f"no common protocol version: the peer speaks version {spoken}, this side speaks version {ours}{note}",
+            offered=sorted(set(offered)),
             supported=list(SUPPORTED_VERSIONS),
         )
     return max(common)

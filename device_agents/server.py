@@ -2,54 +2,97 @@
 
 Every failure (bad frame, bad request, wrong token, a handler that raises) becomes an
 error frame and the server goes on with the next request. Requests run one at a time
-across all connections, so two clients never distort each other's timings.
+across all connections, so two clients never distort each other's timings. With a token,
+a connection must authenticate (challenge, then a tagged `authenticate`) before anything
+else is read beyond a small frame cap, and within a bounded time; every answer is tagged.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
+import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping
 
 from . import __version__
-from .auth import new_nonce, require_token_for_bind, verify_request
-from .errors import AgentConnectionError, AgentError, AgentTimeout, BadRequest, FrameError
+from .auth import (
+    ZERO_TAG,
+    SessionKey,
+    claimed_bind,
+    is_nonce,
+    new_nonce,
+    require_token_for_bind,
+    seal,
+    split_tag,
+    verify_request,
+)
+from .errors import (
+    AgentConnectionError,
+    AgentError,
+    AgentTimeout,
+    AuthError,
+    BadRequest,
+    FrameError,
+    FrameTooLarge,
+    ReplayedRequest,
+    clip_text,
+)
 from .protocol import (
     MAX_REQUEST_ID,
     MIN_MAX_FRAME,
+    PREAUTH_MAX_FRAME,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Frame,
+    encode_frame,
+    encode_raw_frame,
     error_header,
     negotiate_version,
     result_header,
 )
-from .transport import FrameChannel, TcpStream, default_cap, open_serial
+from .transport import FrameChannel, LogLimiter, TcpStream, default_cap, open_serial
+from .transport import write_port_file  # noqa: F401  (where __main__ and tests have always found it)
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
 log = logging.getLogger("device_agents.server")
 
 #: Request types the server answers itself, before the handler table.
-SERVER_TYPES = ("challenge",)
+SERVER_TYPES = ("challenge", "authenticate")
+#: Peer-chosen text in a log line is escaped and cut to this many characters.
+LOG_TEXT_LIMIT = 200
 
 
 @dataclass
 class Session:
-    """Per-connection state: the nonce requests must sign, the negotiated version."""
+    """Per-connection state: the nonces, the negotiated version, the counter, the last answer."""
 
     peer: str
     nonce: str | None = None
+    client_nonce: str | None = None
     version: int = PROTOCOL_VERSION
     requests: int = 0
-    #: (request header, payload CRC, answer header, answer payload) of the last request, whose
-    #: answer is resent when exactly the same request (same id too) comes again
-    last_answer: tuple[dict, int, dict, bytes] | None = None
+    authenticated: bool = False
+    #: the highest request counter accepted so far (token sessions)
+    last_seq: int = 0
+    #: what identifies the last request ((seq, tag) with a token, (header, payload CRC) without)
+    #: and the bytes of its answer, resent as they are when exactly that request comes again
+    last_key: object = None
+    last_answer: bytes | None = None
+
+
+@dataclass
+class Reply:
+    """An answer before encoding: its header and payload, and the (counter, request tag) its tag binds."""
+
+    header: dict
+    payload: bytes = b""
+    bind: tuple[int, bytes] = (0, ZERO_TAG)
+    cache_key: object = None
+    cached: bytes | None = None
 
 
 @dataclass
@@ -58,10 +101,12 @@ class ServerConfig:
 
     token: bytes | None = None
     max_frame_bytes: int | None = None  # None: the transport's default cap
-    idle_timeout_s: float = 3600.0  # a TCP connection silent this long is closed
+    idle_timeout_s: float = 3600.0  # an authenticated TCP connection silent this long is closed
+    auth_timeout_s: float = 10.0  # with a token, a TCP connection not authenticated this long after accept is closed
     frame_timeout_s: float = 10.0  # a TCP frame stalled half-way this long is truncated
     serial_frame_timeout_s: float = 1.0  # the same on a serial line, where frames flow without gaps
     max_connections: int = 8
+    max_per_address: int = 4  # below max_connections: one address never takes every slot
 
     def cap_for(self, transport: str) -> int:
         cap = default_cap(transport) if self.max_frame_bytes is None else self.max_frame_bytes
@@ -77,6 +122,10 @@ def default_handlers() -> Mapping[str, Handler]:
     return HANDLERS
 
 
+def _peer_text(value: object) -> str:
+    return clip_text(str(value), LOG_TEXT_LIMIT)
+
+
 @dataclass
 class AgentServer:
     """Dispatches decoded requests to a handler table, enforcing protocol and auth."""
@@ -85,6 +134,7 @@ class AgentServer:
     config: ServerConfig = field(default_factory=ServerConfig)
     _exec_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
 
     def __post_init__(self) -> None:
         if self.handlers is None:
@@ -92,41 +142,105 @@ class AgentServer:
 
     # --- one request ------------------------------------------------------------------
 
-    def respond(self, session: Session, frame: Frame, max_frame_bytes: int) -> tuple[dict, bytes]:
-        """The response (header, payload) to one decoded frame; never raises AgentError."""
+    def answer(self, session: Session, frame: Frame, max_frame_bytes: int) -> bytes:
+        """The bytes of the answer to one decoded frame (remembered for an exact resend)."""
+        reply = self.respond(session, frame, max_frame_bytes)
+        if reply.cached is not None:
+            return reply.cached
+        data = self.encode(session, reply, max_frame_bytes)
+        if reply.cache_key is not None:
+            session.last_key, session.last_answer = reply.cache_key, data
+        return data
+
+    def encode(self, session: Session, reply: Reply, max_frame_bytes: int) -> bytes:
+        """A reply as frame bytes, tagged when the session has a key; an over-cap answer becomes an error."""
+        try:
+            return self._encode(session, reply.header, reply.payload, reply.bind, max_frame_bytes)
+        except FrameError as exc:  # the answer itself is over the cap or not encodable
+            return self._encode(session, error_header(reply.header.get("id"), exc, session.version), b"", reply.bind,
+                                max_frame_bytes)
+
+    def _encode(self, session: Session, header: dict, payload: bytes, bind: tuple[int, bytes], cap: int) -> bytes:
+        key = self._key(session)
+        if key is None:
+            return encode_frame(header, payload, max_frame_bytes=cap)
+        seq, request_tag = bind
+        head, region = seal(header, payload, lambda h, p: key.answer_tag(seq, request_tag, h, p))
+        return encode_raw_frame(head, region, max_frame_bytes=cap)
+
+    def _key(self, session: Session) -> SessionKey | None:
+        if self.config.token is None or session.nonce is None or session.client_nonce is None:
+            return None
+        return SessionKey(self.config.token, session.nonce, session.client_nonce)
+
+    def respond(self, session: Session, frame: Frame, max_frame_bytes: int) -> Reply:
+        """The reply to one decoded frame; never raises AgentError."""
         header = frame.header
         rid = frame.request_id
+        bind = claimed_bind(frame)
         try:
-            if rid is None:
-                raise BadRequest(f"request id must be an integer in [0, {MAX_REQUEST_ID}], got {header.get('id')!r}")
-            rtype = header.get("type")
-            if not isinstance(rtype, str):
-                raise BadRequest(f"request 'type' must be a string, got {rtype!r}")
-            version = header.get("v", PROTOCOL_VERSION)
-            if isinstance(version, bool) or not isinstance(version, int):
-                raise BadRequest(f"'v' must be an integer protocol version, got {version!r}")
-            if version not in SUPPORTED_VERSIONS:
-                negotiate_version([version])  # raises ProtocolVersionError naming both sides
+            rtype = self._check_envelope(header, rid)
             if rtype == "challenge":
+                key = ("challenge", header, frame.payload)
+                if session.last_key == key and session.last_answer is not None:
+                    return Reply({}, cached=session.last_answer)  # a resend: the same session, not a new one
                 body = self._challenge(session, header, max_frame_bytes)
-                return result_header(rid, body, session.version), b""
-            if self.config.token is not None:
-                try:
-                    verify_request(self.config.token, session.nonce, header)
-                except AgentError as exc:
-                    log.warning("refused %s request %s from %s: %s", rtype, rid, session.peer, exc.message)
-                    raise
-            last = session.last_answer
-            payload_crc = zlib.crc32(frame.payload)
-            if last is not None and last[0] == header and last[1] == payload_crc:
-                return last[2], last[3]  # a resend after a corrupted answer: no need to time again
-            header_out, payload_out = self._dispatch(session, rtype, rid, header, frame.payload, max_frame_bytes)
-            session.last_answer = (header, payload_crc, header_out, payload_out)
-            return header_out, payload_out
+                return Reply(result_header(rid, body, session.version), cache_key=key)
+            if self.config.token is None:
+                payload, _ = split_tag(frame)
+                key = (header, zlib.crc32(payload))
+                if session.last_key == key and session.last_answer is not None:
+                    return Reply({}, cached=session.last_answer)  # a resend after a corrupted answer
+                return Reply(*self._dispatch(session, rtype, rid, header, payload, max_frame_bytes), cache_key=key)
+            return self._respond_signed(session, frame, rtype, rid, max_frame_bytes)
         except AgentError as exc:
-            if exc.code != "unauthorized":
-                log.info("error answering %s from %s: %s: %s", header.get("type"), session.peer, exc.code, exc.message)
-            return error_header(rid, exc, session.version), b""
+            if isinstance(exc, AuthError):
+                self._log.warning("refused %s request %s from %s: %s", _peer_text(header.get("type")),
+                                  _peer_text(header.get("id")), session.peer, _peer_text(exc.message))
+            else:
+                self._log.info("error answering %s from %s: %s: %s", _peer_text(header.get("type")), session.peer,
+                               exc.code, _peer_text(exc.message))
+            return Reply(error_header(rid, exc, session.version), bind=bind)
+
+    def _check_envelope(self, header: dict, rid: int | None) -> str:
+        """The request type, once id, type and version are valid (errors name what is wrong)."""
+        if rid is None:
+            raise BadRequest(f"request id must be an integer in [0, {MAX_REQUEST_ID}], got {_peer_text(header.get('id'))}")
+        rtype = header.get("type")
+        if not isinstance(rtype, str):
+            raise BadRequest(f"request 'type' must be a string, got {_peer_text(rtype)}")
+        version = header.get("v", PROTOCOL_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise BadRequest(f"'v' must be an integer protocol version, got {_peer_text(version)}")
+        if version not in SUPPORTED_VERSIONS:
+            negotiate_version([version])  # raises ProtocolVersionError naming both sides
+        return rtype
+
+    def _respond_signed(self, session: Session, frame: Frame, rtype: str, rid: int, cap: int) -> Reply:
+        """Verify a request of a token session (tag, then counter), then answer it."""
+        if session.nonce is None:
+            raise AuthError("this agent requires authentication: send a 'challenge' request first")
+        if not session.authenticated and rtype != "authenticate":
+            raise AuthError("this connection has not authenticated: before 'authenticate' succeeds the agent "
+                            "answers only 'challenge' and 'authenticate'")
+        key = self._key(session)
+        assert key is not None
+        seq, payload, tag = verify_request(key, frame)
+        if session.last_key == (seq, tag) and session.last_answer is not None:
+            return Reply({}, cached=session.last_answer)  # an exact resend of the last request: not new work
+        if seq <= session.last_seq:
+            raise ReplayedRequest(
+                f"request counter {seq} is not above {session.last_seq}, the last accepted on this connection: "
+                "a replayed or reordered request is refused",
+                seq=seq, last_seq=session.last_seq,
+            )
+        session.last_seq = seq
+        if rtype == "authenticate":
+            session.authenticated = True
+            header, out = result_header(rid, {"authenticated": True}, session.version), b""
+        else:
+            header, out = self._dispatch(session, rtype, rid, frame.header, payload, cap)
+        return Reply(header, out, bind=(seq, tag), cache_key=(seq, tag))
 
     def _dispatch(self, session: Session, rtype: str, rid: int | None, header: dict, payload: bytes, max_frame_bytes: int) -> tuple[dict, bytes]:
         """Run the handler of an authenticated request; every failure becomes an error header."""
@@ -134,7 +248,8 @@ class AgentServer:
             handler = self.handlers.get(rtype)  # type: ignore[union-attr]
             if handler is None:
                 known = ", ".join(sorted({*SERVER_TYPES, *self.handlers}))  # type: ignore[misc]
-                raise BadRequest(f"unknown request type {rtype!r}; this agent answers: {known}", type=rtype)
+                raise BadRequest(f"unknown request type {_peer_text(repr(rtype))}; this agent answers: {known}",
+                                 type=_peer_text(rtype))
             with self._exec_lock:
                 body, payload = handler(header, payload)
             if rtype == "hello":
@@ -143,62 +258,80 @@ class AgentServer:
             session.requests += 1
             return result_header(rid, body, session.version), payload
         except AgentError as exc:
-            if exc.code != "unauthorized":
-                log.info("error answering %s from %s: %s: %s", header.get("type"), session.peer, exc.code, exc.message)
+            self._log.info("error answering %s from %s: %s: %s", _peer_text(rtype), session.peer, exc.code,
+                           _peer_text(exc.message))
             return error_header(rid, exc, session.version), b""
         except Exception as exc:  # a handler bug must not take the agent down
-            log.error("handler for %r failed:\n%s", header.get("type"), traceback.format_exc())
-            err = AgentError(f"internal error in the agent: {type(exc).__name__}: {exc}")
+            self._log.error("handler for %s failed: %s", _peer_text(rtype), clip_text(traceback.format_exc(), 4096))
+            err = AgentError(f"internal error in the agent: {type(exc).__name__}: {clip_text(str(exc))}")
             return error_header(rid, err, session.version), b""
 
     def _protocol_info(self, session: Session, max_frame_bytes: int) -> dict:
-        return {
+        info = {
             "version": session.version,
             "supported": list(SUPPORTED_VERSIONS),
             "max_frame_bytes": max_frame_bytes,
             "auth_required": self.config.token is not None,
         }
+        if self.config.token is not None:
+            info["preauth_max_frame_bytes"] = min(max_frame_bytes, PREAUTH_MAX_FRAME)
+            info["auth_timeout_s"] = self.config.auth_timeout_s
+        return info
 
     def _challenge(self, session: Session, header: dict, max_frame_bytes: int) -> dict:
-        session.version = negotiate_version(header.get("versions"))
-        session.nonce = new_nonce()
-        session.last_answer = None  # a new session (on a serial line: maybe a new client)
+        version = negotiate_version(header.get("versions"))
+        client_nonce = header.get("cnonce")
+        if self.config.token is not None and not is_nonce(client_nonce):
+            raise BadRequest("a challenge to an agent with a token needs 'cnonce': 32 lowercase hex digits", field="cnonce")
+        session.version = version
+        session.nonce, session.client_nonce = new_nonce(), client_nonce if is_nonce(client_nonce) else None
+        session.authenticated, session.last_seq = False, 0
+        session.last_key = session.last_answer = None  # a new session (on a serial line: maybe a new client)
         body = {"nonce": session.nonce, "agent_version": __version__}
         body["protocol"] = self._protocol_info(session, max_frame_bytes)
         return body
 
     # --- a stream of requests -----------------------------------------------------------
 
+    def _preauth(self, session: Session) -> bool:
+        return self.config.token is not None and not session.authenticated
+
     def serve_channel(
-        self, channel: FrameChannel, session: Session, *, idle_timeout: float | None, frame_timeout: float | None = None
+        self, channel: FrameChannel, session: Session, *, idle_timeout: float | None, frame_timeout: float | None = None,
+        auth_timeout: float | None = None, closable: bool = True,
     ) -> None:
-        """Answer frames on one channel until the peer closes, goes idle, or the server stops."""
+        """Answer frames on one channel until the peer closes, goes idle, fails to authenticate in time, or the server stops.
+
+        `closable`: the channel is a connection that may be dropped (TCP), not a serial line.
+        """
         cap = channel.max_frame_bytes
         stall = self.config.frame_timeout_s if frame_timeout is None else frame_timeout
         wait = 0.5 if idle_timeout is None else min(0.5, idle_timeout)
-        idle = 0.0
+        opened, idle = time.monotonic(), 0.0
         while not self._stop.is_set():
+            preauth = self._preauth(session)
+            channel.decoder.max_frame_bytes = min(cap, PREAUTH_MAX_FRAME) if preauth else cap
+            if preauth and auth_timeout is not None and time.monotonic() - opened >= auth_timeout:
+                self._log.info("closing %s: not authenticated within %g s", session.peer, auth_timeout)
+                return
             try:
                 event = channel.receive(wait, stall)
             except AgentTimeout:
                 idle += wait
                 if idle_timeout is not None and idle >= idle_timeout and not channel.decoder.buffered:
-                    log.info("closing idle connection %s", session.peer)
+                    self._log.info("closing idle connection %s", session.peer)
                     return
                 continue
             idle = 0.0
             if isinstance(event, Frame):
-                header, payload = self.respond(session, event, cap)
-            else:
-                log.info("bad bytes from %s: %s", session.peer, event.message)
-                header, payload = error_header(None, event, session.version), b""
-            self._send(channel, header, payload, cap)
-
-    def _send(self, channel: FrameChannel, header: dict, payload: bytes, cap: int) -> None:
-        try:
-            channel.send(header, payload, max_frame_bytes=cap)
-        except FrameError as exc:  # the answer itself is over the cap or not encodable
-            channel.send(error_header(header.get("id"), exc), b"", max_frame_bytes=cap)
+                channel.stream.write_all(self.answer(session, event, cap))
+                continue
+            self._log.info("bad bytes from %s: %s", session.peer, _peer_text(event.message))
+            channel.send(error_header(None, event, session.version), b"", max_frame_bytes=cap)
+            if preauth and closable and isinstance(event, FrameTooLarge):
+                self._log.info("closing %s: a frame above the %d-byte cap before authentication", session.peer,
+                               channel.decoder.max_frame_bytes)
+                return
 
     # --- transports ---------------------------------------------------------------------
 
@@ -216,31 +349,34 @@ class AgentServer:
         log.info("serving tcp on %s:%d (auth %s)", host, bound, "on" if self.config.token else "off")
         if on_bound is not None:
             on_bound(bound)
-        active: set[threading.Thread] = set()
+        active: dict[str, set[threading.Thread]] = {}
         try:
             while not self._stop.is_set():
                 try:
                     conn, addr = listener.accept()
                 except (socket.timeout, TimeoutError):
                     continue
-                active = {t for t in active if t.is_alive()}
-                peer = f"{addr[0]}:{addr[1]}"
-                if len(active) >= self.config.max_connections:
-                    log.warning("refused connection from %s: %d connections already open", peer, len(active))
+                active = {a: live for a, threads in active.items() if (live := {t for t in threads if t.is_alive()})}
+                peer, mine = f"{addr[0]}:{addr[1]}", active.get(addr[0], set())
+                total = sum(len(threads) for threads in active.values())
+                if total >= self.config.max_connections or len(mine) >= self.config.max_per_address:
+                    self._log.warning("refused connection from %s: %d open from that address, %d in all (limits %d, %d)",
+                                      peer, len(mine), total, self.config.max_per_address, self.config.max_connections)
                     conn.close()
                     continue
                 thread = threading.Thread(target=self._serve_conn, args=(conn, peer, cap), daemon=True)
                 thread.start()
-                active.add(thread)
+                active.setdefault(addr[0], set()).add(thread)
         finally:
             listener.close()
 
     def _serve_conn(self, conn: socket.socket, peer: str, cap: int) -> None:
         channel = FrameChannel(TcpStream(conn, peer), max_frame_bytes=cap)
         try:
-            self.serve_channel(channel, Session(peer), idle_timeout=self.config.idle_timeout_s)
+            self.serve_channel(channel, Session(peer), idle_timeout=self.config.idle_timeout_s,
+                               auth_timeout=self.config.auth_timeout_s)
         except (AgentConnectionError, AgentTimeout) as exc:
-            log.info("connection %s ended: %s", peer, exc.message)
+            self._log.info("connection %s ended: %s", peer, _peer_text(exc.message))
         finally:
             channel.close()
 
@@ -254,7 +390,8 @@ class AgentServer:
         while True:
             try:
                 self.serve_channel(
-                    channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s
+                    channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s,
+                    closable=False,
                 )
                 return
             except (AgentConnectionError, AgentTimeout) as exc:  # device unplugged, or a write stuck
@@ -279,10 +416,3 @@ class AgentServer:
         """Ask the serving loops to return (within about half a second)."""
         self._stop.set()
 
-
-def write_port_file(path: str | os.PathLike[str], port: int) -> None:
-    """Write the bound port atomically, so a reader never sees a half-written number."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, target)

@@ -6,9 +6,14 @@ process. `FrameChannel` joins a stream to the streaming decoder of protocol.py.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from .errors import AgentConnectionError, AgentError, AgentTimeout
 from .protocol import DEFAULT_MAX_FRAME_SERIAL, DEFAULT_MAX_FRAME_TCP, Frame, FrameDecoder, encode_frame
@@ -195,6 +200,74 @@ class FrameChannel:
         self.stream.close()
 
 
+class LogLimiter:
+    """A token bucket in front of a logger, so a peer that floods refusals cannot flood the log.
+
+    Up to `burst` lines at once, then `per_second` on average; the next line that passes says
+    how many were suppressed in between.
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, per_second: float = 1.0) -> None:
+        self.logger = logger
+        self.burst = float(burst)
+        self.per_second = float(per_second)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self.suppressed = 0
+
+    def _take(self) -> int | None:
+        """Suppressed lines to report if a line may pass now, else None (and count it)."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
+            self._last = now
+            if self._tokens < 1.0:
+                self.suppressed += 1
+                return None
+            self._tokens -= 1.0
+            held, self.suppressed = self.suppressed, 0
+            return held
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """Log one line if the bucket allows it."""
+        if not self.logger.isEnabledFor(level):
+            return
+        held = self._take()
+        if held is None:
+            return
+        if held:
+            msg = f"{msg} [{held} similar lines suppressed before this one]"
+        self.logger.log(level, msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self.log(logging.INFO, msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self.log(logging.ERROR, msg, *args)
+
+
 def default_cap(transport: str) -> int:
     """The default frame cap of a transport kind ("tcp" or "serial")."""
     return DEFAULT_MAX_FRAME_SERIAL if transport == "serial" else DEFAULT_MAX_FRAME_TCP
+
+
+def write_port_file(path: str | os.PathLike[str], port: int) -> None:
+    """Write the bound port atomically: an exclusively created, unpredictable temporary file, then a rename.
+
+    The temporary file is created with O_EXCL (never through a symlink) beside the target, and
+    the rename replaces the target's directory entry (a symlink there is replaced, not followed).
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{port}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

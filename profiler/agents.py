@@ -1,7 +1,9 @@
 """Host client of the device agent: URL -> connection, typed errors, retries, timeouts.
 
 URLs: `tcp://HOST:PORT`, `serial:///dev/ttyUSB0?baud=115200`, and `local`, which starts
-`python -m device_agents serve --port 0` as a subprocess and stops it on close. Errors
+`python -m device_agents serve --port 0` as a subprocess and stops it on close. With a
+token, every request is tagged and every answer's tag is checked before anything in it is
+used (PROTOCOL.md section 4): an answer that fails is an AgentAuthError. Errors
 come back as the agent's typed classes; retryable ones (timeouts, dropped connections,
 corrupt frames) are retried after a reconnect, since every request is idempotent.
 `timeout` bounds the wait for each answer; a bench whose `timing.max_total_s` allows
@@ -17,21 +19,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from device_agents import auth
 from device_agents.errors import (
+    AgentAuthError,
     AgentConnectionError,
     AgentError,
     AgentTimeout,
     AuthError,
     BadRequest,
     FrameTooLarge,
+    ProtocolVersionError,
+    clip_text,
     error_from_wire,
 )
-from device_agents.protocol import SUPPORTED_VERSIONS, Frame, encode_frame, request_header
+from device_agents.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, encode_frame, request_header
 from device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
 
 T = TypeVar("T")
@@ -102,11 +108,12 @@ class LocalAgent:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
+        # -P and a private cwd: nothing in the user's working directory (a logging.py, say) is importable
+        cmd = [sys.executable, "-P", "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
                "--exit-with-stdin", *self.args]
         with open(self.log_path, "ab") as log:
             # the agent exits when this pipe closes, so it never outlives its host process
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, cwd=self.workdir)
         deadline = time.monotonic() + LOCAL_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.port_file.exists():
@@ -149,6 +156,21 @@ class LocalAgent:
                 self.proc.wait()
 
 
+@dataclass
+class ClientStats:
+    """What the client went through, for reliability tests and reports (counts since it was made)."""
+
+    requests: int = 0  # calls of `request`
+    attempts: int = 0  # tries of those requests (one per connection used); retries add to it
+    last_attempts: int = 0  # tries of the latest request
+    timeouts: int = 0  # tries that ended in AgentTimeout
+    reconnects: int = 0  # connections opened after the first
+    crc_rejected: int = 0  # frames from the agent this client's decoder rejected (CRC, truncation, garbage)
+    agent_frame_errors: int = 0  # `bad_frame` errors the agent sent about our frames (id null)
+    resends: int = 0  # identical resends of a request on the same connection
+    auth_failures: int = 0  # answers that failed the tag check
+
+
 class AgentClient:
     """A connection to one agent; a context manager. See module docstring for URLs."""
 
@@ -170,8 +192,13 @@ class AgentClient:
         self.max_frame_bytes = max_frame_bytes or default_cap("serial" if self.kind == "serial" else "tcp")
         self.frame_stall_s = FRAME_STALL_S["serial" if self.kind == "serial" else "tcp"]
         self.local = LocalAgent(local_agent_args) if self.kind == "local" else None
+        self.stats = ClientStats()
         self._ids = itertools.count(1)
         self._channel: FrameChannel | None = None
+        self._key: auth.SessionKey | None = None
+        self._seq = 0
+        self._client_nonce = ""
+        self._connections = 0
         self.nonce: str | None = None
         self.protocol: dict = {}
         try:
@@ -199,22 +226,42 @@ class AgentClient:
         return open_tcp("127.0.0.1", int(self.local.port), CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
 
     def _connect(self) -> None:
+        """Open a connection, run the challenge and, with a token, authenticate (both sides prove it)."""
         self._drop_channel()
         self._channel = FrameChannel(self._open_stream(), max_frame_bytes=self.max_frame_bytes)
+        self.stats.reconnects += self._connections > 0
+        self._connections += 1
         try:
-            body, _ = self._exchange("challenge", {"versions": list(SUPPORTED_VERSIONS)}, b"", sign=False)
+            self._handshake()
         except BaseException:
             self._drop_channel()
             raise
+
+    def _handshake(self) -> None:
+        client_nonce = self._client_nonce = auth.new_nonce()
+        self._key, self._seq = None, 0
+        fields = {"versions": list(SUPPORTED_VERSIONS), "cnonce": client_nonce}
+        try:
+            body, _ = self._exchange("challenge", fields, b"")
+        except ProtocolVersionError as exc:
+            raise ProtocolVersionError(
+                f"agent {self.url} cannot talk to this host: {exc.message}; run the same widthwise version on both "
+                "(widthwise agent bundle)", **exc.details
+            ) from None
         self.nonce = str(body.get("nonce"))
         self.protocol = dict(body.get("protocol") or {})
-        if self.protocol.get("auth_required") and self.token is None:
-            raise AuthError(f"agent {self.url} requires a token: pass --token-file (or token=...)")
+        if self.token is None:
+            if self.protocol.get("auth_required"):
+                raise AuthError(f"agent {self.url} requires a token: pass --token-file (or token=...)")
+            return
+        self._key = auth.SessionKey(self.token, self.nonce, client_nonce)
+        self._exchange("authenticate", {}, b"")
 
     def _drop_channel(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        self._key = None
 
     def close(self) -> None:
         """Close the connection (and stop a local agent)."""
@@ -230,27 +277,32 @@ class AgentClient:
 
     # --- requests -------------------------------------------------------------------------
 
-    def _exchange(
-        self, rtype: str, fields: dict, payload: bytes, *, sign: bool = True, request_id: int | None = None,
-        timeout: float | None = None,
-    ) -> tuple[dict, bytes]:
-        """Send one request and wait for the response with its id (stale frames are skipped)."""
-        channel = self._channel
-        if channel is None:
-            raise AgentConnectionError(f"not connected to {self.url}")
-        rid = next(self._ids) if request_id is None else request_id
-        header = request_header(rtype, rid, fields, version=int(self.protocol.get("version", max(SUPPORTED_VERSIONS))))
-        if sign and self.token is not None:
-            header["auth"] = auth.request_mac(self.token, str(self.nonce), rid, rtype)
+    def _frame(self, rtype: str, rid: int, fields: dict, payload: bytes) -> tuple[bytes, int, bytes]:
+        """(frame bytes, counter, tag) of a request; signed with the next counter when the session has a key."""
+        header = request_header(rtype, rid, fields, version=int(self.protocol.get("version", PROTOCOL_VERSION)))
         cap = int(self.protocol.get("max_frame_bytes", self.max_frame_bytes))
         try:
-            frame_bytes = encode_frame(header, payload, max_frame_bytes=cap)
+            if self._key is None:
+                return encode_frame(header, payload, max_frame_bytes=cap), 0, auth.ZERO_TAG
+            frame, tag = auth.sign_request(self._key, self._seq + 1, header, payload, cap)
         except FrameTooLarge as exc:
             raise FrameTooLarge(
                 f"{rtype} request of {exc.details.get('size')} bytes exceeds the agent's frame cap of {cap} bytes "
                 "(agent option --max-frame-bytes)",
                 **exc.details,
             ) from None
+        self._seq += 1
+        return frame, self._seq, tag
+
+    def _exchange(
+        self, rtype: str, fields: dict, payload: bytes, *, request_id: int | None = None, timeout: float | None = None,
+    ) -> tuple[dict, bytes]:
+        """Send one request and wait for the answer with its id, checking its tag (stale frames are skipped)."""
+        channel = self._channel
+        if channel is None:
+            raise AgentConnectionError(f"not connected to {self.url}")
+        rid = next(self._ids) if request_id is None else request_id
+        frame_bytes, seq, tag = self._frame(rtype, rid, fields, payload)
         channel.stream.write_all(frame_bytes)
         resends = 0
         bound = self.timeout if timeout is None else timeout
@@ -260,36 +312,57 @@ class AgentClient:
             if remaining <= 0:
                 raise AgentTimeout(f"{rtype} request to {self.url} got no answer within {bound:g} s", timeout_s=bound)
             event = channel.receive(remaining, self.frame_stall_s)
-            if not isinstance(event, Frame):
-                # a corrupt frame may have been our answer: ask again (the agent resends it
-                # from its cache without timing again); plain garbage needs no action
-                if "skipped" not in event.details and resends < MAX_RESENDS:
-                    resends += 1
-                    channel.stream.write_all(frame_bytes)
-                continue
-            header_in = event.header
-            if header_in.get("id") is None and header_in.get("type") == "error":
-                # the agent could not read some frame; if it was ours, resending is the cure
-                err = error_from_wire(dict(header_in.get("error") or {}))
-                if err.retryable and resends < MAX_RESENDS:
-                    resends += 1
-                    channel.stream.write_all(frame_bytes)
-                continue
-            if header_in.get("id") != rid:
-                continue  # a late answer to an earlier attempt
-            if header_in.get("type") == "error":
-                raise error_from_wire(dict(header_in.get("error") or {}))
+            resend = False
+            if not isinstance(event, Frame):  # rejected bytes may have been our answer
+                self.stats.crc_rejected += 1
+                resend = True
+            elif event.header.get("id") is None and event.header.get("type") == "error":
+                # the agent could not read some frame, perhaps ours (such errors answer no request: no tag)
+                self.stats.agent_frame_errors += 1
+                resend = error_from_wire(dict(event.header.get("error") or {})).retryable
+            elif event.header.get("id") == rid:  # anything else is a late answer to an earlier attempt
+                return self._accept(rtype, seq, tag, event)
+            if resend and resends < MAX_RESENDS:  # the agent answers an exact resend from memory, not running it again
+                resends += 1
+                self.stats.resends += 1
+                channel.stream.write_all(frame_bytes)
+
+    def _accept(self, rtype: str, seq: int, tag: bytes, event: Frame) -> tuple[dict, bytes]:
+        """The (body, payload) of the answer to our request, or its typed error; AgentAuthError if its tag fails.
+
+        With a token every answer must prove it, except an error to the challenge itself
+        (such as a version mismatch), which is raised as it came: nothing is kept from it.
+        """
+        header_in = event.header
+        payload = event.payload
+        if header_in.get("mac") == auth.MAC_SCHEME and len(payload) >= auth.TAG_BYTES:
+            payload = payload[: -auth.TAG_BYTES]  # without a token the tag cannot be checked: it is only cut off
+        if self.token is not None and not (rtype == "challenge" and header_in.get("type") == "error"):
             body = header_in.get("body")
-            if header_in.get("type") != "result" or not isinstance(body, dict):
-                raise AgentError(f"malformed response from {self.url}: {str(header_in)[:200]}")
-            return body, event.payload
+            key = self._key or auth.SessionKey(  # the challenge answer: its nonce is in the body the tag covers
+                self.token, str(body.get("nonce") if isinstance(body, dict) else ""), self._client_nonce)
+            try:
+                payload = auth.verify_answer(key, seq, tag, event, self.url)
+            except AgentAuthError:
+                self.stats.auth_failures += 1
+                raise
+        if header_in.get("type") == "error":
+            raise error_from_wire(dict(header_in.get("error") or {}))
+        body = header_in.get("body")
+        if header_in.get("type") != "result" or not isinstance(body, dict):
+            raise AgentError(f"malformed response from {self.url}: {clip_text(str(header_in), 200)}")
+        return body, payload
 
     def _with_retries(self, attempt: Callable[[], T]) -> T:
         """Run attempt; on a retryable failure drop the connection and try again, up to `retries` times."""
+        self.stats.last_attempts = 0
         for n in range(self.retries + 1):
+            self.stats.attempts += 1
+            self.stats.last_attempts += 1
             try:
                 return attempt()
             except AgentError as exc:
+                self.stats.timeouts += isinstance(exc, AgentTimeout)
                 if not exc.retryable or n == self.retries:
                     raise
                 self._drop_channel()
@@ -301,6 +374,7 @@ class AgentClient:
     ) -> tuple[dict, bytes]:
         """Send a request (resent with the same id on retry) and return (body, payload)."""
         rid = next(self._ids)
+        self.stats.requests += 1
 
         def attempt() -> tuple[dict, bytes]:
             if self._channel is None:

@@ -57,7 +57,7 @@ def _valid_frames() -> list[bytes]:
     return [
         encode_frame(request_header("hello", 1)),
         encode_frame(request_header("bench_model", 7, {"format": "onnx"}), b"\x00\x01\x02" * 40),
-        encode_frame({"v": 1, "id": 3, "type": "bench_spec", "spec": {"space": "mobilenet_v1", "widths": [8] * 14}}),
+        encode_frame({"v": 2, "id": 3, "type": "bench_spec", "spec": {"space": "mobilenet_v1", "widths": [8] * 14}}),
     ]
 
 

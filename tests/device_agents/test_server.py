@@ -22,11 +22,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_agents.auth import ConfigError, request_mac, require_token_for_bind
-from device_agents.errors import ERRORS_BY_CODE, BadWidths
-from device_agents.protocol import MAGIC, Frame, FrameDecoder, encode_frame, request_header
-from device_agents.server import AgentServer, ServerConfig, Session
+from device_agents.auth import (
+    ZERO_TAG,
+    ConfigError,
+    SessionKey,
+    new_nonce,
+    require_token_for_bind,
+    seal,
+    verify_answer,
+)
+from device_agents.errors import ERRORS_BY_CODE, AgentAuthError, BadWidths
+from device_agents.protocol import MAGIC, Frame, FrameDecoder, decode_all, encode_frame, encode_raw_frame, request_header
+from device_agents.server import AgentServer, ServerConfig, Session, write_port_file
 from device_agents.transport import FrameChannel, open_tcp
+from tests.support.procs import read_line
 
 TOKEN = b"s3cret-token-for-tests"
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +45,7 @@ class Handlers(dict):
     """A handler table that counts calls, so tests can prove that no work was done."""
 
     def __init__(self) -> None:
-        super().__init__(hello=self.hello, echo=self.echo, widths=self.widths, crash=self.crash)
+        super().__init__(hello=self.hello, echo=self.echo, widths=self.widths, crash=self.crash, spill=self.spill)
         self.calls: list[str] = []
 
     def hello(self, header: dict, payload: bytes) -> tuple[dict, bytes]:
@@ -54,6 +63,10 @@ class Handlers(dict):
     def crash(self, header: dict, payload: bytes) -> tuple[dict, bytes]:
         self.calls.append("crash")
         raise ZeroDivisionError("boom")
+
+    def spill(self, header: dict, payload: bytes) -> tuple[dict, bytes]:
+        self.calls.append("spill")
+        raise ValueError("\x1b[31m" + "secret-looking text " * 1000)
 
 
 def start_server(token: bytes | None = None, max_frame_bytes: int | None = None):
@@ -105,7 +118,7 @@ def test_hello_carries_the_protocol_fields(agent) -> None:
     reply = ask(channel, request_header("hello", 1))
     assert reply.header["type"] == "result" and reply.header["id"] == 1
     proto = reply.header["body"]["protocol"]
-    assert proto["version"] == 1 and proto["supported"] == [1] and proto["auth_required"] is False
+    assert proto["version"] == 2 and proto["supported"] == [2] and proto["auth_required"] is False
     assert proto["max_frame_bytes"] == 256 << 20
 
 
@@ -124,9 +137,10 @@ def test_every_failure_is_an_error_frame_and_the_server_keeps_serving(agent) -> 
         (request_header("widths", 1), "bad_widths", "got 3 widths"),
         (request_header("nope", 2), "bad_request", "unknown request type 'nope'"),
         (request_header("crash", 3), "agent_error", "ZeroDivisionError"),
-        ({"v": 1, "id": "x", "type": "hello"}, "bad_request", "request id"),
-        ({"v": 1, "id": 4, "type": 5}, "bad_request", "'type' must be a string"),
+        ({"v": 2, "id": "x", "type": "hello"}, "bad_request", "request id"),
+        ({"v": 2, "id": 4, "type": 5}, "bad_request", "'type' must be a string"),
         ({"v": 9, "id": 5, "type": "hello"}, "protocol_version", "no common protocol version"),
+        ({"v": 1, "id": 5, "type": "hello"}, "protocol_version", "the peer speaks version 1, this side speaks version 2"),
         ({"v": "1", "id": 5, "type": "hello"}, "bad_request", "'v' must be an integer"),
     ]
     for header, code, text in cases:
@@ -134,6 +148,15 @@ def test_every_failure_is_an_error_frame_and_the_server_keeps_serving(agent) -> 
         assert reply.header["type"] == "error"
         assert reply.header["error"]["code"] == code and text in reply.header["error"]["message"]
     assert ask(channel, request_header("echo", 6), b"ok").payload == b"ko"
+
+
+def test_an_internal_error_is_escaped_and_cut_before_it_leaves_the_agent(agent) -> None:
+    handlers, port = agent
+    channel = FrameChannel(open_tcp("127.0.0.1", port))
+    message = ask(channel, request_header("spill", 1)).header["error"]["message"]
+    assert message.startswith("internal error in the agent: ValueError: \\x1b[31m")
+    assert "\x1b" not in message and len(message) < 2200 and "characters cut" in message
+    assert handlers.calls == ["spill"]
 
 
 def test_garbage_and_corrupt_frames_get_error_frames(agent) -> None:
@@ -187,40 +210,101 @@ def test_a_resent_request_gets_the_cached_answer_without_new_work(agent) -> None
     assert handlers.calls.count("echo") == 4
 
 
-def _challenge(channel: FrameChannel) -> str:
-    reply = ask(channel, request_header("challenge", 1, {"versions": [1]}))
+def signed(key: SessionKey, seq: int, header: dict, payload: bytes = b"") -> bytes:
+    """A request frame tagged under `key` with counter `seq` (PROTOCOL.md section 4)."""
+    head, region = seal({**header, "seq": seq}, payload, lambda h, p: key.request_tag(seq, h, p))
+    return encode_raw_frame(head, region)
+
+
+def handshake(channel: FrameChannel, token: bytes = TOKEN) -> SessionKey:
+    """Challenge (checking the answer's tag) and authenticate with counter 1; the session key."""
+    client_nonce = new_nonce()
+    reply = ask(channel, request_header("challenge", 1, {"versions": [2], "cnonce": client_nonce}))
     assert reply.header["body"]["protocol"]["auth_required"] is True
-    return reply.header["body"]["nonce"]
+    key = SessionKey(token, reply.header["body"]["nonce"], client_nonce)
+    verify_answer(key, 0, ZERO_TAG, reply, "agent")
+    answer = exchange_raw(channel, signed(key, 1, request_header("authenticate", 2)))
+    assert answer.header["type"] == "result", answer.header
+    return key
 
 
-def test_auth_refuses_unsigned_and_wrongly_signed_requests_without_work(secure_agent, caplog) -> None:
+def test_auth_refuses_unsigned_and_wrongly_signed_requests_without_work(secure_agent) -> None:
     handlers, port = secure_agent
     channel = FrameChannel(open_tcp("127.0.0.1", port))
     reply = ask(channel, request_header("hello", 1))
     assert reply.header["error"]["code"] == "unauthorized" and "challenge" in reply.header["error"]["message"]
-    nonce = _challenge(channel)
-    reply = ask(channel, request_header("hello", 2))
-    assert reply.header["error"]["code"] == "unauthorized"
-    wrong = request_header("hello", 3, {"auth": request_mac(b"not-the-token", nonce, 3, "hello")})
-    reply = ask(channel, wrong)
+    client_nonce = new_nonce()
+    nonce = ask(channel, request_header("challenge", 2, {"cnonce": client_nonce})).header["body"]["nonce"]
+    key = SessionKey(TOKEN, nonce, client_nonce)
+    # before `authenticate`, even a correctly signed hello is refused: it would reveal the device
+    reply = exchange_raw(channel, signed(key, 1, request_header("hello", 3)))
+    assert reply.header["error"]["code"] == "unauthorized" and "not authenticated" in reply.header["error"]["message"]
+    wrong = SessionKey(b"not-the-token-but-long-enough", nonce, client_nonce)
+    reply = exchange_raw(channel, signed(wrong, 1, request_header("authenticate", 4)))
     assert reply.header["error"]["code"] == "unauthorized" and "wrong token" in reply.header["error"]["message"]
-    # a MAC for another request id (a replay) does not pass either
-    replay = request_header("hello", 4, {"auth": request_mac(TOKEN, nonce, 3, "hello")})
-    assert ask(channel, replay).header["error"]["code"] == "unauthorized"
+    assert exchange_raw(channel, signed(key, 1, request_header("authenticate", 5))).header["type"] == "result"
+    reply = ask(channel, request_header("hello", 6))
+    assert reply.header["error"]["code"] == "unauthorized" and "no tag" in reply.header["error"]["message"]
     assert handlers.calls == []
-    good = request_header("echo", 5, {"auth": request_mac(TOKEN, nonce, 5, "echo")})
-    assert ask(channel, good, b"in").payload == b"ni"
+    request = signed(key, 2, request_header("echo", 7), b"in")
+    assert verify_answer(key, 2, request[-36:-4], exchange_raw(channel, request), "agent") == b"ni"
     assert handlers.calls == ["echo"]
+
+
+def test_answers_are_tagged_for_their_request_only(secure_agent) -> None:
+    handlers, port = secure_agent
+    channel = FrameChannel(open_tcp("127.0.0.1", port))
+    key = handshake(channel)
+    frame = signed(key, 5, request_header("echo", 9), b"abc")
+    request_tag = frame[-36:-4]
+    answer = exchange_raw(channel, frame)
+    assert answer.header["mac"] == "hmac-sha256" and answer.payload[:3] == b"cba"
+    assert verify_answer(key, 5, request_tag, answer, "agent") == b"cba"
+    for seq, tag, other_key in [(4, request_tag, key), (5, ZERO_TAG, key), (5, request_tag, SessionKey(TOKEN, key.agent_nonce, new_nonce()))]:
+        with pytest.raises(AgentAuthError, match="fails authentication"):
+            verify_answer(other_key, seq, tag, answer, "agent")
+    forged = Frame({**answer.header, "body": {"n": 0, "id_seen": 9}}, answer.payload, answer.head.replace(b'"n":3', b'"n":0'))
+    with pytest.raises(AgentAuthError, match="wrong token, or not the agent"):
+        verify_answer(key, 5, request_tag, forged, "agent")
+
+
+def test_an_exact_resend_of_the_last_request_is_answered_from_memory_and_older_ones_are_refused(secure_agent) -> None:
+    handlers, port = secure_agent
+    channel = FrameChannel(open_tcp("127.0.0.1", port))
+    key = handshake(channel)
+    first = signed(key, 2, request_header("echo", 10), b"once")
+    answer = exchange_raw(channel, first)
+    again = exchange_raw(channel, first)  # as after a corrupted answer on a serial line: not a replay of work
+    assert (again.head, again.payload) == (answer.head, answer.payload) and answer.header["type"] == "result"
+    assert handlers.calls == ["echo"]
+    assert exchange_raw(channel, signed(key, 3, request_header("echo", 11), b"twice")).header["type"] == "result"
+    for frame in (first, signed(key, 3, request_header("echo", 12), b"again"), signed(key, 1, request_header("echo", 13))):
+        reply = exchange_raw(channel, frame)
+        assert reply.header["error"]["code"] == "replayed_request" and "not above 3" in reply.header["error"]["message"]
+    assert handlers.calls == ["echo", "echo"]
+
+
+def test_a_resent_challenge_keeps_its_session_and_a_new_one_starts_another(secure_agent) -> None:
+    handlers, port = secure_agent
+    channel = FrameChannel(open_tcp("127.0.0.1", port))
+    challenge = encode_frame(request_header("challenge", 1, {"cnonce": new_nonce()}))
+    first = exchange_raw(channel, challenge)
+    again = exchange_raw(channel, challenge)  # resent before its answer came: the same nonce, the same session
+    assert again.header["body"]["nonce"] == first.header["body"]["nonce"]
+    renewed = ask(channel, request_header("challenge", 2, {"cnonce": new_nonce()}))
+    assert renewed.header["body"]["nonce"] != first.header["body"]["nonce"]
+    assert exchange_raw(channel, challenge).header["body"]["nonce"] not in (first.header["body"]["nonce"], renewed.header["body"]["nonce"])
 
 
 def test_a_nonce_does_not_carry_over_to_another_connection(secure_agent) -> None:
     handlers, port = secure_agent
     first = FrameChannel(open_tcp("127.0.0.1", port))
-    nonce = _challenge(first)
+    key = handshake(first)
     second = FrameChannel(open_tcp("127.0.0.1", port))
-    _challenge(second)
-    stolen = request_header("echo", 2, {"auth": request_mac(TOKEN, nonce, 2, "echo")})
-    assert ask(second, stolen).header["error"]["code"] == "unauthorized"
+    handshake(second)
+    stolen = signed(key, 2, request_header("echo", 2), b"x")
+    reply = exchange_raw(second, stolen)
+    assert reply.header["error"]["code"] == "unauthorized" and "wrong token or altered" in reply.header["error"]["message"]
     assert handlers.calls == []
 
 
@@ -253,9 +337,13 @@ def test_process_refuses_an_unreadable_or_short_token(tmp_path: Path) -> None:
     result = run_agent("--token-file", str(tmp_path / "missing"), "--port", "0")
     assert result.returncode == 2 and "cannot read token file" in result.stderr
     short = tmp_path / "short"
-    short.write_text("abc\n")
+    short.write_text("fifteen-bytes-x\n")
     result = run_agent("--token-file", str(short), "--port", "0")
-    assert result.returncode == 2 and "at least 8" in result.stderr
+    assert result.returncode == 2 and "holds 15 bytes" in result.stderr and "at least 16 bytes" in result.stderr
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(256)))
+    result = run_agent("--token-file", str(binary), "--port", "0")
+    assert result.returncode == 2 and "non-printable byte 0x00" in result.stderr and "base64" in result.stderr
     result = run_agent("--max-frame-bytes", "100", "--port", "0")
     assert result.returncode == 2 and "--max-frame-bytes must be at least 4096" in result.stderr
 
@@ -277,13 +365,12 @@ def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
             time.sleep(0.05)
         port = int(port_file.read_text())
         channel = FrameChannel(open_tcp("127.0.0.1", port))
-        nonce = _challenge(channel)
-        wrong = request_header("hello", 2, {"auth": request_mac(b"guessed-token", nonce, 2, "hello")})
-        assert ask(channel, wrong).header["error"]["code"] == "unauthorized"
+        key = handshake(channel)
+        wrong = SessionKey(b"guessed-token-guessed-token", key.agent_nonce, key.client_nonce)
+        assert exchange_raw(channel, signed(wrong, 2, request_header("hello", 2))).header["error"]["code"] == "unauthorized"
         channel.stream.write_all(b"\xde\xad\xbe\xef" * 8)
         assert channel.receive(5).header["error"]["code"] == "bad_frame"
-        good = request_header("hello", 3, {"auth": request_mac(TOKEN, nonce, 3, "hello")})
-        body = ask(channel, good).header["body"]
+        body = exchange_raw(channel, signed(key, 3, request_header("hello", 3))).header["body"]
         assert body["protocol"]["auth_required"] is True and "fingerprint" in body
         channel.close()
         with socket.create_connection(("127.0.0.1", port), timeout=5):
@@ -315,7 +402,7 @@ def test_process_on_a_pty_answers_bad_bytes_with_error_frames_and_keeps_serving(
         raise AssertionError("no answer from the agent")
 
     try:
-        assert "serving serial://" in proc.stdout.readline()
+        assert "serving serial://" in read_line(proc, 60)
         os.write(master, b"AT+RESET\r\n")
         assert next_answer()["error"]["code"] == "bad_frame"
         lengths = struct.pack(">II", 100, 20 << 20)  # 20 MiB: above the 16 MiB serial cap
@@ -352,8 +439,25 @@ json_values = st.recursive(
 )
 def test_any_json_header_gets_an_encodable_answer(header: dict, payload: bytes, secure: bool) -> None:
     server = AgentServer(Handlers(), ServerConfig(token=TOKEN if secure else None))
-    answer, out = server.respond(Session("fuzz"), Frame(header, payload), 1 << 20)
+    raw = server.answer(Session("fuzz"), Frame(header, payload), 1 << 20)  # always a frame the server can send
+    (frame,) = decode_all(raw)
+    answer = frame.header
     assert answer["type"] in ("result", "error")
-    encode_frame(answer, out)  # always a frame the server can send
     if answer["type"] == "error":
         assert answer["error"]["code"] in ERRORS_BY_CODE
+    if secure:  # nothing but the handshake before authentication
+        assert answer["type"] == "error" or header.get("type") == "challenge"
+
+
+def test_the_port_file_is_written_without_following_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "port"
+    # the temporary name an older agent used, planted as a symlink, and the target itself a symlink
+    (tmp_path / f".port.{os.getpid()}.tmp").symlink_to(victim)
+    target.symlink_to(victim)
+    write_port_file(target, 4321)
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "4321\n"
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == sorted(["victim", "port", f".port.{os.getpid()}.tmp"])

@@ -31,10 +31,10 @@ def tcp_pair():
 def test_frames_cross_a_real_socket(tcp_pair) -> None:
     channel, peer = tcp_pair
     payload = os.urandom(300_000)  # several TCP segments
-    peer.sendall(encode_frame({"v": 1, "id": 1, "type": "result", "body": {}}, payload))
+    peer.sendall(encode_frame({"v": 2, "id": 1, "type": "result", "body": {}}, payload))
     event = channel.receive(5)
     assert isinstance(event, Frame) and event.payload == payload
-    channel.send({"v": 1, "id": 2, "type": "hello"})
+    channel.send({"v": 2, "id": 2, "type": "hello"})
     peer.settimeout(5)
     assert peer.recv(4) == b"WWF\x01"
 
@@ -49,11 +49,11 @@ def test_a_silent_peer_times_out_within_the_bound(tcp_pair) -> None:
 
 def test_a_stalled_half_frame_is_reported_truncated(tcp_pair) -> None:
     channel, peer = tcp_pair
-    raw = encode_frame({"v": 1, "id": 1, "type": "hello"})
+    raw = encode_frame({"v": 2, "id": 1, "type": "hello"})
     peer.sendall(raw[:-5])
     event = channel.receive(5, frame_timeout=0.2)
     assert isinstance(event, FrameError) and "truncated" in event.message
-    peer.sendall(encode_frame({"v": 1, "id": 2, "type": "hello"}))
+    peer.sendall(encode_frame({"v": 2, "id": 2, "type": "hello"}))
     frames = []
     deadline = time.monotonic() + 5
     while not frames and time.monotonic() < deadline:
@@ -73,7 +73,7 @@ def test_peer_close_is_a_connection_error(tcp_pair) -> None:
 def test_oversize_send_is_refused_before_any_byte(tcp_pair) -> None:
     channel, peer = tcp_pair
     with pytest.raises(FrameTooLarge):
-        channel.send({"v": 1}, b"x" * 4096, max_frame_bytes=1024)
+        channel.send({"v": 2}, b"x" * 4096, max_frame_bytes=1024)
     peer.settimeout(0.2)
     with pytest.raises(socket.timeout):
         peer.recv(1)
@@ -95,12 +95,12 @@ def test_serial_stream_over_a_pseudo_terminal() -> None:
     stream = open_serial(path, 115200)
     channel = FrameChannel(stream, max_frame_bytes=default_cap("serial"))
     try:
-        os.write(master, b"\x00noise" + encode_frame({"v": 1, "id": 3, "type": "hello"}, b"abc"))
+        os.write(master, b"\x00noise" + encode_frame({"v": 2, "id": 3, "type": "hello"}, b"abc"))
         first = channel.receive(5)
         assert isinstance(first, FrameError) and "skipped 6 bytes" in first.message
         frame = channel.receive(5)
         assert isinstance(frame, Frame) and frame.request_id == 3 and frame.payload == b"abc"
-        channel.send({"v": 1, "id": 4, "type": "result", "body": {}})
+        channel.send({"v": 2, "id": 4, "type": "result", "body": {}})
         got = b""
         deadline = time.monotonic() + 5
         while len(got) < 4 and time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from device_agents.errors import (
+    AgentAuthError,
     AgentConnectionError,
     AgentTimeout,
     AuthError,
@@ -19,10 +20,13 @@ from device_agents.errors import (
     BadRequest,
     BadWidths,
     FrameTooLarge,
+    ProtocolVersionError,
     UnknownSpace,
 )
+from device_agents.protocol import FrameDecoder, encode_frame
 from profiler.agents import AgentClient, connect, parse_url
 from profiler.ptylink import PtyLink
+from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "client-test-token-1234"
@@ -70,7 +74,7 @@ def test_parse_url() -> None:
 def test_hello_and_bench_over_tcp(tcp_agent: str) -> None:
     with connect(tcp_agent, timeout=60) as client:
         hello = client.hello()
-        assert hello["protocol"]["version"] == 1 and hello["cores"] >= 1 and "onnxruntime" in hello["runtimes"]
+        assert hello["protocol"]["version"] == 2 and hello["cores"] >= 1 and "onnxruntime" in hello["runtimes"]
         result = client.bench_spec(TINY_SPEC, timing=QUICK)
         assert len(result["times_ms"]) == 2 and result["stats"]["count"] == 2
         assert result["stats"]["min"] <= result["stats"]["median"]
@@ -111,13 +115,42 @@ def test_token_agent_refuses_missing_and_wrong_tokens(tmp_path: Path) -> None:
     try:
         with pytest.raises(AuthError, match="requires a token"):
             connect(url, timeout=30)
-        with pytest.raises(AuthError, match="wrong token"):
-            with connect(url, token="a-wrong-token-value", timeout=30) as client:
-                client.hello()
+        # the agent's first answer already fails the tag check under another token
+        with pytest.raises(AgentAuthError, match="wrong token"):
+            connect(url, token="a-wrong-token-value", timeout=30)
         with connect(url, token=TOKEN, timeout=30) as client:
             assert client.hello()["protocol"]["auth_required"] is True
+            assert client.stats.auth_failures == 0 and client.stats.requests == 1
     finally:
         stop(proc)
+
+
+def test_a_client_with_a_token_refuses_an_agent_whose_answers_it_cannot_verify(tcp_agent: str) -> None:
+    with pytest.raises(AgentAuthError, match="carries no tag"):
+        connect(tcp_agent, token=TOKEN, timeout=30)
+
+
+def test_a_version_1_agent_is_named_as_such() -> None:
+    """A server answering the challenge as a version 1 agent does: the host names both versions."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            decoder = FrameDecoder()
+            while not list(decoder.events()) and (chunk := conn.recv(65536)):
+                decoder.feed(chunk)
+            error = {"code": "protocol_version", "message": "no common protocol version: peer speaks [2], agent speaks [1]",
+                     "details": {"offered": [2], "supported": [1]}, "retryable": False}
+            conn.sendall(encode_frame({"v": 1, "id": 1, "type": "error", "error": error}))
+
+    threading.Thread(target=answer_once, daemon=True).start()
+    try:
+        with pytest.raises(ProtocolVersionError, match=r"agent speaks \[1\].*same widthwise version"):
+            connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=10, retries=0)
+    finally:
+        listener.close()
 
 
 def test_unreachable_agent_is_a_connection_error_after_retries() -> None:
@@ -125,10 +158,8 @@ def test_unreachable_agent_is_a_connection_error_after_retries() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    start = time.monotonic()
     with pytest.raises(AgentConnectionError, match="cannot connect"):
         connect(f"tcp://127.0.0.1:{port}", timeout=2, retries=1)
-    assert time.monotonic() - start < 5
 
 
 def test_a_silent_agent_times_out_within_the_bound_and_is_retried() -> None:
@@ -144,13 +175,10 @@ def test_a_silent_agent_times_out_within_the_bound_and_is_retried() -> None:
             pass
 
     threading.Thread(target=accept_forever, daemon=True).start()
-    start = time.monotonic()
     try:
         with pytest.raises(AgentTimeout, match="no answer within 0.4 s|no frame"):
             connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=0.4, retries=1)
-        elapsed = time.monotonic() - start
-        assert 0.8 <= elapsed < 4  # two attempts of 0.4 s each, plus a short backoff
-        assert len(accepted) == 2
+        assert len(accepted) == 2  # one attempt and one retry, each ended by the 0.4 s bound
     finally:
         listener.close()
         for conn in accepted:
@@ -176,7 +204,7 @@ def test_a_restarted_agent_is_reconnected_to(tmp_path: Path) -> None:
 def test_local_agent_is_started_and_stopped() -> None:
     with connect("local", timeout=60) as client:
         assert isinstance(client, AgentClient) and client.url == "local"
-        assert client.hello()["protocol"]["version"] == 1
+        assert client.hello()["protocol"]["version"] == 2
         agent_proc = client.local.proc
         assert agent_proc.poll() is None
     assert agent_proc.poll() is not None
@@ -189,7 +217,7 @@ def test_hello_and_bench_over_a_serial_pty_link() -> None:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:
-            assert "serving serial://" in proc.stdout.readline()  # the line is open: no byte gets flushed
+            assert "serving serial://" in read_line(proc, 60)  # the line is open: no byte gets flushed
             with connect(f"serial://{link.client_path}?baud=115200", timeout=30) as client:
                 assert client.protocol["max_frame_bytes"] == 16 << 20
                 assert "fingerprint" in client.hello()
@@ -209,7 +237,7 @@ def test_serial_agent_with_a_token_checks_it(tmp_path: Path) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:
-            assert "serving serial://" in proc.stdout.readline()
+            assert "serving serial://" in read_line(proc, 60)
             url = f"serial://{link.client_path}"
             with pytest.raises(AuthError, match="requires a token"):
                 connect(url, timeout=10)
@@ -235,7 +263,7 @@ def test_a_local_agent_does_not_outlive_a_killed_host() -> None:
          "print(c.local.proc.pid, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
-    agent_pid = int(host.stdout.readline())
+    agent_pid = int(read_line(host, 90))
     assert _running(agent_pid)
     host.kill()  # SIGKILL: no cleanup code runs in the host
     host.wait(10)
@@ -271,8 +299,30 @@ def test_token_files_are_read_with_the_agents_checks(tmp_path: Path) -> None:
     good.write_text(f"  {TOKEN}\n")
     assert token_from_file(good) == TOKEN and token_from_file(None) is None
     short = tmp_path / "short.token"
-    short.write_text("abc\n")
-    with pytest.raises(ConfigError, match="short.token holds 3 bytes"):
+    short.write_text("abc-fifteen-abc\n")
+    with pytest.raises(ConfigError, match="short.token holds 15 bytes; a token is at least 16 bytes"):
         token_from_file(short)
     with pytest.raises(ConfigError, match="cannot read token file"):
         token_from_file(tmp_path / "missing.token")
+    binary = tmp_path / "binary.token"
+    binary.write_bytes(b"\x00\x9f" + bytes(range(200, 232)))
+    with pytest.raises(ConfigError, match=r"binary.token holds the non-printable byte 0x00 at offset 0.*base64"):
+        token_from_file(binary)
+    spaced = tmp_path / "spaced.token"
+    spaced.write_text("two halves of a token\n")
+    with pytest.raises(ConfigError, match="spaced.token holds whitespace at offset 3"):
+        token_from_file(spaced)
+
+
+def test_the_local_agent_does_not_import_from_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """A logging.py or device_agents.py in the user's working directory never runs in the local agent."""
+    marker = tmp_path / "imported-from-cwd"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    for name in ("logging", "device_agents"):
+        (workdir / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write('{name}\\n')\n")
+    monkeypatch.chdir(workdir)
+    with connect("local", timeout=60) as client:
+        assert client.hello()["protocol"]["version"] == 2
+        assert "-P" in client.local.proc.args
+    assert not marker.exists(), f"the local agent ran {marker.read_text()!r} from the working directory"
