@@ -12,6 +12,7 @@ from typing import Sequence
 from . import __version__
 from .auth import ConfigError, is_loopback, load_token, require_token_for_bind, token_file_is_private
 from .errors import AgentError
+from .limits import DEFAULT_LIMITS, Limits, with_overrides
 from .protocol import MIN_MAX_FRAME
 
 DEFAULT_PORT = 7345
@@ -44,6 +45,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frame-bytes", type=int, help="frame size cap (default 256 MiB on TCP, 16 MiB on serial)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    defaults = DEFAULT_LIMITS
+    parser.add_argument(
+        "--max-macs", type=int, default=defaults.max_macs, metavar="N",
+        help=f"refuse networks of more multiply-accumulates per run (default {defaults.max_macs:,})",
+    )
+    parser.add_argument(
+        "--max-memory-mb", type=int, default=defaults.max_memory_bytes // 2**20, metavar="MB",
+        help="refuse networks whose estimated weights plus peak activations exceed this "
+        f"(default {defaults.max_memory_bytes // 2**20}; fits a 1 GiB board)",
+    )
+    parser.add_argument(
+        "--max-request-seconds", type=float, default=defaults.max_request_s, metavar="S",
+        help="cap on a request's timing.max_total_s, enforced inside the timing loop "
+        f"(default {defaults.max_request_s:g})",
+    )
     parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
@@ -65,6 +81,19 @@ def exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, daemon=True, name="stdin-watch").start()
 
 
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The caps on work per request that --max-macs, --max-memory-mb and --max-request-seconds set."""
+    if args.max_macs < 1:
+        raise ConfigError(f"--max-macs must be at least 1, got {args.max_macs}")
+    if args.max_memory_mb < 1:
+        raise ConfigError(f"--max-memory-mb must be at least 1, got {args.max_memory_mb}")
+    if not 0 < args.max_request_seconds < float("inf"):
+        raise ConfigError(f"--max-request-seconds must be a positive number, got {args.max_request_seconds}")
+    return with_overrides(
+        max_macs=args.max_macs, max_memory_bytes=args.max_memory_mb * 2**20, max_request_s=args.max_request_seconds
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     """Start the server the parsed options describe; returns the exit status."""
     from .server import AgentServer, ServerConfig, write_port_file  # noqa: PLC0415
@@ -79,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--inject-drift must be >= 0, got {args.inject_drift}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    caps = limits_from_args(args)
     if args.exit_with_stdin:
         exit_when_stdin_closes()
     token = load_token(args.token_file) if args.token_file else None
@@ -91,7 +121,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from . import handlers  # noqa: PLC0415  (imports the runtimes; after the cheap checks)
 
-    handlers.configure(inject_drift_per_min=args.inject_drift)
+    handlers.configure(inject_drift_per_min=args.inject_drift, caps=caps)
     server = AgentServer(handlers.HANDLERS, ServerConfig(token=token, max_frame_bytes=args.max_frame_bytes))
     if args.serial is not None:
         def opened() -> None:

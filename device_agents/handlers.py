@@ -16,8 +16,9 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
-from . import __version__, sysinfo
+from . import __version__, limits, sysinfo
 from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
+from .model_check import check_model
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
 from .spaces import SPACES, Space, make_space
 from .timing import NO_DRIFT, DriftInjector, TimingSettings, reset_peak_rss, time_session
@@ -43,11 +44,14 @@ _bench_lock = threading.Lock()  # one timing at a time: two would distort each o
 _model_cache: "OrderedDict[tuple, tuple[bytes, float]]" = OrderedDict()
 
 
-def configure(*, inject_drift_per_min: float = 0.0) -> None:
-    """Set the agent-wide drift injection (a testing aid; 0 turns it off); the clock starts now."""
+def configure(*, inject_drift_per_min: float = 0.0, caps: limits.Limits | None = None) -> None:
+    """Set the agent-wide drift injection (a testing aid; 0 turns it off; the clock starts now)
+    and, when given, the caps on work per request (until then: limits.DEFAULT_LIMITS)."""
     global _drift
     rate = float(inject_drift_per_min)
     _drift = DriftInjector(rate) if rate else NO_DRIFT
+    if caps is not None:
+        limits.configure(caps)
 
 
 def get_builder(fmt: str) -> Builder:
@@ -109,6 +113,7 @@ def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
     params = spec.get("params") or {}
     if not isinstance(params, Mapping):
         raise BadRequest(f"spec.params must be an object, got {params!r}", field="spec.params")
+    limits.check_space_params(params)
     try:
         space = make_space(name, params)
     except (TypeError, ValueError) as exc:  # e.g. a list parameter holding a non-number
@@ -116,13 +121,14 @@ def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
     if "widths" not in spec:
         raise BadRequest(f"spec.widths is missing: a list of {space.num_layers} widths", field="spec.widths")
     widths = space.validate_widths(spec["widths"])
-    params_count = space.counts(widths)[1]
+    macs, params_count = space.counts(widths)
     if params_count > MAX_PARAMS:
         raise BadWidths(
             f"the network with these widths has {params_count:,} parameters, above this agent's cap of "
             f"{MAX_PARAMS:,}; use smaller widths",
             params=params_count,
         )
+    limits.check_network(space, widths, macs, params_count)
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise BadRequest(f"spec.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", field="spec.dtype")
@@ -200,6 +206,7 @@ def _bench(
     start = time.perf_counter_ns()
     session = runtime.load(model, threads=settings.threads, options=options)
     init_ms = (time.perf_counter_ns() - start) / 1e6
+    limits.check_inputs(session.inputs)
     spent_s = (time.perf_counter_ns() - started_ns) / 1e9
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
     measurement = time_session(session, loop_settings, int_high=int_high, seed=seed, drift=_drift)
@@ -230,7 +237,7 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     if payload:
         raise BadRequest(f"bench_spec takes no payload, got {len(payload)} bytes", field="payload")
     space, widths, dtype, seed = parse_spec(header.get("spec"))
-    settings = TimingSettings.from_dict(header.get("timing"))
+    settings = TimingSettings.from_dict(limits.check_timing(header.get("timing")))
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
     if header.get("pair_with") is not None:
@@ -285,9 +292,10 @@ def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:
     if header.get("pair_with") is not None:
         raise BadRequest("pair_with is a bench_spec field; bench_model cannot pair", field="pair_with")
     fmt = detect_format(payload, header.get("format"))
-    settings = TimingSettings.from_dict(header.get("timing"))
+    settings = TimingSettings.from_dict(limits.check_timing(header.get("timing")))
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), fmt)
+    check_model(payload, fmt)  # before any runtime sees the bytes
     with _bench_lock:
         reset_peak_rss()
         body = _bench(runtime, payload, settings, options, dtype=None, int_high=1, started_ns=started)

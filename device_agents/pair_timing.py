@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .timing import NO_DRIFT, DriftInjector, Measurement, TimingSettings, _calibrate, _timed_repeat
+from .timing import NO_DRIFT, DriftInjector, Measurement, TimingSettings, _calibrate, _timed_repeat, budget_note
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def time_pair(
     warmed = 0
     while warmed < settings.warmup:
         if time.perf_counter_ns() >= deadline:
-            notes.append(f"warm-up cut to {warmed} of {settings.warmup} pairs: max_total_s={settings.max_total_s} reached")
+            notes.append(f"warm-up cut to {warmed} of {settings.warmup} pairs: {budget_note(settings)}")
             break
         run_target()
         run_reference()
@@ -75,12 +75,16 @@ def time_pair(
     times: tuple[list[float], list[float]] = ([], [])
     for k in range(settings.repeat):
         if k > 0 and time.perf_counter_ns() >= deadline:
-            notes.append(f"stopped after {k} of {settings.repeat} pairs: max_total_s={settings.max_total_s} reached")
+            notes.append(f"stopped after {k} of {settings.repeat} pairs: {budget_note(settings)}")
             break
-        order = (0, 1) if k % 2 == 0 else (1, 0)
-        for which in order:
-            elapsed = _timed_repeat(runs[which], numbers[which], drift, settings.counter)
-            times[which].append(max(elapsed, 1) / numbers[which] / 1e6)
+        cut = False
+        for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+            elapsed, done = _timed_repeat(runs[which], numbers[which], drift, settings.counter, deadline)
+            times[which].append(max(elapsed, 1) / done / 1e6)
+            cut = cut or done < numbers[which]
+        if cut:  # both halves of the pair were timed (each at least one run): the ratio stands
+            notes.append(f"stopped in pair {k + 1} of {settings.repeat} inside a repeat: {budget_note(settings)}")
+            break
     target = Measurement(tuple(times[0]), number=numbers[0], warmup=warmed, notes=tuple(notes))
     reference = Measurement(tuple(times[1]), number=numbers[1], warmup=warmed)
     return PairMeasurement(target, reference)

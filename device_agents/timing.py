@@ -272,40 +272,58 @@ def peak_rss_kb() -> int | None:
 
 
 def _timed_repeat(
-    run: Callable[[], object], number: int, drift: DriftInjector, clock: Callable[[], int] = time.perf_counter_ns
-) -> int:
-    """Nanoseconds (on `clock`) taken by `number` back-to-back runs, gc off (drift spins counted in)."""
+    run: Callable[[], object],
+    number: int,
+    drift: DriftInjector,
+    clock: Callable[[], int] = time.perf_counter_ns,
+    deadline: int | None = None,
+) -> tuple[int, int]:
+    """(nanoseconds on `clock`, runs done) of up to `number` back-to-back runs, gc off (drift
+    spins counted in). Once `deadline` (perf_counter_ns) has passed no further run starts:
+    the request's time budget holds inside a repeat too; at least one run is always done."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    now = time.perf_counter_ns
+    done = 0
     try:
-        if drift.active:
-            start = clock()
-            for _ in range(number):
-                t0 = time.perf_counter_ns()
-                run()
-                drift.spin_after(time.perf_counter_ns() - t0)
-            return clock() - start
         start = clock()
-        for _ in range(number):
-            run()
-        return clock() - start
+        while done < number:
+            if drift.active:
+                t0 = now()
+                run()
+                drift.spin_after(now() - t0)
+            else:
+                run()
+            done += 1
+            if deadline is not None and done < number and now() >= deadline:
+                break
+        return clock() - start, done
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
+def budget_note(settings: TimingSettings | None = None) -> str:
+    """Why a loop stopped early: the request's time budget."""
+    return "the request's time budget (timing.max_total_s) is spent"
+
+
 def time_callable(
     run: Callable[[], object], settings: TimingSettings, *, drift: DriftInjector = NO_DRIFT
 ) -> Measurement:
-    """Time a zero-argument callable with the time-evaluator protocol (see the module docstring)."""
+    """Time a zero-argument callable with the time-evaluator protocol (see the module docstring).
+
+    The request's time budget (`max_total_s`) is checked before every warm-up run, every
+    repeat and every run inside a repeat: once it is spent no new run starts, and the
+    answer's warnings say where the loop stopped.
+    """
     deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
     min_repeat_ns = settings.min_repeat_ms * 1e6
     warnings: list[str] = []
     warmed = 0
     while warmed < settings.warmup:
         if time.perf_counter_ns() >= deadline:
-            bound = f"max_total_s={settings.max_total_s} reached"
-            warnings.append(f"warm-up cut to {warmed} of {settings.warmup} runs: {bound}")
+            warnings.append(f"warm-up cut to {warmed} of {settings.warmup} runs: {budget_note(settings)}")
             break
         run()
         warmed += 1
@@ -315,12 +333,15 @@ def time_callable(
     times_ms: list[float] = []
     for k in range(settings.repeat):
         if k > 0 and time.perf_counter_ns() >= deadline:
+            warnings.append(f"stopped after {k} of {settings.repeat} repeats: {budget_note(settings)}")
+            break
+        elapsed, done = _timed_repeat(run, number, drift, settings.counter, deadline)
+        times_ms.append(elapsed / done / 1e6)
+        if done < number:
             warnings.append(
-                f"stopped after {k} of {settings.repeat} repeats: max_total_s={settings.max_total_s} reached"
+                f"stopped in repeat {k + 1} of {settings.repeat} after {done} of {number} runs: {budget_note(settings)}"
             )
             break
-        elapsed = _timed_repeat(run, number, drift, settings.counter)
-        times_ms.append(elapsed / number / 1e6)
     return Measurement(tuple(times_ms), number=number, warmup=warmed, notes=tuple(warnings))
 
 
@@ -330,8 +351,9 @@ def _calibrate(
     """Grow `number` until one repeat lasts min_repeat_ms: double while far off, then scale."""
     number = 1
     while True:
-        elapsed = max(_timed_repeat(run, number, drift, settings.counter), 1)
-        if elapsed >= min_repeat_ns:
+        elapsed, done = _timed_repeat(run, number, drift, settings.counter, deadline)
+        elapsed = max(elapsed, 1)
+        if elapsed >= min_repeat_ns or done < number:  # long enough, or the time budget is spent
             return number
         remaining = deadline - time.perf_counter_ns()
         per_run = elapsed / number

@@ -54,28 +54,21 @@ def agent() -> None:
     """Run, inspect and package the device agent."""
 
 
-@agent.command("serve")
-@click.option("--port", type=int, default=7345, show_default=True, help="TCP port; 0 picks a free one")
-@click.option("--host", default="127.0.0.1", show_default=True, help="bind address; beyond loopback needs --token-file")
-@click.option("--token-file", type=click.Path(dir_okay=False), help="shared token clients must prove")
-@click.option("--serial", "serial_dev", metavar="DEV", help="serve a serial device instead of TCP")
-@click.option("--baud", type=int, default=115200, show_default=True)
-@click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
-@click.option("--inject-drift", type=float, default=0.0, metavar="RATE", help="testing aid: slow runs down over time")
-@click.option("--max-frame-bytes", type=int, help="frame cap (default 256 MiB TCP, 16 MiB serial)")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True)
-def serve(port: int, host: str, token_file: str | None, serial_dev: str | None, baud: int, port_file: str | None,
-          inject_drift: float, max_frame_bytes: int | None, log_level: str) -> None:
-    """Serve timing requests, exactly as `python -m device_agents serve` does."""
+@agent.command(
+    "serve",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve timing requests: every option is passed to `python -m device_agents serve`
+    (its argparse parser declares them once; `--help` shows them)."""
     from device_agents.__main__ import main as agent_main  # noqa: PLC0415
 
-    argv = ["serve", "--port", str(port), "--host", host, "--baud", str(baud), "--inject-drift", str(inject_drift),
-            "--log-level", log_level]
-    for flag, value in (("--token-file", token_file), ("--serial", serial_dev), ("--port-file", port_file),
-                        ("--max-frame-bytes", max_frame_bytes)):
-        if value is not None:
-            argv += [flag, str(value)]
-    status = agent_main(argv)
+    try:
+        status = agent_main(["serve", *ctx.args])
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2), its message already printed
+        status = exc.code if isinstance(exc.code, int) else 2
     if status:
         sys.exit(status)
 

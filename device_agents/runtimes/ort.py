@@ -4,6 +4,11 @@ Intra-op threads are set explicitly, inter-op to one with sequential execution, 
 worker threads do not spin between runs (spinning would burn the other cores and make
 the next measurement depend on the previous one). Graph optimisation stays on, as in a
 deployment.
+
+Sent model bytes reach this module only after device_agents.model_check has refused any
+tensor stored as external data: onnxruntime (1.32 checked) has no session option that
+refuses external initializers, so that check is the only line. Error texts are escaped
+and cut (clip_text) before they are forwarded.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BadModel, BadRequest, BenchFailed, RuntimeUnavailable
+from ..errors import BadModel, BadRequest, BenchFailed, RuntimeUnavailable, clip_text
 from . import InputSpec, Runtime, Session
 
 try:
@@ -44,6 +49,8 @@ GRAPH_OPT_LEVELS = {
 }
 
 KNOWN_OPTIONS = ("delegate", "graph_optimization")
+#: characters of a runtime's error text forwarded to the client (escaped and cut by clip_text)
+ERROR_TEXT_LIMIT = 2048
 
 
 def _concrete_shape(shape: object) -> tuple[int, ...]:
@@ -73,7 +80,7 @@ class OrtSession(Session):
         try:
             return self._session.run(self._output_names, feeds if isinstance(feeds, dict) else dict(feeds))
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise BenchFailed(f"onnxruntime failed to run the model: {exc}") from exc
+            raise BenchFailed(clip_text(f"onnxruntime failed to run the model: {exc}", ERROR_TEXT_LIMIT)) from exc
 
 
 class OrtRuntime(Runtime):
@@ -124,7 +131,8 @@ class OrtRuntime(Runtime):
         try:
             session = _ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph...: all mean "cannot load this"
-            raise BadModel(f"onnxruntime cannot load the model: {exc}", runtime=self.name) from exc
+            message = clip_text(f"onnxruntime cannot load the model: {exc}", ERROR_TEXT_LIMIT)
+            raise BadModel(message, runtime=self.name) from exc
         info = {
             "threads": threads,
             "delegate": None,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import BadModel
+from ..errors import BadModel, ExternalDataRefused, clip_text
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
 MAX_TENSORS = 1 << 20
+NAME_LIMIT = 200  # characters of a model's tensor name kept in an error text
 
 
 class _Reader:
@@ -137,20 +138,37 @@ def check_tflite(model: bytes) -> None:
     buffers = root.tables(4, "buffers")
     if not subgraphs:
         raise BadModel("not a valid TFLite model: it has no subgraph")
+    outside: dict[int, str] = {}  # buffer index -> how it reaches outside the file
     for k, buf in enumerate(buffers):
         buf.vector(0, 1, f"buffers[{k}].data")
         offset, size = buf.u64(1), buf.u64(2)
-        if offset and offset + size > len(data):
-            raise BadModel(f"not a valid TFLite model: buffers[{k}] extends past the end of the file")
+        if offset and offset + size > len(data):  # Python integers: an offset + size that wraps in C is caught
+            outside[k] = f"offset {offset} + size {size} > {len(data)} bytes of file"
     for k, code in enumerate(opcodes):
         code.field(0, 1)  # deprecated_builtin_code
         code.field(3, 4)  # builtin_code
         code.vector(1, 1, f"operator_codes[{k}].custom_code")
     for s, sg in enumerate(subgraphs):
-        _check_subgraph(sg, s, len(buffers), len(opcodes))
+        _check_subgraph(sg, s, len(buffers), len(opcodes), outside)
+    if outside:  # a buffer no tensor uses
+        k, how = next(iter(outside.items()))
+        raise ExternalDataRefused(f"the model references data outside its own bytes: buffers[{k}] ({how})", buffer=k)
 
 
-def _check_subgraph(sg: _Table, s: int, n_buffers: int, n_opcodes: int) -> None:
+def _outside(tensor: _Table, where: str, buffer: int, how: str) -> ExternalDataRefused:
+    """The refusal of a tensor whose buffer lies outside the file, naming the tensor."""
+    name_vec = tensor.vector(3, 1, f"{where}.name")
+    name = "(unnamed)"
+    if name_vec is not None:
+        start, count = name_vec
+        name = clip_text(tensor.r.data[start : start + count].decode("utf-8", "replace"), NAME_LIMIT)
+    return ExternalDataRefused(
+        f"the model references data outside its own bytes: tensor {name!r} ({where}) uses buffers[{buffer}] ({how})",
+        tensor=name, buffer=buffer,
+    )
+
+
+def _check_subgraph(sg: _Table, s: int, n_buffers: int, n_opcodes: int, outside: dict[int, str]) -> None:
     tensors = sg.tables(0, f"subgraphs[{s}].tensors")
     n = len(tensors)
     if n > MAX_TENSORS:
@@ -160,6 +178,8 @@ def _check_subgraph(sg: _Table, s: int, n_buffers: int, n_opcodes: int) -> None:
         tensor.ints(0, f"{where}.shape")
         if tensor.u32(2) >= max(n_buffers, 1):
             raise BadModel(f"not a valid TFLite model: {where} refers to buffer {tensor.u32(2)} of {n_buffers}")
+        if tensor.u32(2) in outside:
+            raise _outside(tensor, where, tensor.u32(2), outside[tensor.u32(2)])
         quant = tensor.sub_table(4, f"{where}.quantization")
         if quant is not None:
             quant.vector(2, 4, f"{where}.quantization.scale")
@@ -177,3 +197,9 @@ def _check_subgraph(sg: _Table, s: int, n_buffers: int, n_opcodes: int) -> None:
                 if not -1 <= i < n:
                     raise BadModel(f"not a valid TFLite model: {where} {name} names tensor {i} of {n}")
         op.sub_table(4, f"{where}.builtin_options")
+        offset, size = op.u64(9), op.u64(10)  # large_custom_options_offset, _size
+        if (offset or size) and offset + size > op.r.size:
+            raise ExternalDataRefused(
+                f"the model references data outside its own bytes: {where} has custom options at offset {offset} "
+                f"+ size {size} > {op.r.size} bytes of file", operator=o,
+            )

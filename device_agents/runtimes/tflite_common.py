@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BadModel, BadRequest, BenchFailed, RuntimeUnavailable
+from ..errors import BadModel, BadRequest, BenchFailed, RuntimeUnavailable, clip_text
 from . import InputSpec, Runtime, Session
 from .tflite_check import check_tflite
 
@@ -37,6 +37,8 @@ SMOKE_MODEL = bytes.fromhex(
 )
 
 KNOWN_OPTIONS = ("delegate",)
+#: characters of a runtime's error text forwarded to the client (escaped and cut by clip_text)
+ERROR_TEXT_LIMIT = 2048
 DELEGATES = ("xnnpack", "none")
 DELEGATE_NODE = "DELEGATE"
 
@@ -77,7 +79,8 @@ class TfliteSession(Session):
             self._it.invoke()
             return [self._it.get_tensor(i) for i in self._outputs]
         except (ValueError, RuntimeError) as exc:
-            raise BenchFailed(f"the TFLite interpreter failed to run the model: {exc}") from exc
+            message = clip_text(f"the TFLite interpreter failed to run the model: {exc}", ERROR_TEXT_LIMIT)
+            raise BenchFailed(message) from exc
 
 
 class TfliteRuntime(Runtime):
@@ -151,7 +154,8 @@ class TfliteRuntime(Runtime):
             partitions = _delegate_partitions(interpreter)
             dtype = _model_dtype(interpreter)
         except (ValueError, RuntimeError) as exc:  # UnicodeDecodeError is a ValueError
-            raise BadModel(f"{self.name} cannot load the model: {exc}", runtime=self.name) from exc
+            message = clip_text(f"{self.name} cannot load the model: {exc}", ERROR_TEXT_LIMIT)
+            raise BadModel(message, runtime=self.name) from exc
         info: dict = {
             "threads": threads,
             "delegate": "xnnpack" if partitions else None,

@@ -162,12 +162,37 @@ def test_configure_drift_marks_the_answer():
 
 
 def test_int8_without_a_runtime_goes_to_a_tflite_runtime():
-    try:
-        body, _ = bench_spec(dict(SMALL, dtype="int8"))
-    except RuntimeUnavailable as exc:
-        assert "tflite" in exc.message
-    else:
-        assert body["runtime"]["name"] in ("litert", "tflite") and body["runtime"]["dtype"] == "int8"
+    from device_agents.runtimes import available_runtimes
+
+    tflite_runtimes = [name for name in ("litert", "tflite") if name in available_runtimes()]
+    if not tflite_runtimes:  # this machine is a board without TFLite: the other branch is the routing
+        with pytest.raises(RuntimeUnavailable, match="for tflite models"):
+            bench_spec(dict(SMALL, dtype="int8"))
+        return
+    body, _ = bench_spec(dict(SMALL, dtype="int8"))
+    # onnxruntime comes first for float32 and is available, so landing here is the int8 routing
+    assert body["runtime"]["name"] == tflite_runtimes[0] and body["runtime"]["dtype"] == "int8"
+    assert bench_spec(SMALL)[0]["runtime"]["name"] == "onnxruntime"
+
+
+def test_int8_on_a_board_without_tflite_names_the_missing_format():
+    """The other branch, on a real process where no TFLite package can be imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['ai_edge_litert'] = None; sys.modules['tflite_runtime'] = None  # imports now fail\n"
+        "from device_agents.errors import RuntimeUnavailable\n"
+        "from device_agents.handlers import HANDLERS\n"
+        "try:\n"
+        f"    HANDLERS['bench_spec']({{'type': 'bench_spec', 'id': 1, 'spec': {dict(SMALL, dtype='int8')!r}}}, b'')\n"
+        "except RuntimeUnavailable as exc:\n"
+        "    print(exc.message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.startswith("no runtime available for tflite models:"), out.stdout + out.stderr
+    assert "litert" in out.stdout and "tflite_runtime" in out.stdout
 
 
 def test_the_agent_side_imports_nothing_the_board_lacks():
@@ -254,3 +279,47 @@ def test_bench_model_refuses_pair_with():
     with pytest.raises(BadRequest, match="pair_with is a bench_spec field") as exc:
         HANDLERS["bench_model"]({"type": "bench_model", "id": 3, "timing": FAST, "pair_with": SMALL}, model)
     assert exc.value.details["field"] == "pair_with"
+
+
+# --- caps on work per request (defaults: device_agents.limits) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"space": "mobilenet_v1", "params": {"resolution": 224}, "widths": [48, 96, 192, 192, 384, 384, 768, 768, 768,
+                                                                            768, 768, 768, 1536, 1536]},
+        {"space": "text_lowrank", "params": {"vocab": 100_000, "dim": 300, "tokens": 32}, "widths": [300, 512]},
+        {"space": "mobilenet_v1", "params": {"resolution": 224, "levels": 14}, "widths": [8] * 14},
+    ],
+)
+def test_the_default_caps_admit_the_largest_networks_the_project_uses(spec):
+    from device_agents import limits
+
+    limits.configure(limits.DEFAULT_LIMITS)
+    space, widths, _, _ = handlers.parse_spec(spec)
+    assert tuple(widths) == tuple(spec["widths"])
+    assert limits.check_timing(None)["max_total_s"] == 120.0  # the protocol's default, within the cap
+
+
+def test_a_cap_refusal_names_the_cap_and_the_value():
+    from device_agents.errors import LimitExceeded
+
+    wide = dict(SMALL, params={"resolution": 224}, widths=[100_000] + [8] * 13)
+    with pytest.raises(LimitExceeded, match="55,194,847,504, above this agent's cap of 4,000,000,000") as exc:
+        handlers.parse_spec(wide)
+    assert exc.value.details == {"field": "macs", "limit": 4_000_000_000, "value": 55_194_847_504}
+    with pytest.raises(LimitExceeded, match="pair_with.params.levels") as exc:
+        bench_spec(SMALL, pair_with=dict(SMALL, params={"resolution": 32, "levels": 10**9}))
+    assert exc.value.details["field"] == "pair_with.params.levels" and exc.value.details["value"] == 10**9
+
+
+def test_the_serve_flags_configure_the_caps():
+    from device_agents import limits
+    from device_agents.__main__ import build_parser, limits_from_args
+
+    args = build_parser().parse_args(["serve", "--max-macs", "5", "--max-memory-mb", "7", "--max-request-seconds", "9"])
+    caps = limits_from_args(args)
+    assert (caps.max_macs, caps.max_memory_bytes, caps.max_request_s) == (5, 7 * 2**20, 9.0)
+    defaults = limits_from_args(build_parser().parse_args(["serve"]))
+    assert defaults == limits.DEFAULT_LIMITS

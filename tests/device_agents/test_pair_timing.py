@@ -15,6 +15,13 @@ def _spin(ms: float) -> None:
         pass
 
 
+def _cpu_spin(ms: float) -> None:
+    """Burn `ms` of this thread's CPU time: load on the machine stretches it in wall time only."""
+    end = time.thread_time_ns() + int(ms * 1e6)
+    while time.thread_time_ns() < end:
+        pass
+
+
 def test_pairs_alternate_which_network_goes_first():
     order: list[str] = []
     settings = TimingSettings(warmup=1, repeat=4, number=1)
@@ -30,20 +37,27 @@ def _work(units: int) -> None:
         total += i
 
 
-@pytest.mark.parametrize("clock, low, high", [("wall", 1.2, 12.0), ("thread_cpu", 2.2, 4.0)])
-def test_ratio_is_the_work_ratio(clock, low, high):
+@pytest.mark.parametrize("clock", ["wall", "thread_cpu"])
+def test_pair_json_is_the_ratios_statistics(clock):
     settings = TimingSettings(warmup=1, repeat=7, number=1, clock=clock)
     pair = time_pair(lambda: _work(3), lambda: _work(1), settings)
     body = pair.pair_json()
     assert len(body["ratios"]) == len(body["ref_times_ms"]) == 7
-    assert low < body["ratio_median"] < high  # 3x the work; the wall clock also sees other processes
     assert body["ratio_iqr"] >= 0 and body["ref_median_ms"] > 0
     assert body["ratio_median"] == pytest.approx(float(np.median(pair.ratios)))
 
 
+def test_ratio_is_the_work_ratio_on_the_thread_clock():
+    # thread CPU time is what the work costs, whatever else the machine runs; wall-clock ratios
+    # swing with other processes, so they get no bound here
+    settings = TimingSettings(warmup=1, repeat=7, number=1, clock="thread_cpu")
+    pair = time_pair(lambda: _work(3), lambda: _work(1), settings)
+    assert 2.2 < pair.pair_json()["ratio_median"] < 4.0  # 3x the work
+
+
 def test_calibration_gives_each_network_its_own_number():
-    settings = TimingSettings(warmup=0, repeat=2, number=0, min_repeat_ms=4.0)
-    pair = time_pair(lambda: _spin(2.0), lambda: _spin(0.25), settings)
+    settings = TimingSettings(warmup=0, repeat=2, number=0, min_repeat_ms=4.0, clock="thread_cpu")
+    pair = time_pair(lambda: _cpu_spin(2.0), lambda: _cpu_spin(0.25), settings)
     assert pair.target.number < pair.reference.number
 
 

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from device_agents.errors import AgentError
+
+from device_agents.protocol import PROTOCOL_VERSION
 from profiler.agents import connect
 from profiler.cli import main
+from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--space", "mobilenet_v1", "--resolution", "32", "--runs", "2", "--warmup", "0"]
@@ -102,7 +106,7 @@ def test_agent_info(agent_url: str) -> None:
     result = run("agent", "info", "--agent", agent_url, "--json")
     assert result.exit_code == 0, result.output
     hello = json.loads(result.output)
-    assert hello["protocol"]["version"] == 1 and len(hello["fingerprint"]) >= 16
+    assert hello["protocol"]["version"] == PROTOCOL_VERSION and len(hello["fingerprint"]) >= 16
     human = run("agent", "info", "--agent", agent_url)
     assert "fingerprint" in human.output and "onnxruntime" in human.output
 
@@ -125,7 +129,7 @@ def test_bundle_runs_as_a_separate_process(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     listing = subprocess.run(
         [sys.executable, "-c", f"import zipfile; print('\\n'.join(zipfile.ZipFile({str(pyz)!r}).namelist()))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=60,
     ).stdout.split()
     assert "__main__.py" in listing and "device_agents/protocol.py" in listing and "device_agents/PROTOCOL.md" in listing
     assert not any(name.startswith(("profiler/", "search/")) or "__pycache__" in name for name in listing)
@@ -152,7 +156,7 @@ def test_bundle_runs_as_a_separate_process(tmp_path: Path) -> None:
         proc.wait(10)
     where = subprocess.run(
         [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import device_agents; print(device_agents.__file__)", str(pyz)],
-        capture_output=True, text=True, check=True, cwd=workdir, env=env,
+        capture_output=True, text=True, check=True, cwd=workdir, env=env, timeout=60,
     ).stdout
     assert str(pyz) in where
 
@@ -166,9 +170,47 @@ def test_widthwise_agent_serve_runs_a_real_agent(tmp_path: Path) -> None:
     )
     try:
         port = wait_for_port(proc, port_file)
-        assert f"listening on tcp://127.0.0.1:{port}" in proc.stdout.readline()
+        assert f"listening on tcp://127.0.0.1:{port}" in read_line(proc, 60)
         with connect(f"tcp://127.0.0.1:{port}", timeout=60) as client:
-            assert client.hello()["protocol"]["version"] == 1
+            assert client.hello()["protocol"]["version"] == PROTOCOL_VERSION
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_agent_serve_help_is_the_agents_own_parser() -> None:
+    result = run("agent", "serve", "--help")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("usage: device_agents serve")  # argparse's help, not click's
+    for flag in ("--max-macs", "--max-memory-mb", "--max-request-seconds", "--exit-with-stdin", "--max-frame-bytes",
+                 "--token-file", "--serial", "--port-file", "--inject-drift", "--log-level"):
+        assert flag in result.output
+
+
+def test_agent_serve_reports_a_bad_option_like_the_agent() -> None:
+    result = run("agent", "serve", "--no-such-flag")
+    assert result.exit_code == 2 and "unrecognized arguments: --no-such-flag" in result.output
+    result = run("agent", "serve", "--max-macs", "0", "--port", "0")
+    assert result.exit_code == 2 and "--max-macs must be at least 1" in result.output
+
+
+def test_agent_serve_passes_every_flag_through(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("widthwise")), "agent", "serve", "--port", "0", "--port-file", str(port_file),
+         "--exit-with-stdin", "--max-macs", "100000", "--log-level", "WARNING"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
+    )
+    try:
+        port = wait_for_port(proc, port_file)
+        assert "listening on" in read_line(proc, 60)
+        with connect(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            with pytest.raises(AgentError) as exc:  # 123,408 MACs at 32: above the cap the flag set
+                client.bench_spec({"space": "mobilenet_v1", "params": {"resolution": 32}, "widths": [8] * 14})
+        assert exc.value.code == "limit_exceeded" and exc.value.details["limit"] == 100_000
+        proc.stdin.close()  # --exit-with-stdin reached the agent: it ends when its stdin does
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
