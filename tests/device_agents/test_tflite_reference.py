@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import threadpoolctl  # a dependency of widthwise (setup.cfg): its absence must fail, not skip
 
 from device_agents import tflite_reference as ref
 from device_agents.spaces import make_space
@@ -73,29 +74,82 @@ def test_ranges_cover_every_role_and_respect_relu6(mobilenet):
     assert lo < 0.0 < hi  # random logits take both signs
 
 
+#: float32 machine epsilon (2^-23): a float32 sum of K products, added in any order, lies
+#: within about K * eps32 / 2 of the exact sum, relative to the sum of the terms' magnitudes.
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _path_lengths(blocks) -> dict[str, int]:
+    """Role -> how many products are summed into it, counted over every layer from the input.
+
+    Per layer K terms: a dense convolution cin * k * k (+ its bias), a depthwise one k * k
+    (+ bias), a pointwise one cin (+ bias), the classifier the spatial mean (in_hw^2 terms)
+    then cin (+ bias).
+    """
+    total, out = 0, {}
+    for b in blocks:
+        if b.kind == "conv":
+            total += b.cin * b.kernel**2 + 1
+            out[b.name] = total
+        elif b.kind == "dwsep":
+            total += b.kernel**2 + 1
+            out[f"{b.name}.dw"] = total
+            total += b.cin + 1
+            out[f"{b.name}.pw"] = total
+        elif b.kind == "pool_fc":
+            total += b.in_hw**2 + b.cin + 1
+            out[f"{b.name}.logits"] = total
+    return out
+
+
+def _range_tolerance(blocks, seen: ref.Observed) -> dict[str, float]:
+    """Role -> how far two float32 passes may put its extremes apart: eps32 x K_path x |extreme|.
+
+    Two machines run the same numpy code except for the order in which BLAS adds up each
+    matrix product (kernels and blocking differ between CPUs, e.g. AVX2 against AVX-512;
+    the element-wise numpy steps are correctly rounded and give the same bits everywhere).
+    A float32 sum of K terms in any order is within (K eps32 / 2) x sum|terms| of the exact
+    one, so two orders differ by at most K eps32 x sum|terms|. With weights scaled by fan-in,
+    sum|terms| at a layer's extreme is of the order of that extreme, and a relative error of
+    a layer's input reaches its output at about the same relative size: to first order the
+    relative differences of the layers on the path to a role add up, to eps32 x (sum of the K
+    of those layers) x the role's extreme. ReLU6, the clip and the max are 1-Lipschitz and add
+    nothing. A first-order estimate, not a worst case; its margin was measured: against a
+    float64 pass the extremes here are off by 0.1 to 2.5 eps32 relative, while the tolerance
+    is 28 eps32 at the first layer and grows to about 9000 eps32 (1e-3) at the logits; a wrong
+    margin (1.25 for 1.5) moves them by 20 %.
+    """
+    lengths = _path_lengths(blocks)
+    return {role: EPS32 * lengths[role] * max(abs(least), abs(greatest)) for role, (least, greatest, _) in seen.items()}
+
+
 def test_ranges_are_the_float_pass_extremes_widened(mobilenet):
     space, blocks, weights = mobilenet
     seen: ref.Observed = {}
-    ref.forward(blocks, weights, ref.calibration_input(space, 3), seen)
+    ref.forward(blocks, weights, ref.calibration_input(space, 3), seen)  # BLAS threads as they are, not limited
     ranges = ref.activation_ranges(space, blocks, weights, seed=3, margin=1.5)
+    assert set(ranges) == set(seen)
+    tolerance = _range_tolerance(blocks, seen)
     for role, (least, greatest, bound) in seen.items():
         hi = max(0.0, greatest * 1.5)
-        assert ranges[role] == (min(0.0, least * 1.5), hi if bound is None else min(hi, bound))
+        want = (min(0.0, least * 1.5), hi if bound is None else min(hi, bound))
+        assert ranges[role] == pytest.approx(want, rel=0.0, abs=1.5 * tolerance[role]), role  # widened 1.5x, error too
 
 
 def test_one_blas_thread_changes_no_range(mobilenet, monkeypatch):
-    pytest.importorskip("threadpoolctl")
     space, blocks, weights = mobilenet
     limited = ref.activation_ranges(space, blocks, weights, seed=3)
     monkeypatch.setattr(ref, "CALIBRATION_BLAS_THREADS", None)
     free = ref.activation_ranges(space, blocks, weights, seed=3)
     assert limited.keys() == free.keys()
+    seen: ref.Observed = {}
+    ref.forward(blocks, weights, ref.calibration_input(space, 3), seen)
+    tolerance = _range_tolerance(blocks, seen)  # another thread count only reorders the BLAS sums
     for role in limited:
-        np.testing.assert_allclose(limited[role], free[role], rtol=1e-5, atol=1e-6)
+        assert limited[role] == pytest.approx(free[role], rel=0.0, abs=1.25 * tolerance[role]), role  # default margin
 
 
 def test_blas_is_limited_inside_the_calibration_context():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     if not blas:
         pytest.skip("numpy here has no BLAS that threadpoolctl can see")

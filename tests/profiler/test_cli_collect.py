@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -75,33 +77,65 @@ def test_text_space_parameters_are_typed_and_unknown_ones_refused(tmp_path):
     assert result.exit_code != 0 and "no parameter 'resolution'" in result.output
 
 
+def _check_rows_complete(db: Path) -> None:
+    """The db passes SQLite's integrity check and every stored sample is a whole row of its plan.
+
+    Whole: planned widths for its slot, every repeat's time (as many as the repeat column
+    says, all finite and positive), the statistics of those times, and the pair block the
+    default paired collection stores with each sample.
+    """
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        plan = dict(con.execute("SELECT slot, widths FROM plan"))
+        rows = con.execute(
+            "SELECT slot, widths, times_ms, repeat, stat_min, stat_median, pair_ratio, pair_ref_ms, pair, runtime"
+            " FROM samples WHERE kind = 'sample' ORDER BY id"
+        ).fetchall()
+    assert rows
+    for slot, widths, times_ms, repeat, stat_min, stat_median, ratio, ref_ms, pair, runtime in rows:
+        assert widths == plan[slot] and len(json.loads(widths)) == 14, slot
+        times = json.loads(times_ms)
+        assert len(times) == repeat >= 1 and all(math.isfinite(t) and t > 0 for t in times), slot
+        assert stat_min == min(times) and stat_median == pytest.approx(statistics.median(times)), slot
+        assert ratio > 0 and ref_ms > 0 and json.loads(pair)["ratio_median"] == ratio, slot
+        assert json.loads(runtime)["clock"] == "thread_cpu", slot
+
+
 def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     db = tmp_path / "int.sqlite"
     cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *BASE, "--samples", "30", "--db", str(db), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if db.exists() and len(slots(db)) >= 3:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if db.exists() and len(slots(db)) >= 3:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "stopped after" in err and "run the same command again to resume" in err
     stopped = json.loads(out.strip().splitlines()[-1])
     before = slots(db)
     assert stopped["complete"] is False and stopped["samples"] == len(before) < 30
     assert [s for _, s in before] == list(range(len(before)))
+    _check_rows_complete(db)  # what the interrupt left: an intact db of whole samples
 
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     after = slots(db)
     assert summary["new"] == 30 - len(before) and len(after) == 30
     assert after[: len(before)] == before and sorted(s for _, s in after) == list(range(30))
+    _check_rows_complete(db)
 
 
 def test_pairing_and_clock_options_reach_the_db_identity(tmp_path):

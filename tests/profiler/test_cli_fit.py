@@ -125,7 +125,8 @@ def test_validate_reports_and_plots(table_path, dbs, tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["count"] == 40 and 0 <= report["within_5pct"] <= 1 and report["mape"] < 0.1
+    # seeded synthetic timings with 1 % noise around the truth the table was fitted from: MAPE 0.3 %
+    assert report["count"] == 40 and report["within_5pct"] >= 0.95 and report["mape"] < 0.02
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

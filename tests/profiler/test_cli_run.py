@@ -69,5 +69,8 @@ def test_run_is_paired_and_retimes_against_the_tables_reference(finished):
     assert summary["reference"]["widths"] == reference["widths"]
     assert summary["reference"]["table_level_ms"] == reference["level_ms"]
     generous = summary["answers"][1]
-    # measured on the table's scale: the answer's ratio to the reference x R, near the prediction
+    # measured on the table's scale: the answer's ratio to the reference x R, paired on the thread's
+    # CPU clock like every sample of the table, so load moves both networks of a pair alike; the
+    # widest network's error is a few per cent here, and a factor of 2 either way only rules out
+    # a wrong scale (an unconverted or unpaired value), not an inaccurate fit
     assert 0.5 < generous["measured_adjusted_ms"] / generous["predicted_ms"] < 2.0

@@ -11,7 +11,7 @@ import pytest
 from device_agents.spaces import make_space
 from profiler.agents import connect
 from profiler.collect import CollectSettings, collect
-from profiler.fit import fit_table, split_holdout, table_predictions
+from profiler.fit import fit_table, split_holdout, table_predictions, table_reference
 from profiler.store import SampleStore
 from search.engine import InfeasibleBudget, Searcher, make_objective
 
@@ -20,6 +20,9 @@ PARAMS = {"vocab": 2000, "tokens": 64}
 TIMING = {"warmup": 1, "repeat": 7, "min_repeat_ms": 2.0}
 SAMPLES = 40
 HOLDOUT = 0.2
+#: the never-measured configurations: a second db like `widthwise validate` checks a table on,
+#: same settings (paired, thread clock, same pair reference), uniform draws of another seed.
+UNSEEN_SAMPLING, UNSEEN_SEED, UNSEEN_SAMPLES = "uniform", 1, 24
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +36,21 @@ def space():
     return make_space("text_lowrank", PARAMS)
 
 
+def _collect(agent, db: Path, samples: int, **changes: object) -> Path:
+    """Collect `samples` configurations into `db` with the module's settings (paired, thread clock)."""
+    settings = CollectSettings(
+        space="text_lowrank", samples=samples, db=str(db), space_params=PARAMS, timing=TIMING,
+        reference_every=10, retime_outliers=True, **changes,  # type: ignore[arg-type]
+    )
+    assert settings.pairing and settings.clock == "thread_cpu"
+    summary = collect(agent, settings, progress=False)
+    assert summary["complete"] and summary["samples"] == samples
+    return db
+
+
 @pytest.fixture(scope="module")
 def collected(agent, tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("lowrank") / "text.sqlite"
-    settings = CollectSettings(
-        space="text_lowrank", samples=SAMPLES, db=str(db), space_params=PARAMS, timing=TIMING,
-        reference_every=10, retime_outliers=True,
-    )
-    summary = collect(agent, settings, progress=False)
-    assert summary["complete"] and summary["samples"] == SAMPLES
-    return db
+    return _collect(agent, tmp_path_factory.mktemp("lowrank") / "text.sqlite", SAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,7 @@ def fitted(collected):
 
 def test_space_builds_and_runs_on_the_agent(agent, space) -> None:
     runtimes = agent.hello()["runtimes"]
-    assert "text_lowrank" in agent.hello()["spaces"]
+    assert "text_lowrank" in agent.hello()["spaces"] and "onnxruntime" in runtimes  # the loop below is never empty
     for widths in (space.smallest(), space.largest(), (30, 128)):
         for runtime in [r for r in ("onnxruntime", "litert") if r in runtimes]:
             spec = {"space": "text_lowrank", "params": PARAMS, "widths": list(widths)}
@@ -67,19 +75,39 @@ def test_space_builds_and_runs_on_the_agent(agent, space) -> None:
 
 
 def test_rank_costs_time(agent) -> None:
-    """At a fixed hidden width, r = 300 is slower than r = 10 (the per-token projection grows with r)."""
-    times = {}
-    for r in (10, 300):
-        spec = {"space": "text_lowrank", "params": PARAMS, "widths": [r, 256]}
-        times[r] = agent.bench_spec(spec, runtime="onnxruntime", timing=TIMING)["stats"]["min"]
-    assert times[300] > 1.5 * times[10], times
+    """At a fixed hidden width, r = 300 is slower than r = 10 (the per-token projection grows with r).
+
+    Timed as the collector times: r = 300 paired run by run with r = 10 on the thread's CPU
+    clock, so a busy machine slows both networks of a pair alike. The ratio was 3.6 here
+    (idle and at a load of 4); 1.5 only asks that the two clearly separated networks are ordered.
+    """
+    spec = {"space": "text_lowrank", "params": PARAMS, "widths": [300, 256]}
+    narrow = {"space": "text_lowrank", "params": PARAMS, "widths": [10, 256]}
+    answer = agent.bench_spec(spec, pair_with=narrow, runtime="onnxruntime", timing={**TIMING, "clock": "thread_cpu"})
+    assert answer["runtime"]["clock"] == "thread_cpu" and answer["pair"]["ref_widths"] == [10, 256]
+    assert answer["pair"]["ratio_median"] > 1.5, answer["pair"]
 
 
-def test_table_predicts_held_out_configurations(agent, space, fitted) -> None:
-    """Held-out samples and never-measured configurations are predicted within a few tens of percent.
+def _ordered_pairs(predicted: np.ndarray, measured: np.ndarray, apart: float) -> tuple[int, int]:
+    """(pairs whose measured latencies differ by more than `apart` x, of those the ones the prediction orders alike)."""
+    clear = agreeing = 0
+    for i, j in itertools.combinations(range(len(measured)), 2):
+        if max(measured[i], measured[j]) > apart * min(measured[i], measured[j]):
+            clear += 1
+            agreeing += (predicted[i] > predicted[j]) == (measured[i] > measured[j])
+    return clear, agreeing
 
-    Medians of the relative error, because on a shared machine a minority of timings is
-    slowed by other work; the fit itself is robust to those, a mean over 8 samples is not.
+
+def test_table_predicts_held_out_configurations(agent, space, fitted, tmp_path) -> None:
+    """Held-out samples and never-measured configurations are predicted on the table's own scale.
+
+    The never-measured ones are collected into a second db with the same settings (paired
+    with the same reference, on the thread's CPU clock) and converted with the table's
+    reference level R, as `widthwise validate` does: the table's unit is the ratio to the
+    reference x R, so only values on that scale can be compared with it. Medians of the
+    relative error (a minority of timings slowed by other work moves a mean of 8); measured
+    here: 3 % idle, 4 to 5 % at a load of 4, against bounds of 15 % and 20 %. And every two
+    unseen configurations 1.5x apart are ordered as measured: the structure does not need a bound.
     """
     data, result = fitted
     table = result.table
@@ -88,19 +116,20 @@ def test_table_predicts_held_out_configurations(agent, space, fitted) -> None:
     rel_held = np.abs(table_predictions(table, data.widths[held]) - data.latency_ms[held]) / data.latency_ms[held]
     assert np.median(rel_held) < 0.15, (result.report, rel_held)
 
-    # configurations the collector never measured, timed now and compared with the table
     seen = {tuple(int(v) for v in w) for w in data.widths}
-    unseen = [w for w in itertools.product(*(l.choices for l in space.layers)) if w not in seen]
-    rng = np.random.default_rng(3)
-    picked = [unseen[i] for i in rng.choice(len(unseen), size=min(6, len(unseen)), replace=False)]
-    measured = np.array([
-        agent.bench_spec({"space": "text_lowrank", "params": PARAMS, "widths": list(w)},
-                         runtime="onnxruntime", timing=TIMING)["stats"][data.statistic]
-        for w in picked
-    ])
-    predicted = table_predictions(table, np.array(picked))
+    db = _collect(agent, tmp_path / "unseen.sqlite", UNSEEN_SAMPLES, sampling=UNSEEN_SAMPLING, seed=UNSEEN_SEED)
+    reference = table_reference(table)
+    with SampleStore(db) as store:
+        assert store.meta["reference_widths"] == reference["widths"] and store.meta["clock"] == reference["clock"]
+        other = store.training_data(reference_level_ms=reference["level_ms"])
+    assert other.identity["reference"]["level_ms"] == reference["level_ms"]
+    unseen = np.array([tuple(int(v) for v in w) not in seen for w in other.widths])
+    assert unseen.sum() >= 8, "the second db's plan should hold configurations the first never measured"
+    measured, predicted = other.latency_ms[unseen], table_predictions(table, other.widths[unseen])
     rel = np.abs(predicted - measured) / measured
-    assert np.median(rel) < 0.2, list(zip(picked, measured, predicted))
+    assert np.median(rel) < 0.2, list(zip(other.widths[unseen].tolist(), measured, predicted))
+    clear, agreeing = _ordered_pairs(predicted, measured, 1.5)
+    assert clear >= 10 and agreeing == clear, (clear, agreeing)
 
 
 def test_exact_search_respects_latency_and_params_budgets(space, fitted) -> None:

@@ -14,6 +14,7 @@ import pytest
 from device_agents.handlers import HANDLERS
 from device_agents.spaces import make_space
 from profiler.store import FORMAT, IdentityMismatch, PlanMismatch, SampleStore, StoreError
+from tests.support.procs import read_line
 
 SPACE_PARAMS = {"resolution": 32, "levels": 4}
 TIMING = {"warmup": 1, "repeat": 5, "min_repeat_ms": 2.0}
@@ -189,9 +190,11 @@ def test_a_killed_writer_leaves_a_consistent_db(tmp_path, measured):
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.kill()
-    proc.wait()
+    try:
+        assert read_line(proc, 60).strip() == "ready"
+    finally:
+        proc.kill()
+        proc.wait(30)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with SampleStore(path, identity()) as store:
