@@ -75,9 +75,10 @@ def start_server(token: bytes | None = None, max_frame_bytes: int | None = None)
     bound: list[int] = []
     thread = threading.Thread(target=server.serve_tcp, kwargs={"on_bound": bound.append}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not bound and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert bound, "the test server did not bind within 30 s"
     return server, handlers, bound[0], thread
 
 

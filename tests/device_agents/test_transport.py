@@ -44,7 +44,8 @@ def test_a_silent_peer_times_out_within_the_bound(tcp_pair) -> None:
     start = time.monotonic()
     with pytest.raises(AgentTimeout, match="no frame"):
         channel.receive(0.3)
-    assert 0.25 < time.monotonic() - start < 2.0
+    # the lower bound is the test's own timeout; the upper one only catches a timeout not honoured
+    assert 0.25 < time.monotonic() - start < 0.3 + 10
 
 
 def test_a_stalled_half_frame_is_reported_truncated(tcp_pair) -> None:
@@ -109,7 +110,7 @@ def test_serial_stream_over_a_pseudo_terminal() -> None:
         start = time.monotonic()
         with pytest.raises(AgentTimeout):
             channel.receive(0.2)
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 0.2 + 10  # only catches a timeout not honoured
     finally:
         channel.close()
         os.close(master)
