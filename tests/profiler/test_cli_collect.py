@@ -104,7 +104,10 @@ def _check_rows_complete(db: Path) -> None:
 
 def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     db = tmp_path / "int.sqlite"
-    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *BASE, "--samples", "30", "--db", str(db), "--json"]
+    # samples of ~150 ms each: the run lasts seconds, so the interrupt below lands mid-run even when
+    # this test's polling is slowed down by a loaded machine
+    slow = ["target_ms=150" if arg == "target_ms=15" else arg for arg in BASE]
+    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *slow, "--samples", "30", "--db", str(db), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -115,6 +118,7 @@ def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
             except sqlite3.OperationalError:
                 pass
             time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
