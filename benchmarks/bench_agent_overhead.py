@@ -22,11 +22,11 @@ import threading
 import time
 from pathlib import Path
 
-from device_agents import handlers
-from device_agents.protocol import PROTOCOL_VERSION
-from device_agents.spaces import make_space
-from profiler.agents import connect
-from profiler.ptylink import PtyLink
+from widthwise.device_agents import handlers
+from widthwise.device_agents.protocol import PROTOCOL_VERSION
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.ptylink import PtyLink
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0
@@ -45,7 +45,7 @@ def start_tcp_agent(workdir: Path, token_file: Path) -> tuple[subprocess.Popen, 
     """An agent process with a token on a free loopback port."""
     port_file = workdir / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file),
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file),
          "--token-file", str(token_file), "--log-level", "WARNING"],
         stdout=subprocess.DEVNULL, cwd=REPO,
     )
@@ -61,7 +61,7 @@ def start_tcp_agent(workdir: Path, token_file: Path) -> tuple[subprocess.Popen, 
 def start_serial_agent(link: PtyLink, token_file: Path) -> subprocess.Popen:
     """An agent process with a token serving the agent end of the pty link."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file),
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file),
          "--log-level", "WARNING"],
         stdout=subprocess.PIPE, cwd=REPO, text=True,
     )

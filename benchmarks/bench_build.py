@@ -14,10 +14,10 @@ import resource
 import statistics
 import time
 
-from device_agents.build_onnx import build_onnx
-from device_agents.runtimes import get_runtime
-from device_agents.spaces import make_space
-from device_agents.timing import TimingSettings, time_session
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.runtimes import get_runtime
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.timing import TimingSettings, time_session
 
 MULTIPLIERS = (0.25, 1.0, 1.5)
 TARGET_MS = 100.0

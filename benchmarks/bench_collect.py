@@ -19,18 +19,17 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from profiler.agents import connect  # noqa: E402
-from profiler.collect import DEFAULT_TIMING, CollectSettings, collect  # noqa: E402
-from profiler.store import SampleStore  # noqa: E402
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import DEFAULT_TIMING, CollectSettings, collect
+from widthwise.profiler.store import SampleStore
 
 BUDGET_S = 120.0
 
 
 def fit_with_and_without_drift(db: str) -> dict:
     """The fit's held-out report on this db, raw and drift-normalised (same split)."""
-    from profiler.fit import fit_table
+    from widthwise.profiler.fit import fit_table
 
     out = {}
     with SampleStore(db) as store:

@@ -32,7 +32,7 @@ TARGET_RSS_GROWTH = 0.10
 
 def start_daemon(tables_dir: Path) -> tuple[subprocess.Popen, str]:
     """`widthwise serve --port 0` as a subprocess; returns it and its host:port."""
-    code = "import sys; from search.cli_serve import serve; serve(sys.argv[1:])"
+    code = "import sys; from widthwise.search.cli_serve import serve; serve(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(tables_dir), "--port", "0",
                              "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
     line = read_line_within(proc, 60.0)
@@ -220,7 +220,7 @@ def prepare_tables(directory: Path | None) -> tuple[Path, str, tempfile.Temporar
         if not names:
             raise SystemExit(f"no tables in {directory}")
         return directory, names[0], None
-    from search.synthetic import mobilenet_v1_table
+    from widthwise.search.synthetic import mobilenet_v1_table
 
     holder = tempfile.TemporaryDirectory(prefix="widthwise-bench-")
     mobilenet_v1_table(seed=0).save(Path(holder.name) / "mobilenet_v1.json")

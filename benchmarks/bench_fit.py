@@ -30,13 +30,13 @@ import time
 
 import numpy as np
 
-from device_agents.spaces import Space, make_space
-from profiler.agents import connect
-from profiler.dataset import TrainingData
-from profiler.collect import DEFAULT_TIMING, CollectSettings, collect
-from profiler.fit import error_report, fit_table
-from profiler.fit_models import METHODS
-from profiler.store import SampleStore
+from widthwise.device_agents.spaces import Space, make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.dataset import TrainingData
+from widthwise.profiler.collect import DEFAULT_TIMING, CollectSettings, collect
+from widthwise.profiler.fit import error_report, fit_table
+from widthwise.profiler.fit_models import METHODS
+from widthwise.profiler.store import SampleStore
 
 ORDER = ("shipped", "paper", "nnls", "flops")
 
@@ -77,9 +77,9 @@ def _cpu_ms(session, feeds: dict) -> float:
 def time_in_process(space: Space, plan: list, *, repeat: int, paired: bool, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
     """Raw single-run times (ms, thread CPU clock) of each configuration, (N, repeat), and of
     the reference run just before each of them when `paired` (else zeros)."""
-    from device_agents.build_onnx import build_onnx
-    from device_agents.runtimes import get_runtime
-    from profiler.collect import reference_widths
+    from widthwise.device_agents.build_onnx import build_onnx
+    from widthwise.device_agents.runtimes import get_runtime
+    from widthwise.profiler.collect import reference_widths
 
     runtime = get_runtime("onnxruntime")
 
@@ -123,7 +123,7 @@ def reduce_timings(runs: np.ndarray, ref_runs: np.ndarray, statistic: str, pair_
 def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingData, float, float, dict]:
     """Training (coverage plan), fresh validation (uniform plan) and a re-timing of the first
     validation configurations, timed in process and cached; the last is the measurement floor."""
-    from profiler.sampling import make_sampler
+    from widthwise.profiler.sampling import make_sampler
 
     space = make_space("mobilenet_v1", {"resolution": args.resolution, "levels": args.levels})
     tag = "paired" if args.paired else "plain"

@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_agents.spaces import make_space  # noqa: E402
-from profiler.agents import connect  # noqa: E402
-from profiler.factorize import factorize  # noqa: E402
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.factorize import factorize
 
 SVD_TARGET_S = 5.0
 

@@ -27,11 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from search.engine import InfeasibleBudget, Searcher, make_objective
-from search.lagrangian import Evaluator, solve
-from search.pareto import build_front
-from search.synthetic import mobilenet_v1_table
-from search.viterbi import JIT_ENV, compiled_kernels
+from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.search.lagrangian import Evaluator, solve
+from widthwise.search.pareto import build_front
+from widthwise.search.synthetic import mobilenet_v1_table
+from widthwise.search.viterbi import JIT_ENV, compiled_kernels
 
 TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_cached_query": 10.0}
 
@@ -61,10 +61,10 @@ def cycle(values: list[float]) -> Callable[[], float]:
 FIRST_QUERY = """
 import json, sys, time
 start = time.perf_counter()
-from search.chain import build_chain
-from search.engine import make_objective
-from search.lagrangian import solve
-from search.synthetic import mobilenet_v1_table
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import make_objective
+from widthwise.search.lagrangian import solve
+from widthwise.search.synthetic import mobilenet_v1_table
 table = mobilenet_v1_table(seed=int(sys.argv[1]))
 chain = build_chain(table, make_objective(table, "flops"))
 ready = time.perf_counter()

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from device_agents.spaces import Space
-from profiler.agents import connect
-from profiler.collect import CollectSettings, collect, reference_widths
-from profiler.fit import fit_table
-from profiler.fit_models import METHODS
-from profiler.store import SampleStore
-from search.engine import InfeasibleBudget, Searcher, make_objective
-from search.table import Table
+from widthwise.device_agents.spaces import Space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import CollectSettings, collect, reference_widths
+from widthwise.profiler.fit import fit_table
+from widthwise.profiler.fit_models import METHODS
+from widthwise.profiler.store import SampleStore
+from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.search.table import Table
 
 OBJECTIVES = ("flops", "params")
 #: search per fit method: a straight line in MACs gives every configuration of equal MACs the

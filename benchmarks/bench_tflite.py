@@ -19,12 +19,12 @@ import statistics
 import time
 
 import numpy as np
-from device_agents.build_onnx import build_onnx
-from device_agents.build_tflite import build_tflite
-from device_agents.errors import RuntimeUnavailable
-from device_agents.runtimes import get_runtime
-from device_agents.spaces import make_space
-from device_agents.timing import TimingSettings, time_session
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.build_tflite import build_tflite
+from widthwise.device_agents.errors import RuntimeUnavailable
+from widthwise.device_agents.runtimes import get_runtime
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.timing import TimingSettings, time_session
 
 BUILD_TARGET_MS = 100.0
 AGENT_TOLERANCE = 0.03
@@ -80,7 +80,7 @@ def agent_vs_in_process(space, widths, dtype: str, delegate: str, timing: dict, 
     The agent is a local one (bench_spec over TCP); alternating the two in each round
     keeps a slow spell of a shared machine from landing on one side only.
     """
-    from profiler.agents import connect  # host side only: the agent itself never imports profiler
+    from widthwise.profiler.agents import connect  # host side only: the agent itself never imports profiler
 
     settings = TimingSettings(**timing)
     session = get_runtime("litert").load(build_tflite(space, widths, dtype=dtype), threads=settings.threads,

@@ -18,10 +18,9 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from profiler.agents import connect  # noqa: E402
-from profiler.collect import CollectSettings, collect  # noqa: E402
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import CollectSettings, collect
 
 
 def _one(name: str, db: str, samples: int, resolution: int, seed: int, out: dict) -> None:

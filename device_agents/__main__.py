@@ -1,4 +1,4 @@
-"""`python -m device_agents serve ...`: run the agent on a board (argparse: no click there)."""
+"""`python3 widthwise-agent.pyz serve ...` on a board, `python -m widthwise.device_agents serve ...` on the host (argparse: no click there)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m device_agents` and of the zipapp bundle."""
+    """Entry point of `python -m widthwise.device_agents` on the host and of the zipapp bundle on a board."""
     args = build_parser().parse_args(argv)
     try:
         return serve(args)

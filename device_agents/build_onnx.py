@@ -1,7 +1,7 @@
 """Build a space's network as ONNX bytes from its widths, without the `onnx` package.
 
 Each block kind has an emitter (a registry, like fvcore's per-operator handlers) that
-appends its nodes and initialisers to the graph; weights come from device_agents.weights,
+appends its nodes and initialisers to the graph; weights come from the agent's weights module,
 so the same seed gives the same network as the TFLite builder. Padding is SAME everywhere
 (TensorFlow's convention: the extra pixel, if any, goes at the end), no final softmax.
 """

@@ -2,7 +2,7 @@
 
 The agent writes TFLite models itself from the space definition, so a board needs no
 TensorFlow: one writer per block kind (a registry) appends operators to a
-`tflite_schema.ModelWriter`; weights come from device_agents.weights, so a seed gives
+`tflite_schema.ModelWriter`; weights come from the agent's weights module, so a seed gives
 the same network as the ONNX builder (same arithmetic: SAME padding with the odd pixel
 at the end, no final softmax, logits out). Images are NHWC here (TFLite's layout).
 

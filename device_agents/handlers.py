@@ -26,10 +26,10 @@ from .timing import NO_DRIFT, DriftInjector, TimingSettings, reset_peak_rss, tim
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
 Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed) -> model bytes
 
-#: model format -> (module, function) of its builder; imported on first use
+#: model format -> (module relative to this package, function) of its builder; imported on first use
 BUILDER_MODULES: dict[str, tuple[str, str]] = {
-    "onnx": ("device_agents.build_onnx", "build_onnx"),
-    "tflite": ("device_agents.build_tflite", "build_tflite"),
+    "onnx": (".build_onnx", "build_onnx"),
+    "tflite": (".build_tflite", "build_tflite"),
 }
 MODEL_FORMATS = tuple(BUILDER_MODULES)
 DTYPES = ("float32", "int8")
@@ -60,7 +60,7 @@ def get_builder(fmt: str) -> Builder:
         raise BadRequest(f"unknown model format {fmt!r}; known: {', '.join(MODEL_FORMATS)}", field="format")
     module_name, attr = BUILDER_MODULES[fmt]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name, __package__)
     except ImportError as exc:
         raise RuntimeUnavailable(f"this agent cannot build {fmt} networks: {exc}", format=fmt) from exc
     return getattr(module, attr)

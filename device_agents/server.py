@@ -58,7 +58,7 @@ from .transport import FrameChannel, LogLimiter, TcpStream, default_cap, open_se
 from .transport import write_port_file  # noqa: F401  (where __main__ and tests have always found it)
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
-log = logging.getLogger("device_agents.server")
+log = logging.getLogger(__name__)
 
 #: Request types the server answers itself, before the handler table.
 SERVER_TYPES = ("challenge", "authenticate")

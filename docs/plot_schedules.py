@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from search.schedules import CyclicallyAnnealedLR, GeometricTemperature, schedule_values  # noqa: E402
+from widthwise.search.schedules import CyclicallyAnnealedLR, GeometricTemperature, schedule_values  # noqa: E402
 
 STEPS = 1200
 CALR = CyclicallyAnnealedLR(lr_min=1e-4, lr_max=1e-2, cycle_steps=200, decay=0.6)

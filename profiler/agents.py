@@ -1,7 +1,7 @@
 """Host client of the device agent: URL -> connection, typed errors, retries, timeouts.
 
 URLs: `tcp://HOST:PORT`, `serial:///dev/ttyUSB0?baud=115200`, and `local`, which starts
-`python -m device_agents serve --port 0` as a subprocess and stops it on close. With a
+`python -m widthwise.device_agents serve --port 0` as a subprocess and stops it on close. With a
 token, every request is tagged and every answer's tag is checked before anything in it is
 used (PROTOCOL.md section 4): an answer that fails is an AgentAuthError. Errors
 come back as the agent's typed classes; retryable ones (timeouts, dropped connections,
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from device_agents import auth
-from device_agents.errors import (
+from widthwise.device_agents import auth
+from widthwise.device_agents.errors import (
     AgentAuthError,
     AgentConnectionError,
     AgentError,
@@ -37,8 +37,8 @@ from device_agents.errors import (
     clip_text,
     error_from_wire,
 )
-from device_agents.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, encode_frame, request_header
-from device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
+from widthwise.device_agents.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, encode_frame, request_header
+from widthwise.device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
@@ -105,11 +105,10 @@ class LocalAgent:
     def start(self) -> int:
         """Start the subprocess and wait for its port; AgentConnectionError if it does not come up."""
         self.port_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        # -P and a private cwd: nothing in the user's working directory (a logging.py, say) is importable
-        cmd = [sys.executable, "-P", "-m", "device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # -P, no PYTHONPATH and a private cwd: the installed widthwise is what runs, and nothing in the
+        # user's working directory (a logging.py, a device_agents.py) is importable
+        cmd = [sys.executable, "-P", "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
                "--exit-with-stdin", *self.args]
         with open(self.log_path, "ab") as log:
             # the agent exits when this pipe closes, so it never outlives its host process

@@ -14,18 +14,18 @@ from . import __version__
 
 #: command name -> "module:attribute" of the click command that implements it.
 COMMANDS: dict[str, str] = {
-    "agent": "profiler.cli_agent:agent",
-    "bench": "profiler.cli_agent:bench",
-    "collect": "profiler.cli_collect:collect",
-    "fit": "profiler.cli_fit:fit",
-    "predict": "profiler.cli_fit:predict",
-    "validate": "profiler.cli_fit:validate",
-    "run": "profiler.cli_run:run",
-    "factorize": "profiler.cli_factorize:factorize",
-    "query": "search.cli:query",
-    "pareto": "search.cli:pareto",
-    "marginals": "search.cli:marginals",
-    "serve": "search.cli_serve:serve",
+    "agent": "widthwise.profiler.cli_agent:agent",
+    "bench": "widthwise.profiler.cli_agent:bench",
+    "collect": "widthwise.profiler.cli_collect:collect",
+    "fit": "widthwise.profiler.cli_fit:fit",
+    "predict": "widthwise.profiler.cli_fit:predict",
+    "validate": "widthwise.profiler.cli_fit:validate",
+    "run": "widthwise.profiler.cli_run:run",
+    "factorize": "widthwise.profiler.cli_factorize:factorize",
+    "query": "widthwise.search.cli:query",
+    "pareto": "widthwise.search.cli:pareto",
+    "marginals": "widthwise.search.cli:marginals",
+    "serve": "widthwise.search.cli_serve:serve",
 }
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 import click
 
-from device_agents.auth import ConfigError
-from device_agents.errors import AgentError
+from widthwise.device_agents.auth import ConfigError
+from widthwise.device_agents.errors import AgentError
 
 from .agents import AgentClient, connect, token_from_file
 
@@ -61,9 +61,9 @@ def agent() -> None:
 )
 @click.pass_context
 def serve(ctx: click.Context) -> None:
-    """Serve timing requests: every option is passed to `python -m device_agents serve`
+    """Serve timing requests: every option is passed to `python -m widthwise.device_agents serve`
     (its argparse parser declares them once; `--help` shows them)."""
-    from device_agents.__main__ import main as agent_main  # noqa: PLC0415
+    from widthwise.device_agents.__main__ import main as agent_main  # noqa: PLC0415
 
     try:
         status = agent_main(["serve", *ctx.args])
@@ -103,7 +103,7 @@ def info(agent_url: str, token_file: str | None, timeout: float, as_json: bool) 
 
 def build_bundle(out: Path) -> int:
     """Write a zipapp of device_agents (plus flatbuffers when importable); returns its size."""
-    import device_agents  # noqa: PLC0415
+    from widthwise import device_agents  # noqa: PLC0415
 
     src = Path(device_agents.__file__).resolve().parent
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
@@ -191,7 +191,7 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
         what = f"{model_path.name}"
         call = lambda client: client.bench_model(model, fmt=fmt, runtime=runtime, timing=timing or None)  # noqa: E731
     else:
-        from device_agents.spaces import make_space  # noqa: PLC0415
+        from widthwise.device_agents.spaces import make_space  # noqa: PLC0415
 
         params = {"resolution": resolution} if resolution is not None else {}
         if widths is None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from device_agents.auth import ConfigError
-from device_agents.errors import AgentError
+from widthwise.device_agents.auth import ConfigError
+from widthwise.device_agents.errors import AgentError
 from .collect import DEFAULT_TIMING, TIMING_KEYS, CollectError, CollectIncomplete, CollectSettings
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES

@@ -19,7 +19,7 @@ STATISTIC_CHOICES = ("min", "median", "mean")
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
     """Turn the typed errors of tables, stores and fits into a click error (one line, exit 1)."""
-    from search.table import TableError
+    from widthwise.search.table import TableError
 
     from .fit import FitError
     from .store import StoreError
@@ -106,7 +106,7 @@ def parse_widths(text: str) -> list[int]:
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 def predict(table_path: str, widths: str, as_json: bool) -> None:
     """Predicted latency of a width configuration, with its per-block breakdown."""
-    from search.table import load_table
+    from widthwise.search.table import load_table
 
     values = parse_widths(widths)
     with _one_line_errors():
@@ -164,7 +164,7 @@ def _scatter(table, data, path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> None:
     """The table's error on another db: MAPE, RMSE, share within 5 % and 10 %."""
-    from search.table import load_table
+    from widthwise.search.table import load_table
 
     from .fit import error_report, table_reference
 

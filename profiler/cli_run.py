@@ -16,8 +16,8 @@ from typing import Sequence
 
 import click
 
-from device_agents.errors import AgentError
-from device_agents.spaces import SPACES, make_space
+from widthwise.device_agents.errors import AgentError
+from widthwise.device_agents.spaces import SPACES, make_space
 
 #: Budgets used when none is given: these fractions of the predicted latency of the 1.0x
 #: network (each width at its layer's choice nearest the base width).
@@ -72,14 +72,14 @@ def run(
     widths of least objective cost for each budget with the exact search, and times
     those widths on the agent to show measured against predicted latency.
     """
-    from device_agents.auth import ConfigError
-    from profiler.agents import connect, token_from_file
-    from profiler.collect import (CollectError, CollectIncomplete, CollectSettings, collect,
+    from widthwise.device_agents.auth import ConfigError
+    from widthwise.profiler.agents import connect, token_from_file
+    from widthwise.profiler.collect import (CollectError, CollectIncomplete, CollectSettings, collect,
                                   reference_widths)
-    from profiler.collect_timing import TimingPolicy
-    from profiler.fit import FitError, fit_table, table_reference
-    from profiler.store import SampleStore, StoreError
-    from search.engine import InfeasibleBudget, Searcher, make_objective
+    from widthwise.profiler.collect_timing import TimingPolicy
+    from widthwise.profiler.fit import FitError, fit_table, table_reference
+    from widthwise.profiler.store import SampleStore, StoreError
+    from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 
     for b in budgets:
         if not math.isfinite(b) or b <= 0:

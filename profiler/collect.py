@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from device_agents.errors import AgentError, RuntimeUnavailable
-from device_agents.spaces import Space, make_space
-from device_agents.timing import TimingSettings
+from widthwise.device_agents.errors import AgentError, RuntimeUnavailable
+from widthwise.device_agents.spaces import Space, make_space
+from widthwise.device_agents.timing import TimingSettings
 
 from .collect_timing import AGENT_KEYS, POLICY_KEYS, LatencyEstimator, TimingPolicy
 from .dataset import TrainingData
@@ -139,7 +139,7 @@ def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple
 def flag_outliers_function() -> Callable[[TrainingData], list[int]] | None:
     """The fit's `flag_outliers`, or None when profiler.fit does not provide it."""
     try:
-        module = importlib.import_module("profiler.fit")
+        module = importlib.import_module("widthwise.profiler.fit")
     except ImportError:
         return None
     return getattr(module, "flag_outliers", None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device_agents.spaces import Space
+from widthwise.device_agents.spaces import Space
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from search.table import STATISTICS as TABLE_STATISTICS
-from search.table import Block, Table
+from widthwise.search.table import STATISTICS as TABLE_STATISTICS
+from widthwise.search.table import Block, Table
 
 from .dataset import TrainingData
 from .fit_design import TermLayout, term_layout

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from device_agents.spaces import BlockSpec, Space, block_counts
+from widthwise.device_agents.spaces import BlockSpec, Space, block_counts
 
 # --- activation sizes, one handler per block kind -------------------------------------------
 

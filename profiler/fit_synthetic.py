@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device_agents.spaces import Space
+from widthwise.device_agents.spaces import Space
 
 from .dataset import TrainingData
 from .fit_design import TermLayout, block_activations, term_layout

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from device_agents.spaces import Space, make_space
+from widthwise.device_agents.spaces import Space, make_space
 
 from .dataset import TrainingData
 from .drift import DriftTrend, fit_trend

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import anyio
 import anyio.to_thread
 
-from device_agents import auth
+from widthwise.device_agents import auth
 
 logger = logging.getLogger("widthwise.daemon")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
-from device_agents.errors import clip_text
+from widthwise.device_agents.errors import clip_text
 
 from .table import Table, TableError, load_table
 

@@ -51,11 +51,12 @@ class Runtime(ABC):
         """Load model bytes; raise BadModel if they are not a valid model of this format."""
 
 
-#: runtime name -> module that defines `RUNTIME`, an instance of Runtime.
+#: runtime name -> module (relative to this package, so the agent bundle finds it too) that defines
+#: `RUNTIME`, an instance of Runtime.
 RUNTIME_MODULES: dict[str, str] = {
-    "onnxruntime": "device_agents.runtimes.ort",
-    "litert": "device_agents.runtimes.litert",
-    "tflite": "device_agents.runtimes.tflite_rt",
+    "onnxruntime": ".ort",
+    "litert": ".litert",
+    "tflite": ".tflite_rt",
 }
 
 _loaded: dict[str, Runtime] = {}
@@ -72,7 +73,7 @@ def get_runtime(name: str) -> Runtime:
     if name in _failed:
         raise RuntimeUnavailable(f"runtime {name} is not usable here: {_failed[name]}", runtime=name)
     try:
-        runtime = importlib.import_module(module_name).RUNTIME
+        runtime = importlib.import_module(module_name, __name__).RUNTIME
         runtime.version()
     except RuntimeUnavailable as exc:
         _failed[name] = exc.message

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from device_agents.spaces import Space
+from widthwise.device_agents.spaces import Space
 
 Widths = tuple[int, ...]
 
@@ -64,8 +64,8 @@ class Sampler(ABC):
 
 #: strategy name -> module defining `SAMPLER`, a Sampler subclass.
 SAMPLER_MODULES: dict[str, str] = {
-    "coverage": "profiler.sampling.coverage",
-    "uniform": "profiler.sampling.uniform",
+    "coverage": "widthwise.profiler.sampling.coverage",
+    "uniform": "widthwise.profiler.sampling.uniform",
 }
 
 

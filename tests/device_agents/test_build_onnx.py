@@ -7,12 +7,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from device_agents.build_onnx import EMITTERS, build_onnx, same_pads
-from device_agents.build_tflite import build_tflite
-from device_agents.errors import BadWidths, RuntimeUnavailable
-from device_agents.runtimes import get_runtime
-from device_agents.spaces import BLOCK_COUNTERS, make_space
-from device_agents.weights import block_weights
+from widthwise.device_agents.build_onnx import EMITTERS, build_onnx, same_pads
+from widthwise.device_agents.build_tflite import build_tflite
+from widthwise.device_agents.errors import BadWidths, RuntimeUnavailable
+from widthwise.device_agents.runtimes import get_runtime
+from widthwise.device_agents.spaces import BLOCK_COUNTERS, make_space
+from widthwise.device_agents.weights import block_weights
 
 TEXT_PARAMS = {"vocab": 500, "dim": 16, "tokens": 8, "classes": 5, "ranks": [4, 8], "hidden": [8, 16]}
 
@@ -133,7 +133,7 @@ def test_bad_widths_are_refused():
 
 
 def test_tensors_larger_than_the_weight_pool_read_it_cyclically():
-    from device_agents import weights
+    from widthwise.device_agents import weights
 
     slicer = weights._Slicer(2, 0)
     start = weights.POOL_SIZE - 100

@@ -6,13 +6,13 @@ import pytest
 import tflite
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from device_agents import tflite_schema as fb
-from device_agents.build_onnx import build_onnx
-from device_agents.build_tflite import build_tflite, tflite_input_shape
-from device_agents.errors import BadRequest, BadWidths
-from device_agents.spaces import make_space
-from device_agents.tflite_reference import forward
-from device_agents.weights import block_weights
+from widthwise.device_agents import tflite_schema as fb
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.build_tflite import build_tflite, tflite_input_shape
+from widthwise.device_agents.errors import BadRequest, BadWidths
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.tflite_reference import forward
+from widthwise.device_agents.weights import block_weights
 
 OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 

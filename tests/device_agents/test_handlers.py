@@ -2,11 +2,11 @@
 
 import pytest
 
-from device_agents import handlers
-from device_agents.build_onnx import build_onnx
-from device_agents.errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable, UnknownSpace
-from device_agents.handlers import HANDLERS
-from device_agents.spaces import make_space
+from widthwise.device_agents import handlers
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable, UnknownSpace
+from widthwise.device_agents.handlers import HANDLERS
+from widthwise.device_agents.spaces import make_space
 
 FAST = {"warmup": 1, "repeat": 3, "min_repeat_ms": 1}
 SMALL = {"space": "mobilenet_v1", "params": {"resolution": 32}, "widths": [8] * 14}
@@ -162,7 +162,7 @@ def test_configure_drift_marks_the_answer():
 
 
 def test_int8_without_a_runtime_goes_to_a_tflite_runtime():
-    from device_agents.runtimes import available_runtimes
+    from widthwise.device_agents.runtimes import available_runtimes
 
     tflite_runtimes = [name for name in ("litert", "tflite") if name in available_runtimes()]
     if not tflite_runtimes:  # this machine is a board without TFLite: the other branch is the routing
@@ -183,8 +183,8 @@ def test_int8_on_a_board_without_tflite_names_the_missing_format():
     code = (
         "import sys\n"
         "sys.modules['ai_edge_litert'] = None; sys.modules['tflite_runtime'] = None  # imports now fail\n"
-        "from device_agents.errors import RuntimeUnavailable\n"
-        "from device_agents.handlers import HANDLERS\n"
+        "from widthwise.device_agents.errors import RuntimeUnavailable\n"
+        "from widthwise.device_agents.handlers import HANDLERS\n"
         "try:\n"
         f"    HANDLERS['bench_spec']({{'type': 'bench_spec', 'id': 1, 'spec': {dict(SMALL, dtype='int8')!r}}}, b'')\n"
         "except RuntimeUnavailable as exc:\n"
@@ -199,13 +199,19 @@ def test_the_agent_side_imports_nothing_the_board_lacks():
     import subprocess
     import sys
 
+    from pathlib import Path
+
+    # as on a board: device_agents is a top-level package (the bundle's layout), nothing else of ours
+    repo = str(Path(__file__).resolve().parents[2])
     code = (
         "import sys\n"
+        f"sys.path.insert(0, {repo!r})\n"
         "from device_agents.handlers import HANDLERS\n"
         f"HANDLERS['bench_spec']({{'type': 'bench_spec', 'id': 1, 'spec': {SMALL!r}, 'timing': {FAST!r}}}, b'')\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'scipy', 'click', 'profiler', 'search'}))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}\n"
+        "             & {'onnx', 'scipy', 'click', 'profiler', 'search', 'widthwise'}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -216,7 +222,7 @@ WIDER = dict(SMALL, widths=[16, 32, 48, 48, 64, 64, 96, 96, 96, 96, 96, 96, 160,
 
 
 def test_pair_with_alternates_target_and_kept_reference():
-    from device_agents import pair_handler
+    from widthwise.device_agents import pair_handler
 
     pair_handler.clear_cache()
     timing = {**FAST, "number": 1, "clock": "thread_cpu"}
@@ -294,7 +300,7 @@ def test_bench_model_refuses_pair_with():
     ],
 )
 def test_the_default_caps_admit_the_largest_networks_the_project_uses(spec):
-    from device_agents import limits
+    from widthwise.device_agents import limits
 
     limits.configure(limits.DEFAULT_LIMITS)
     space, widths, _, _ = handlers.parse_spec(spec)
@@ -303,7 +309,7 @@ def test_the_default_caps_admit_the_largest_networks_the_project_uses(spec):
 
 
 def test_a_cap_refusal_names_the_cap_and_the_value():
-    from device_agents.errors import LimitExceeded
+    from widthwise.device_agents.errors import LimitExceeded
 
     wide = dict(SMALL, params={"resolution": 224}, widths=[100_000] + [8] * 13)
     with pytest.raises(LimitExceeded, match="55,194,847,504, above this agent's cap of 4,000,000,000") as exc:
@@ -315,8 +321,8 @@ def test_a_cap_refusal_names_the_cap_and_the_value():
 
 
 def test_the_serve_flags_configure_the_caps():
-    from device_agents import limits
-    from device_agents.__main__ import build_parser, limits_from_args
+    from widthwise.device_agents import limits
+    from widthwise.device_agents.__main__ import build_parser, limits_from_args
 
     args = build_parser().parse_args(["serve", "--max-macs", "5", "--max-memory-mb", "7", "--max-request-seconds", "9"])
     caps = limits_from_args(args)

@@ -1,6 +1,6 @@
 """A real agent process with a token, attacked as a hostile peer on the lab network would.
 
-Each test starts `python -m device_agents serve --token-file ...` and speaks raw frames to
+Each test starts `python -m widthwise.device_agents serve --token-file ...` and speaks raw frames to
 it over real sockets: requests relayed, replayed, reordered or altered under a valid tag;
 a huge frame announced before authentication; idle unauthenticated connections; a flood of
 connections from one address; a flood of bad frames against the log; a version 1 peer.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.auth import ZERO_TAG, SessionKey, new_nonce, seal, verify_answer
-from device_agents.protocol import MAGIC, PREAUTH_MAX_FRAME, Frame, FrameDecoder, encode_frame, encode_raw_frame, request_header
+from widthwise.device_agents.auth import ZERO_TAG, SessionKey, new_nonce, seal, verify_answer
+from widthwise.device_agents.protocol import MAGIC, PREAUTH_MAX_FRAME, Frame, FrameDecoder, encode_frame, encode_raw_frame, request_header
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = b"hostile-peer-test-token-0123"
@@ -37,7 +37,7 @@ def agent(tmp_path: Path):
     port_file, log_path = tmp_path / "port", tmp_path / "agent.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file),
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file),
              "--token-file", str(token_file)],
             stdout=subprocess.DEVNULL, stderr=log, cwd=REPO,
         )

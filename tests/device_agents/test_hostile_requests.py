@@ -20,9 +20,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from device_agents import tflite_schema
-from device_agents.errors import AgentError
-from profiler.agents import connect
+from widthwise.device_agents import tflite_schema
+from widthwise.device_agents.errors import AgentError
+from widthwise.profiler.agents import connect
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def start_agent(workdir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """A real agent process whose working directory is `workdir`; returns it and its URL."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--exit-with-stdin", "--log-level", "WARNING",
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--exit-with-stdin", "--log-level", "WARNING",
          *extra],
         cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         preexec_fn=_limit_address_space,
@@ -345,8 +345,8 @@ def test_serve_flags_set_the_caps(tmp_path):
 
 
 def test_tensors_in_functions_and_training_graphs_are_found():
-    from device_agents.errors import ExternalDataRefused
-    from device_agents.model_check import check_onnx
+    from widthwise.device_agents.errors import ExternalDataRefused
+    from widthwise.device_agents.model_check import check_onnx
 
     function = helper.make_function(
         "local", "F", ["a"], ["b"], [helper.make_node("Constant", [], ["b"], value=external_tensor("in_function", "t"))],
@@ -374,8 +374,8 @@ def reshape_tflite_free_model() -> bytes:
 
 
 def test_a_data_location_alone_or_an_entry_alone_is_external():
-    from device_agents.errors import ExternalDataRefused
-    from device_agents.model_check import check_onnx
+    from widthwise.device_agents.errors import ExternalDataRefused
+    from widthwise.device_agents.model_check import check_onnx
 
     model = onnx.load_from_string(reshape_tflite_free_model())
     check_onnx(model.SerializeToString())  # self-contained: accepted
@@ -389,8 +389,8 @@ def test_a_data_location_alone_or_an_entry_alone_is_external():
 
 
 def test_subgraphs_nested_too_deep_are_refused():
-    from device_agents.errors import BadModel
-    from device_agents.model_check import MAX_GRAPH_DEPTH, check_onnx
+    from widthwise.device_agents.errors import BadModel
+    from widthwise.device_agents.model_check import MAX_GRAPH_DEPTH, check_onnx
 
     graph = helper.make_graph([], "leaf", [], [])
     for _ in range(MAX_GRAPH_DEPTH + 1):
@@ -403,8 +403,8 @@ def test_subgraphs_nested_too_deep_are_refused():
 
 @pytest.mark.parametrize("junk", [b"this is not a model", b"\x00" * 64, b"\x3a\xff\xff\xff\xff\x0f", b"\x08\xff"])
 def test_bytes_that_are_not_protobuf_are_a_bad_model(junk):
-    from device_agents.errors import BadModel, ExternalDataRefused
-    from device_agents.model_check import check_onnx
+    from widthwise.device_agents.errors import BadModel, ExternalDataRefused
+    from widthwise.device_agents.model_check import check_onnx
 
     with pytest.raises(BadModel, match="not a valid ONNX protobuf") as exc:
         check_onnx(junk)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents import tflite_schema
-from device_agents.build_onnx import build_onnx
-from device_agents.build_tflite import build_tflite
-from device_agents.errors import BadModel, BadRequest
-from device_agents.handlers import HANDLERS
-from device_agents.runtimes import InputSpec, get_runtime
-from device_agents.spaces import make_space
+from widthwise.device_agents import tflite_schema
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.build_tflite import build_tflite
+from widthwise.device_agents.errors import BadModel, BadRequest
+from widthwise.device_agents.handlers import HANDLERS
+from widthwise.device_agents.runtimes import InputSpec, get_runtime
+from widthwise.device_agents.spaces import make_space
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,10 +113,10 @@ def test_dangling_buffer_index_is_refused(litert, monkeypatch, small_space):
 CORRUPTION_SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np
-    from device_agents.build_tflite import build_tflite
-    from device_agents.errors import BadModel, BenchFailed
-    from device_agents.runtimes import get_runtime
-    from device_agents.spaces import make_space
+    from widthwise.device_agents.build_tflite import build_tflite
+    from widthwise.device_agents.errors import BadModel, BenchFailed
+    from widthwise.device_agents.runtimes import get_runtime
+    from widthwise.device_agents.spaces import make_space
     space = make_space("mobilenet_v1", {"resolution": 16, "levels": 3})
     model = build_tflite(space, space.smallest())
     runtime = get_runtime("litert")

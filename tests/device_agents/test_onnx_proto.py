@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from device_agents import onnx_proto
+from widthwise.device_agents import onnx_proto
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from device_agents import onnx_proto
-from device_agents.build_onnx import build_onnx
-from device_agents.errors import BadModel, BadRequest, RuntimeUnavailable
-from device_agents.runtimes import get_runtime
-from device_agents.runtimes.ort import RUNTIME
-from device_agents.spaces import make_space
-from device_agents.timing import TimingSettings, time_session
+from widthwise.device_agents import onnx_proto
+from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.errors import BadModel, BadRequest, RuntimeUnavailable
+from widthwise.device_agents.runtimes import get_runtime
+from widthwise.device_agents.runtimes.ort import RUNTIME
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.timing import TimingSettings, time_session
 
 
 @pytest.fixture(scope="module")

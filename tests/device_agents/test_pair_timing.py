@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from device_agents.pair_timing import PairMeasurement, time_pair
-from device_agents.timing import Measurement, TimingSettings
+from widthwise.device_agents.pair_timing import PairMeasurement, time_pair
+from widthwise.device_agents.timing import Measurement, TimingSettings
 
 
 def _spin(ms: float) -> None:

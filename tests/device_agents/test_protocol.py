@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_agents.errors import FrameError, FrameTooLarge, ProtocolVersionError
-from device_agents.protocol import (
+from widthwise.device_agents.errors import FrameError, FrameTooLarge, ProtocolVersionError
+from widthwise.device_agents.protocol import (
     MAGIC,
     MAX_HEADER_BYTES,
     Frame,
@@ -205,8 +205,8 @@ def test_every_frame_between_garbage_is_recovered(chunks: list[tuple[bytes, byte
 def test_the_worked_examples_of_protocol_md_hold() -> None:
     from pathlib import Path
 
-    from device_agents.auth import ANSWER_LABEL, REQUEST_LABEL, SessionKey, mac_input, seal
-    from device_agents.protocol import encode_raw_frame, result_header
+    from widthwise.device_agents.auth import ANSWER_LABEL, REQUEST_LABEL, SessionKey, mac_input, seal
+    from widthwise.device_agents.protocol import encode_raw_frame, result_header
 
     doc = (Path(__file__).resolve().parents[2] / "device_agents" / "PROTOCOL.md").read_text()
     key = SessionKey(b"s3cret-token-0123456789", "00112233445566778899aabbccddeeff", "ffeeddccbbaa99887766554433221100")

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_agents.errors import ERRORS_BY_CODE, AgentError
-from device_agents.protocol import (
+from widthwise.device_agents.errors import ERRORS_BY_CODE, AgentError
+from widthwise.device_agents.protocol import (
     MAGIC,
     PREFIX,
     TRAILER,
@@ -165,7 +165,7 @@ def test_well_framed_hostile_headers(header: bytes, payload: bytes, fake_len: in
 def agent_port(tmp_path):
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

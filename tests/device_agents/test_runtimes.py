@@ -2,8 +2,8 @@
 
 import pytest
 
-from device_agents.errors import RuntimeUnavailable
-from device_agents.runtimes import RUNTIME_MODULES, available_runtimes, get_runtime, unavailable_runtimes
+from widthwise.device_agents.errors import RuntimeUnavailable
+from widthwise.device_agents.runtimes import RUNTIME_MODULES, available_runtimes, get_runtime, unavailable_runtimes
 
 
 def test_unknown_runtime_is_refused_by_name():

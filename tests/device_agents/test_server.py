@@ -1,7 +1,7 @@
 """The server: dispatch, error frames for every failure, auth, caps; it keeps serving throughout.
 
 Most tests run a real TCP server in a thread with a small handler table; the last ones
-start `python -m device_agents serve` as a real process.
+start `python -m widthwise.device_agents serve` as a real process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_agents.auth import (
+from widthwise.device_agents.auth import (
     ZERO_TAG,
     ConfigError,
     SessionKey,
@@ -31,10 +31,10 @@ from device_agents.auth import (
     seal,
     verify_answer,
 )
-from device_agents.errors import ERRORS_BY_CODE, AgentAuthError, BadWidths
-from device_agents.protocol import MAGIC, Frame, FrameDecoder, decode_all, encode_frame, encode_raw_frame, request_header
-from device_agents.server import AgentServer, ServerConfig, Session, write_port_file
-from device_agents.transport import FrameChannel, open_tcp
+from widthwise.device_agents.errors import ERRORS_BY_CODE, AgentAuthError, BadWidths
+from widthwise.device_agents.protocol import MAGIC, Frame, FrameDecoder, decode_all, encode_frame, encode_raw_frame, request_header
+from widthwise.device_agents.server import AgentServer, ServerConfig, Session, write_port_file
+from widthwise.device_agents.transport import FrameChannel, open_tcp
 from tests.support.procs import read_line
 
 TOKEN = b"s3cret-token-for-tests"
@@ -324,7 +324,7 @@ def test_non_loopback_bind_needs_a_token() -> None:
 
 def run_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "device_agents", "serve", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [sys.executable, "-m", "widthwise.device_agents", "serve", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
 
 
@@ -355,7 +355,7 @@ def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
     token_file.chmod(0o600)
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file),
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file),
          "--token-file", str(token_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
@@ -387,7 +387,7 @@ def test_process_on_a_pty_answers_bad_bytes_with_error_frames_and_keeps_serving(
     master, slave = os.openpty()
     tty.setraw(slave)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--serial", os.ttyname(slave)],
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", os.ttyname(slave)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
     )
     decoder = FrameDecoder()

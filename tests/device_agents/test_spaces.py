@@ -2,8 +2,8 @@
 
 import pytest
 
-from device_agents.errors import BadRequest, BadWidths, UnknownSpace
-from device_agents.spaces import SPACES, block_counts, make_space, width_grid
+from widthwise.device_agents.errors import BadRequest, BadWidths, UnknownSpace
+from widthwise.device_agents.spaces import SPACES, block_counts, make_space, width_grid
 
 
 def test_mobilenet_grid_has_6_11_then_14_choices_and_about_2400_unknowns():

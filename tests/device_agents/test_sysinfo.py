@@ -1,6 +1,6 @@
 """Device facts and their fingerprint."""
 
-from device_agents import sysinfo
+from widthwise.device_agents import sysinfo
 
 
 def test_facts_are_filled_and_the_fingerprint_is_stable():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import threadpoolctl  # a dependency of widthwise (setup.cfg): its absence must fail, not skip
 
-from device_agents import tflite_reference as ref
-from device_agents.spaces import make_space
-from device_agents.weights import block_weights
+from widthwise.device_agents import tflite_reference as ref
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.weights import block_weights
 
 
 def _naive_same_conv(x: np.ndarray, w_oihw: np.ndarray, bias: np.ndarray, stride: int, depthwise: bool) -> np.ndarray:

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents import tflite_schema
-from device_agents.build_tflite import build_tflite, tflite_input_shape
-from device_agents.errors import BadModel, RuntimeUnavailable
-from device_agents.runtimes import get_runtime, unavailable_runtimes
-from device_agents.runtimes.tflite_common import SMOKE_MODEL
-from device_agents.spaces import make_space
+from widthwise.device_agents import tflite_schema
+from widthwise.device_agents.build_tflite import build_tflite, tflite_input_shape
+from widthwise.device_agents.errors import BadModel, RuntimeUnavailable
+from widthwise.device_agents.runtimes import get_runtime, unavailable_runtimes
+from widthwise.device_agents.runtimes.tflite_common import SMOKE_MODEL
+from widthwise.device_agents.spaces import make_space
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_PYTHON = "WIDTHWISE_TFLITE_PYTHON"
@@ -31,8 +31,8 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from device_agents.errors import BadModel
-    from device_agents.runtimes import get_runtime
+    from widthwise.device_agents.errors import BadModel
+    from widthwise.device_agents.runtimes import get_runtime
     runtime = get_runtime("tflite")
     folder = sys.argv[1]
     report = {"version": runtime.version(), "numpy": np.__version__, "runs": {}}

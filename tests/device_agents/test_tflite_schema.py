@@ -11,10 +11,10 @@ import pytest
 import tflite
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from device_agents import tflite_schema as fb
-from device_agents.build_tflite import build_tflite, tflite_input_shape
-from device_agents.runtimes.tflite_check import check_tflite
-from device_agents.spaces import make_space
+from widthwise.device_agents import tflite_schema as fb
+from widthwise.device_agents.build_tflite import build_tflite, tflite_input_shape
+from widthwise.device_agents.runtimes.tflite_check import check_tflite
+from widthwise.device_agents.spaces import make_space
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,10 +128,10 @@ TABLE_CORRUPTION_SCRIPT = """
 import json, sys
 import numpy as np
 import tflite
-from device_agents.build_tflite import build_tflite
-from device_agents.errors import BadModel, BenchFailed
-from device_agents.runtimes import get_runtime
-from device_agents.spaces import make_space
+from widthwise.device_agents.build_tflite import build_tflite
+from widthwise.device_agents.errors import BadModel, BenchFailed
+from widthwise.device_agents.runtimes import get_runtime
+from widthwise.device_agents.spaces import make_space
 space = make_space("mobilenet_v1", {"resolution": 16, "levels": 3})
 model = build_tflite(space, space.smallest(), dtype=sys.argv[1])
 m = tflite.Model.GetRootAsModel(model, 0)

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from device_agents.errors import BadRequest
-from device_agents.runtimes import InputSpec
-from device_agents.timing import (
+from widthwise.device_agents.errors import BadRequest
+from widthwise.device_agents.runtimes import InputSpec
+from widthwise.device_agents.timing import (
     DriftInjector,
     Measurement,
     TimingSettings,
@@ -213,7 +213,7 @@ def test_time_session_feeds_random_inputs_and_reports_peak_rss():
 
 
 def test_peak_rss_follows_an_allocation_after_a_reset():
-    from device_agents.timing import peak_rss_kb, reset_peak_rss
+    from widthwise.device_agents.timing import peak_rss_kb, reset_peak_rss
 
     if not reset_peak_rss():
         pytest.skip("this kernel does not let a process reset its peak RSS")
@@ -265,7 +265,7 @@ def test_the_time_budget_stops_runs_inside_a_repeat():
 
 
 def test_a_spent_budget_still_times_one_run():
-    from device_agents.timing import NO_DRIFT, _timed_repeat
+    from widthwise.device_agents.timing import NO_DRIFT, _timed_repeat
 
     calls = []
     elapsed, done = _timed_repeat(lambda: calls.append(1), 50, NO_DRIFT, deadline=time.perf_counter_ns() - 1)

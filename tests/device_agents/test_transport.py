@@ -9,9 +9,9 @@ import tty
 
 import pytest
 
-from device_agents.errors import AgentConnectionError, AgentTimeout, FrameError, FrameTooLarge
-from device_agents.protocol import Frame, encode_frame
-from device_agents.transport import FrameChannel, default_cap, open_serial, open_tcp
+from widthwise.device_agents.errors import AgentConnectionError, AgentTimeout, FrameError, FrameTooLarge
+from widthwise.device_agents.protocol import Frame, encode_frame
+from widthwise.device_agents.transport import FrameChannel, default_cap, open_serial, open_tcp
 
 
 @pytest.fixture

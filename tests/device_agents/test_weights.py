@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from device_agents.spaces import make_space
-from device_agents.weights import block_weights
+from widthwise.device_agents.spaces import make_space
+from widthwise.device_agents.weights import block_weights
 
 
 def test_same_seed_same_weights_other_seed_other_weights():

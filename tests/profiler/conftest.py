@@ -12,14 +12,14 @@ from typing import Callable
 
 import pytest
 
-from device_agents.protocol import Frame, FrameDecoder, encode_raw_frame
+from widthwise.device_agents.protocol import Frame, FrameDecoder, encode_raw_frame
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def start_tcp_agent(tmp_path: Path) -> Callable[..., tuple[subprocess.Popen, int]]:
-    """Start `python -m device_agents serve` on a free loopback port: returns (process, port).
+    """Start `python -m widthwise.device_agents serve` on a free loopback port: returns (process, port).
 
     A test may kill, freeze or restart its agents itself; any still running at the end are killed.
     """
@@ -28,7 +28,7 @@ def start_tcp_agent(tmp_path: Path) -> Callable[..., tuple[subprocess.Popen, int
     def start(*extra: str) -> tuple[subprocess.Popen, int]:
         port_file = tmp_path / f"port-{time.monotonic_ns()}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file), *extra],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         )
         started.append(proc)

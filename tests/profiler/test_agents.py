@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.errors import (
+from widthwise.device_agents.errors import (
     AgentAuthError,
     AgentConnectionError,
     AgentTimeout,
@@ -23,9 +23,9 @@ from device_agents.errors import (
     ProtocolVersionError,
     UnknownSpace,
 )
-from device_agents.protocol import FrameDecoder, encode_frame
-from profiler.agents import AgentClient, connect, parse_url
-from profiler.ptylink import PtyLink
+from widthwise.device_agents.protocol import FrameDecoder, encode_frame
+from widthwise.profiler.agents import AgentClient, connect, parse_url
+from widthwise.profiler.ptylink import PtyLink
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ QUICK = {"warmup": 0, "repeat": 2, "number": 1}
 def start_agent(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     port_file = tmp / f"port-{time.monotonic_ns()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file), *extra],
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
     )
     deadline = time.monotonic() + 60
@@ -192,7 +192,7 @@ def test_a_restarted_agent_is_reconnected_to(tmp_path: Path) -> None:
         assert client.hello()
         stop(proc)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--port", str(port)],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         )
         assert client.bench_spec(TINY_SPEC, timing=QUICK)["stats"]["count"] == 2
@@ -213,7 +213,7 @@ def test_local_agent_is_started_and_stopped() -> None:
 def test_hello_and_bench_over_a_serial_pty_link() -> None:
     with PtyLink() as link:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:
@@ -233,7 +233,7 @@ def test_serial_agent_with_a_token_checks_it(tmp_path: Path) -> None:
     token_file.write_text(TOKEN)
     with PtyLink() as link:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file)],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", link.agent_path, "--token-file", str(token_file)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:
@@ -259,7 +259,7 @@ def _running(pid: int) -> bool:
 def test_a_local_agent_does_not_outlive_a_killed_host() -> None:
     host = subprocess.Popen(
         [sys.executable, "-c",
-         "import time; from profiler.agents import connect; c = connect('local', timeout=60); "
+         "import time; from widthwise.profiler.agents import connect; c = connect('local', timeout=60); "
          "print(c.local.proc.pid, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
@@ -292,8 +292,8 @@ def test_bench_spec_paired_with_a_reference(tcp_agent: str) -> None:
 
 
 def test_token_files_are_read_with_the_agents_checks(tmp_path: Path) -> None:
-    from device_agents.auth import ConfigError
-    from profiler.agents import token_from_file
+    from widthwise.device_agents.auth import ConfigError
+    from widthwise.profiler.agents import token_from_file
 
     good = tmp_path / "good.token"
     good.write_text(f"  {TOKEN}\n")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from device_agents.errors import AgentError
+from widthwise.device_agents.errors import AgentError
 
-from device_agents.protocol import PROTOCOL_VERSION
-from profiler.agents import connect
-from profiler.cli import main
+from widthwise.device_agents.protocol import PROTOCOL_VERSION
+from widthwise.profiler.agents import connect
+from widthwise.profiler.cli import main
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def wait_for_port(proc: subprocess.Popen, port_file: Path, timeout: float = 60) 
 def agent_url(tmp_path_factory):
     port_file = tmp_path_factory.mktemp("cli-agent") / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
     )
     yield f"tcp://127.0.0.1:{wait_for_port(proc, port_file)}"
@@ -91,8 +91,8 @@ def test_bench_model_file_and_a_file_that_is_not_a_model(agent_url: str, tmp_pat
     bogus.write_bytes(b"definitely not protobuf")
     result = run("bench", "--agent", agent_url, "--model", str(bogus))
     assert result.exit_code != 0 and "bad_model" in result.output
-    from device_agents.build_onnx import build_onnx  # the other team's builder gives a real model
-    from device_agents.spaces import make_space
+    from widthwise.device_agents.build_onnx import build_onnx  # the other team's builder gives a real model
+    from widthwise.device_agents.spaces import make_space
 
     space = make_space("mobilenet_v1", {"resolution": 32})
     real = tmp_path / "tiny.onnx"

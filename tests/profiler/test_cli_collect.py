@@ -107,7 +107,7 @@ def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
     # samples of ~150 ms each: the run lasts seconds, so the interrupt below lands mid-run even when
     # this test's polling is slowed down by a loaded machine
     slow = ["target_ms=150" if arg == "target_ms=15" else arg for arg in BASE]
-    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", *slow, "--samples", "30", "--db", str(db), "--json"]
+    cmd = [sys.executable, "-c", "from widthwise.profiler.cli import main; main()", *slow, "--samples", "30", "--db", str(db), "--json"]
     # Ctrl-C as a terminal sends it, even when this suite runs where SIGINT is ignored (a background
     # job of a shell without job control passes SIG_IGN on, and Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

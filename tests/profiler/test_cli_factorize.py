@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from profiler.cli import main
+from widthwise.profiler.cli import main
 
 
 @pytest.fixture()
@@ -107,7 +107,7 @@ def test_unwritable_output_is_a_clear_error(table: Path, tmp_path: Path) -> None
 
 def test_real_process_exit_codes(table: Path, tmp_path: Path) -> None:
     """The installed entry point, in a real subprocess: success prints, failure exits non-zero."""
-    cmd = [sys.executable, "-c", "from profiler.cli import main; main()", "factorize", "--weights"]
+    cmd = [sys.executable, "-c", "from widthwise.profiler.cli import main; main()", "factorize", "--weights"]
     ok = subprocess.run([*cmd, str(table), "--rank", "4"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "rank           4" in ok.stdout
     bad = subprocess.run([*cmd, str(table), "--rank", "999"], capture_output=True, text=True, timeout=60)

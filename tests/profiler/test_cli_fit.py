@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from device_agents.spaces import make_space
-from profiler.cli import main
-from profiler.fit_synthetic import make_ground_truth, random_widths
-from profiler.store import SampleStore
-from search.table import load_table
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.cli import main
+from widthwise.profiler.fit_synthetic import make_ground_truth, random_widths
+from widthwise.profiler.store import SampleStore
+from widthwise.search.table import load_table
 
 
 def _write_db(path, space, truth, n: int, seed: int) -> None:
@@ -188,7 +188,7 @@ def test_paired_table_carries_its_reference_and_validate_uses_it(space, tmp_path
     assert report["converted_with_table_reference"] and report["reference_level_ms"] == table.extra["reference"]["level_ms"]
     assert report["within_5pct"] > 0.9  # on the val db's own level (2.2 ms) every sample would be ~10 % off
     with SampleStore(str(tmp_path / "val.sqlite")) as store:
-        from profiler.fit import error_report
+        from widthwise.profiler.fit import error_report
 
         own = error_report(table, store.training_data())
     assert own["within_5pct"] < 0.5 and own["mape"] > 0.05

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from search.table import load_table
+from widthwise.search.table import load_table
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "profiler.cli", "run", *args],
+        [sys.executable, "-m", "widthwise.profiler.cli", "run", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

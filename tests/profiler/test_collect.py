@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents.spaces import make_space
-from profiler.agents import connect
-from profiler.collect import (
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import (
     OUTLIER_NOTE,
     CollectError,
     CollectIncomplete,
@@ -23,10 +23,10 @@ from profiler.collect import (
     pair_reference_widths,
     reference_widths,
 )
-from profiler.collect_timing import LatencyEstimator, TimingPolicy
-from profiler.fit import flag_outliers
-from profiler.sampling import make_sampler
-from profiler.store import IdentityMismatch, SampleStore
+from widthwise.profiler.collect_timing import LatencyEstimator, TimingPolicy
+from widthwise.profiler.fit import flag_outliers
+from widthwise.profiler.sampling import make_sampler
+from widthwise.profiler.store import IdentityMismatch, SampleStore
 
 SPACE_PARAMS = {"resolution": 32, "levels": 4}
 FAST_TIMING = {"warmup": 1, "repeat": 4, "min_repeat_ms": 2.0}

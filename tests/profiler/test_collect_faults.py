@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents.errors import AgentAuthError
-from device_agents.protocol import Frame, encode_header, encode_raw_frame
-from device_agents.spaces import make_space
-from profiler.agents import connect
-from profiler.collect import CollectIncomplete, CollectSettings, collect
-from profiler.ptylink import FaultInjector, PtyLink
-from profiler.sampling import make_sampler
+from widthwise.device_agents.errors import AgentAuthError
+from widthwise.device_agents.protocol import Frame, encode_header, encode_raw_frame
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import CollectIncomplete, CollectSettings, collect
+from widthwise.profiler.ptylink import FaultInjector, PtyLink
+from widthwise.profiler.sampling import make_sampler
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_collection_over_a_corrupting_serial_line_stores_nothing_corrupt_and_fin
     to_client = FaultInjector(flip_rate=1e-4, drop_rate=3e-5, insert_rate=3e-5, seed=12)
     with PtyLink(to_agent=to_agent, to_client=to_client) as link:
         agent = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", link.agent_path, "--baud", "115200"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:
@@ -150,7 +150,7 @@ def test_an_agent_that_stops_answering_times_out_is_retried_then_reported_and_re
 def test_a_collector_killed_mid_run_leaves_a_db_that_resumes_exactly(tmp_path):
     """SIGKILL the `widthwise collect` process itself while it writes; the same command then completes."""
     db = tmp_path / "killed.sqlite"
-    cmd = [sys.executable, "-m", "profiler.cli", "collect", "--agent", "local", "--resolution", "32", "--levels", "4",
+    cmd = [sys.executable, "-m", "widthwise.profiler.cli", "collect", "--agent", "local", "--resolution", "32", "--levels", "4",
            "--samples", "24", "--db", str(db), "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
            "--reference-every", "5", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)

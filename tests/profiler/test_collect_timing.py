@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.collect_timing import LatencyEstimator, TimingPolicy
+from widthwise.profiler.collect_timing import LatencyEstimator, TimingPolicy
 
 
 def test_estimator_needs_a_few_distinct_samples_then_follows_a_line():

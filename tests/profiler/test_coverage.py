@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_agents.spaces import make_space
-from profiler.sampling import block_terms, make_sampler
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.sampling import block_terms, make_sampler
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from device_agents.spaces import make_space
-from profiler.dataset import TrainingData
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.dataset import TrainingData
 
 
 def test_subset_keeps_rows_aligned_and_shapes_are_checked():

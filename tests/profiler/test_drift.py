@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiler.drift import fit_trend, theil_sen
+from widthwise.profiler.drift import fit_trend, theil_sen
 
 
 def test_no_references_means_no_correction():

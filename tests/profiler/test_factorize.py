@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from profiler import factorize as fz
+from widthwise.profiler import factorize as fz
 
 
 def _with_spectrum(m: int, n: int, svals: list[float], seed: int = 0) -> np.ndarray:

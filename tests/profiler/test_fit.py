@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from device_agents.spaces import block_counts, make_space
-from profiler.dataset import TrainingData
-from profiler.fit import (
+from widthwise.device_agents.spaces import block_counts, make_space
+from widthwise.profiler.dataset import TrainingData
+from widthwise.profiler.fit import (
     FitError,
     SpaceMismatch,
     error_report,
@@ -18,11 +18,11 @@ from profiler.fit import (
     split_holdout,
     table_predictions,
 )
-from profiler.fit_design import term_layout
-from profiler.fit_models import METHODS, PRIOR_GRID
-from profiler.fit_monotone import monotone_matrix
-from profiler.fit_synthetic import make_ground_truth, random_widths, synthetic_samples
-from search.table import FORMAT, Table, TableError, load_table
+from widthwise.profiler.fit_design import term_layout
+from widthwise.profiler.fit_models import METHODS, PRIOR_GRID
+from widthwise.profiler.fit_monotone import monotone_matrix
+from widthwise.profiler.fit_synthetic import make_ground_truth, random_widths, synthetic_samples
+from widthwise.search.table import FORMAT, Table, TableError, load_table
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_shared_prior_basis_pools_the_blocks_of_a_kind(small):
 
 
 def test_block_penalty_follows_the_data(mobilenet, pooled_fit):
-    from profiler.fit_models import BLOCK_PENALTY_GRID
+    from widthwise.profiler.fit_models import BLOCK_PENALTY_GRID
 
     _, pooled = pooled_fit
     assert pooled.solution.info["block_penalty"] == BLOCK_PENALTY_GRID[-1]
@@ -238,7 +238,7 @@ def test_block_penalty_follows_the_data(mobilenet, pooled_fit):
 
 
 def test_search_picks_are_predicted_as_fast_as_they_are(pooled_fit):
-    from search.engine import Searcher, make_objective
+    from widthwise.search.engine import Searcher, make_objective
 
     truth, result = pooled_fit
     table = result.table

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents.spaces import make_space
-from profiler.agents import connect
-from profiler.collect import CollectSettings, collect
-from profiler.fit import fit_table, split_holdout, table_predictions, table_reference
-from profiler.store import SampleStore
-from search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.agents import connect
+from widthwise.profiler.collect import CollectSettings, collect
+from widthwise.profiler.fit import fit_table, split_holdout, table_predictions, table_reference
+from widthwise.profiler.store import SampleStore
+from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 
 #: small vocabulary so building is quick; enough tokens that the rank visibly costs time.
 PARAMS = {"vocab": 2000, "tokens": 64}

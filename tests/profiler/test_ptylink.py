@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from profiler.agents import connect
-from profiler.ptylink import FaultInjector, PtyLink
+from widthwise.profiler.agents import connect
+from widthwise.profiler.ptylink import FaultInjector, PtyLink
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_requests_complete_over_a_lossy_line() -> None:
     faults = dict(flip_rate=3e-4, drop_rate=3e-4, insert_rate=3e-4)
     with PtyLink(to_agent=FaultInjector(seed=11, **faults), to_client=FaultInjector(seed=12, **faults)) as link:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device_agents", "serve", "--serial", link.agent_path, "--log-level", "WARNING"],
+            [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", link.agent_path, "--log-level", "WARNING"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True,
         )
         try:

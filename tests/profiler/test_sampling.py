@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from device_agents.spaces import make_space
-from profiler.sampling import SAMPLER_MODULES, Sampler, UnknownSampler, block_terms, make_sampler, sampler_class
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.sampling import SAMPLER_MODULES, Sampler, UnknownSampler, block_terms, make_sampler, sampler_class
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from device_agents.handlers import HANDLERS
-from device_agents.spaces import make_space
-from profiler.store import FORMAT, IdentityMismatch, PlanMismatch, SampleStore, StoreError
+from widthwise.device_agents.handlers import HANDLERS
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.store import FORMAT, IdentityMismatch, PlanMismatch, SampleStore, StoreError
 from tests.support.procs import read_line
 
 SPACE_PARAMS = {"resolution": 32, "levels": 4}
@@ -179,7 +179,7 @@ def test_a_killed_writer_leaves_a_consistent_db(tmp_path, measured):
     writer = textwrap.dedent(
         f"""
         import json, os, sys
-        from profiler.store import SampleStore
+        from widthwise.profiler.store import SampleStore
         ident = json.loads({json.dumps(json.dumps(identity()))})
         response = json.loads({json.dumps(json.dumps(measured[small]))})
         store = SampleStore({str(path)!r}, ident)

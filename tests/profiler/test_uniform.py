@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from device_agents.spaces import make_space
-from profiler.sampling import make_sampler
+from widthwise.device_agents.spaces import make_space
+from widthwise.profiler.sampling import make_sampler
 
 
 def test_every_choice_drawn_about_equally_often():

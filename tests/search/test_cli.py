@@ -10,9 +10,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from profiler.cli import main
-from search.engine import Searcher, make_objective
-from search.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
+from widthwise.profiler.cli import main
+from widthwise.search.engine import Searcher, make_objective
+from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_marginals_json_sums_to_one(table_file):
 
 def test_console_script_in_a_real_process(table_file):
     proc = subprocess.run(
-        [sys.executable, "-c", "from profiler.cli import main; main()", "query", "--table", str(table_file),
+        [sys.executable, "-c", "from widthwise.profiler.cli import main; main()", "query", "--table", str(table_file),
          "--budget-ms", "0.01"],
         capture_output=True,
         text=True,

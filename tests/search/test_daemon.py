@@ -18,12 +18,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from search import daemon
+from widthwise.search import daemon
 from tests.support.procs import read_line
-from search.cli_serve import serve as serve_command
-from search.synthetic import synthetic_table
-from search.table import Table
-from search.table_store import TableStore
+from widthwise.search.cli_serve import serve as serve_command
+from widthwise.search.synthetic import synthetic_table
+from widthwise.search.table import Table
+from widthwise.search.table_store import TableStore
 
 CHOICES = [[8, 16, 24], [16, 32, 48, 64], [32, 64, 96], [64, 128]]
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -469,7 +469,7 @@ def test_bearer_token_is_required_on_every_request(tables_dir: Path, caplog: pyt
 
 
 def test_serve_command_runs_and_prints_its_port(tables_dir: Path) -> None:
-    code = "import sys; from search.cli_serve import serve; serve(sys.argv[1:])"
+    code = "import sys; from widthwise.search.cli_serve import serve; serve(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(tables_dir), "--port", "0",
                              "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

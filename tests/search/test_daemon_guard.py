@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, token_from_file
+from widthwise.search.daemon_guard import DaemonConfigError, GuardMiddleware, check_bind, is_loopback, token_from_file
 
 TOKEN = "s3cret-token-0123456789abcdef"
 
@@ -122,7 +122,7 @@ def test_body_cap_with_and_without_content_length() -> None:
 def test_work_slots_run_in_threads_and_refuse_beyond_the_queue() -> None:
     import threading
 
-    from search.daemon_guard import Busy, WorkSlots
+    from widthwise.search.daemon_guard import Busy, WorkSlots
 
     slots = WorkSlots(1, 1)
     release = threading.Event()

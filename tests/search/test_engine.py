@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from search.engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
-from search.synthetic import mobilenet_v1_table, random_table
+from widthwise.search.engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
+from widthwise.search.synthetic import mobilenet_v1_table, random_table
 
 
 @pytest.fixture(scope="module")

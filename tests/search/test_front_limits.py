@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from search.chain import build_chain
-from search.engine import FrontLimitError, Searcher, make_objective
-from search.front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
-from search.pareto import build_front
-from search.synthetic import anti_latency_costs, mobilenet_v1_table
-from search.table import load_table
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import FrontLimitError, Searcher, make_objective
+from widthwise.search.front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
+from widthwise.search.pareto import build_front
+from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table
+from widthwise.search.table import load_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
 

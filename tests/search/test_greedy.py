@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chain import within
-from search.engine import InfeasibleBudget, Searcher, make_objective
-from search.greedy import GreedyStuck, greedy
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
-from search.table import Block
+from widthwise.search.chain import within
+from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.search.greedy import GreedyStuck, greedy
+from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_table
+from widthwise.search.table import Block
 
 cases = st.tuples(
     st.integers(0, 10**6),

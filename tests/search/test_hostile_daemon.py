@@ -20,7 +20,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from search.synthetic import anti_latency_costs, mobilenet_v1_table, synthetic_table
+from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table, synthetic_table
 from tests.support.procs import read_line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
@@ -38,7 +38,7 @@ def _limit_address_space() -> None:
 @contextmanager
 def daemon_process(folder: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
     """`widthwise serve --tables folder --port 0` in its own process; yields it and a client for it."""
-    code = "import sys; from search.cli_serve import serve; serve(sys.argv[1:])"
+    code = "import sys; from widthwise.search.cli_serve import serve; serve(sys.argv[1:])"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(folder), "--port", "0",
                                  "--log-level", "warning"], stdout=subprocess.PIPE, stderr=stderr, text=True,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chain import build_chain, within
-from search.engine import InfeasibleBudget, QueryError, Searcher, make_objective
-from search.lagrangian import LagrangianInfeasible, LagrangianPath, solve
-from search.synthetic import mobilenet_v1_table, random_objective, random_table
+from widthwise.search.chain import build_chain, within
+from widthwise.search.engine import InfeasibleBudget, QueryError, Searcher, make_objective
+from widthwise.search.lagrangian import LagrangianInfeasible, LagrangianPath, solve
+from widthwise.search.synthetic import mobilenet_v1_table, random_objective, random_table
 
 cases = st.tuples(
     st.integers(0, 10**6),

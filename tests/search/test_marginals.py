@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chain import build_chain
-from search.engine import QueryError, Searcher, make_objective
-from search.marginals import log_partition, marginals
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import QueryError, Searcher, make_objective
+from widthwise.search.marginals import log_partition, marginals
+from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_table
 
 
 def brute_marginals(chain, gamma, temperature):

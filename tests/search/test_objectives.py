@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.chain import build_chain
-from search.engine import ObjectiveError, make_objective
-from search.synthetic import mobilenet_v1_table, random_costs, random_table
-from search.table import Block
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import ObjectiveError, make_objective
+from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_table
+from widthwise.search.table import Block
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import search.pareto as pareto
-from search.chain import build_chain, within
-from search.engine import InfeasibleBudget, Searcher, make_objective
-from search.synthetic import mobilenet_v1_table, random_costs, random_objective, random_table
+import widthwise.search.pareto as pareto
+from widthwise.search.chain import build_chain, within
+from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_objective, random_table
 
 
 def enumerate_chain(chain):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.schedules import (
+from widthwise.search.schedules import (
     CyclicallyAnnealedLR,
     GeometricTemperature,
     ScheduleError,

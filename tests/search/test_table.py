@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from search.synthetic import mobilenet_v1_table, random_table
-from search.table import Table, TableError, load_table
+from widthwise.search.synthetic import mobilenet_v1_table, random_table
+from widthwise.search.table import Table, TableError, load_table
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from search import table_store
-from search.synthetic import synthetic_table
-from search.table_store import SearcherCache, TableStore
+from widthwise.search import table_store
+from widthwise.search.synthetic import synthetic_table
+from widthwise.search.table_store import SearcherCache, TableStore
 
 CHOICES = [[8, 16], [16, 32, 48], [32, 64]]
 

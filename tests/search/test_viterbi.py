@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chain import build_chain
-from search.engine import make_objective
-from search.synthetic import random_costs, random_table
-from search.viterbi import LagrangianViterbi, min_sum
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import make_objective
+from widthwise.search.synthetic import random_costs, random_table
+from widthwise.search.viterbi import LagrangianViterbi, min_sum
 
 
 def random_blocks(rng, sizes):

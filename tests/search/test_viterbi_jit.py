@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chain import build_chain
-from search.engine import make_objective
-from search.lagrangian import Evaluator, LagrangianInfeasible, solve
-from search.synthetic import mobilenet_v1_table, random_objective, random_table
-from search.viterbi import JIT_ENV, JitUnavailable, LagrangianViterbi, compiled_kernels, jit_mode
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import make_objective
+from widthwise.search.lagrangian import Evaluator, LagrangianInfeasible, solve
+from widthwise.search.synthetic import mobilenet_v1_table, random_objective, random_table
+from widthwise.search.viterbi import JIT_ENV, JitUnavailable, LagrangianViterbi, compiled_kernels, jit_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,11 +115,11 @@ def test_policy_from_the_environment(monkeypatch):
 FALLBACK = """
 import json, sys
 sys.modules["numba"] = None  # numba cannot be imported, as on a board without it
-from search.chain import build_chain
-from search.engine import make_objective
-from search.lagrangian import solve
-from search.synthetic import mobilenet_v1_table
-from search.viterbi import JitUnavailable, compiled_kernels
+from widthwise.search.chain import build_chain
+from widthwise.search.engine import make_objective
+from widthwise.search.lagrangian import solve
+from widthwise.search.synthetic import mobilenet_v1_table
+from widthwise.search.viterbi import JitUnavailable, compiled_kernels
 table = mobilenet_v1_table(seed=2)
 chain = build_chain(table, make_objective(table, "flops"))
 answer = solve(chain, 9.0)
@@ -147,7 +147,7 @@ def test_fallback_without_numba_gives_the_numpy_answer():
 
 def test_required_kernels_raise_when_unavailable(monkeypatch):
     """With the lookup recorded as failed, `compiled=True` is refused by name, the default falls back."""
-    from search import viterbi
+    from widthwise.search import viterbi
 
     monkeypatch.setattr(viterbi, "_kernels", {"module": None, "error": ImportError("no module named numba")})
     monkeypatch.setenv(JIT_ENV, "auto")
@@ -161,7 +161,7 @@ def test_required_kernels_raise_when_unavailable(monkeypatch):
 
 
 def test_a_kernel_that_fails_to_compile_leaves_numpy_in_use(kernels, monkeypatch):
-    from search import viterbi, viterbi_jit
+    from widthwise.search import viterbi, viterbi_jit
 
     def broken(*args):
         raise RuntimeError("LLVM could not lower the kernel")
