@@ -22,11 +22,14 @@ import threading
 import time
 from pathlib import Path
 
+# the repository root, for the test fixtures in tests.support (synthetic tables, the pty link)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from widthwise.device_agents import handlers
 from widthwise.device_agents.protocol import PROTOCOL_VERSION
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.agents import connect
-from widthwise.profiler.ptylink import PtyLink
+from widthwise.profiler.agent_client import connect
+from tests.support.ptylink import PtyLink
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 
-from widthwise.profiler.agents import connect
-from widthwise.profiler.collect import DEFAULT_TIMING, CollectSettings, collect
+from widthwise.profiler.agent_client import connect
+from widthwise.profiler.collect import CLOCKS, DEFAULT_TIMING, CollectSettings, collect
 from widthwise.profiler.store import SampleStore
 
 BUDGET_S = 120.0
@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--db", default=None, help="keep the db here (default: a temporary file)")
     parser.add_argument("--fit", action="store_true", help="also fit the db with and without drift normalisation")
     parser.add_argument("--no-pairing", action="store_true", help="unpaired collection with periodic references")
-    parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="default: the collector's")
+    parser.add_argument("--clock", default=None, choices=tuple(CLOCKS), help="default: the collector's")
     parser.add_argument("--target-ms", type=float, default=None, help="timed ms per sample (default: the collector's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

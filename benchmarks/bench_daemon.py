@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# the repository root, for the test fixtures in tests.support (synthetic tables, the pty link)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 
 TARGET_QPS = 2000.0
@@ -220,7 +223,7 @@ def prepare_tables(directory: Path | None) -> tuple[Path, str, tempfile.Temporar
         if not names:
             raise SystemExit(f"no tables in {directory}")
         return directory, names[0], None
-    from widthwise.search.synthetic import mobilenet_v1_table
+    from tests.support.synthetic import mobilenet_v1_table
 
     holder = tempfile.TemporaryDirectory(prefix="widthwise-bench-")
     mobilenet_v1_table(seed=0).save(Path(holder.name) / "mobilenet_v1.json")

@@ -31,14 +31,16 @@ import time
 import numpy as np
 
 from widthwise.device_agents.spaces import Space, make_space
-from widthwise.profiler.agents import connect
+from widthwise.device_agents.statistics import FIT_STATISTICS
+from widthwise.device_agents.timing import CLOCKS
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.dataset import TrainingData
 from widthwise.profiler.collect import DEFAULT_TIMING, CollectSettings, collect
 from widthwise.profiler.fit import error_report, fit_table
-from widthwise.profiler.fit_models import METHODS
+from widthwise.profiler.fit_solvers import METHOD_ALIASES, METHODS, resolve_method
 from widthwise.profiler.store import SampleStore
 
-ORDER = ("shipped", "paper", "nnls", "flops")
+ORDER = ("pooled-prior", "nnls-monotone", "nnls", "flops")
 
 
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
@@ -172,13 +174,13 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--levels", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--statistic", default="min", choices=("min", "median", "mean"))
+    parser.add_argument("--statistic", default="min", choices=FIT_STATISTICS)
     parser.add_argument("--train-db", default=None, help="reuse this training db (collected if missing)")
     parser.add_argument("--val-db", default=None, help="reuse this validation db (collected if missing)")
     parser.add_argument("--out-dir", default="runs/bench_fit")
     parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--source", default="agent", choices=("agent", "collect", "thread-cpu"))
-    parser.add_argument("--clock", default=None, choices=("wall", "thread_cpu"), help="agent: the agent's clock (default: the collector's)")
+    parser.add_argument("--clock", default=None, choices=tuple(CLOCKS), help="agent: the agent's clock (default: the collector's)")
     parser.add_argument("--pair-share", type=float, default=1.0, help="agent: the pair reference's share of the base widths")
     parser.add_argument("--target-ms", type=float, default=None, help="agent/collect: timed ms per sample (default: the collector's)")
     parser.add_argument("--cache", default="runs/bench_fit/thread_cpu", help="thread-cpu: where timings are cached")
@@ -190,7 +192,22 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    methods = []
+    for method in args.methods.split(","):
+        try:
+            methods.append(resolve_method(method))
+        except KeyError:
+            parser.error(f"unknown method {method!r}; known: {', '.join([*METHODS, *METHOD_ALIASES])}")
+    out, train, val = measure(args, methods)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print_report(out, args, train, val)
+    return 0
 
+
+def measure(args: argparse.Namespace, methods: list[str]) -> tuple[dict, TrainingData, TrainingData]:
+    """Collect (or reuse) the training and validation data, fit every method; the figures."""
     floor = None
     if args.source == "thread-cpu":
         train, val, collect_s, val_s, floor = thread_cpu_data(args)
@@ -207,9 +224,7 @@ def main() -> int:
         with SampleStore(val_db) as store:
             val = store.training_data(args.statistic, reference_level_ms=level)  # level is ignored unpaired
     rows = []
-    for method in args.methods.split(","):
-        if method not in METHODS:
-            parser.error(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    for method in methods:
         started = time.monotonic()
         result = fit_table(train, holdout=0.0, seed=args.seed, method=method)
         fit_s = time.monotonic() - started
@@ -231,9 +246,13 @@ def main() -> int:
         "methods": rows,
         "repeatability": floor,
     }
-    if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
+    return out, train, val
+
+
+def print_report(out: dict, args: argparse.Namespace, train: TrainingData, val: TrainingData) -> None:
+    """The human table of `measure`'s figures."""
+    collect_s, val_s, median_ms, rows, floor = (out["collect_train_s"], out["collect_val_s"], out["median_latency_ms"],
+                                                out["methods"], out["repeatability"])
     clock = {"thread-cpu": "thread CPU clock, in process", "collect": "wall clock, local agent",
              "agent": f"{train.identity['runtime'].get('clock')} clock, local agent, paired with the reference run by run"}[args.source]
     if args.source == "thread-cpu" and args.paired:
@@ -241,15 +260,14 @@ def main() -> int:
     print(f"mobilenet_v1 @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={train.statistic}, {clock}")
     print(f"training: {len(train)} samples in {collect_s:.1f} s; validation: {len(val)} fresh configurations "
           f"in {val_s:.1f} s; median latency {median_ms:.2f} ms; load average {out['load_average']:.1f}")
-    print(f"{'method':<10}{'MAPE':>8}{'<=5%':>8}{'<=10%':>8}{'RMSE ms':>9}{'fit s':>8}")
+    print(f"{'method':<14}{'MAPE':>8}{'<=5%':>8}{'<=10%':>8}{'RMSE ms':>9}{'fit s':>8}")
     for r in rows:
-        print(f"{r['method']:<10}{100 * r['mape']:>7.2f}%{100 * r['within_5pct']:>7.1f}%{100 * r['within_10pct']:>7.1f}%"
+        print(f"{r['method']:<14}{100 * r['mape']:>7.2f}%{100 * r['within_5pct']:>7.1f}%{100 * r['within_10pct']:>7.1f}%"
               f"{r['rmse_ms']:>9.3f}{r['fit_s']:>8.2f}")
     if floor and floor["configurations"]:
         print(f"measurement floor: {floor['configurations']} validation configurations timed again differ by "
               f"{100 * floor['median_abs_diff']:.1f} % (median); {100 * floor['within_5pct']:.0f} % within 5 %")
     print("target: >= 95 % within 5 %, >= 99 % within 10 %, from <= 300 samples collected in <= 2 min")
-    return 0
 
 
 if __name__ == "__main__":

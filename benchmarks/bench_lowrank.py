@@ -25,7 +25,7 @@ import numpy as np
 
 
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.factorize import factorize
 
 SVD_TARGET_S = 5.0

@@ -25,12 +25,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+# the repository root, for the test fixtures in tests.support (synthetic tables, the pty link)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 from widthwise.search.lagrangian import Evaluator, solve
-from widthwise.search.pareto import build_front
-from widthwise.search.synthetic import mobilenet_v1_table
+from widthwise.search.pareto_front import build_front
+from tests.support.synthetic import mobilenet_v1_table
 from widthwise.search.viterbi import JIT_ENV, compiled_kernels
 
 TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_cached_query": 10.0}
@@ -64,7 +67,7 @@ start = time.perf_counter()
 from widthwise.search.chain import build_chain
 from widthwise.search.engine import make_objective
 from widthwise.search.lagrangian import solve
-from widthwise.search.synthetic import mobilenet_v1_table
+from tests.support.synthetic import mobilenet_v1_table
 table = mobilenet_v1_table(seed=int(sys.argv[1]))
 chain = build_chain(table, make_objective(table, "flops"))
 ready = time.perf_counter()

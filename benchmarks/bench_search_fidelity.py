@@ -12,7 +12,7 @@ reference's level on the db's drift-normalised scale, so slow drift of a shared 
 
     .venv/bin/python benchmarks/bench_search_fidelity.py --db runs/NAME.sqlite
     .venv/bin/python benchmarks/bench_search_fidelity.py            # collects a fresh db first
-        [--methods shipped,flops] [--budgets 8] [--rounds 6] [--clock thread_cpu|wall] [--json]
+        [--methods pooled-prior,flops] [--budgets 8] [--rounds 6] [--clock thread_cpu|wall] [--json]
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from widthwise.device_agents.spaces import Space
-from widthwise.profiler.agents import connect
+from widthwise.device_agents.timing import CLOCKS
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import CollectSettings, collect, reference_widths
 from widthwise.profiler.fit import fit_table
-from widthwise.profiler.fit_models import METHODS
+from widthwise.profiler.fit_solvers import METHOD_ALIASES, METHODS, resolve_method
 from widthwise.profiler.store import SampleStore
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 from widthwise.search.table import Table
@@ -125,7 +126,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, default=8, help="budgets per objective")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per configuration")
     parser.add_argument("--repeat", type=int, default=3, help="runs per round")
-    parser.add_argument("--clock", default="thread_cpu", choices=("thread_cpu", "wall"))
+    parser.add_argument("--clock", default="thread_cpu", choices=tuple(CLOCKS))
     parser.add_argument("--statistic", default="min")
     parser.add_argument("--holdout", type=float, default=0.15)
     parser.add_argument("--samples", type=int, default=300)
@@ -134,10 +135,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in args.methods.split(",") if m and METHOD_ALIASES.get(m, m) not in METHODS]
     if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *METHOD_ALIASES])}")
+    methods = [resolve_method(m) for m in args.methods.split(",") if m]
 
     data, level = load_or_collect(args)
     space = data.space

@@ -80,7 +80,7 @@ def agent_vs_in_process(space, widths, dtype: str, delegate: str, timing: dict, 
     The agent is a local one (bench_spec over TCP); alternating the two in each round
     keeps a slow spell of a shared machine from landing on one side only.
     """
-    from widthwise.profiler.agents import connect  # host side only: the agent itself never imports profiler
+    from widthwise.profiler.agent_client import connect  # host side only: the agent itself never imports profiler
 
     settings = TimingSettings(**timing)
     session = get_runtime("litert").load(build_tflite(space, widths, dtype=dtype), threads=settings.threads,

@@ -19,7 +19,7 @@ import threading
 import time
 
 
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import CollectSettings, collect
 
 

@@ -96,7 +96,9 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
 
 def serve(args: argparse.Namespace) -> int:
     """Start the server the parsed options describe; returns the exit status."""
-    from .server import AgentServer, ServerConfig, write_port_file  # noqa: PLC0415
+    from .connections import ServerConfig  # noqa: PLC0415
+    from .server import AgentServer  # noqa: PLC0415
+    from .transport import write_port_file  # noqa: PLC0415
 
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(asctime)s agent %(levelname)s %(message)s", stream=sys.stderr

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__, onnx_proto
 from .errors import RuntimeUnavailable, UnknownSpace
-from .spaces import BlockSpec, Space
+from .spaces import BlockSpec, Space, kind_registry
 from .weights import block_weights
 
 OPSET = 13
@@ -69,14 +69,7 @@ Emitter = Callable[[GraphBuilder, BlockSpec, dict, str], str]
 EMITTERS: dict[str, Emitter] = {}
 
 
-def register_emitter(kind: str) -> Callable[[Emitter], Emitter]:
-    """Register the ONNX emitter of a block kind."""
-
-    def deco(fn: Emitter) -> Emitter:
-        EMITTERS[kind] = fn
-        return fn
-
-    return deco
+register_emitter = kind_registry(EMITTERS)  # @register_emitter("kind"): the ONNX emitter of a kind
 
 
 def same_pads(in_hw: int, stride: int, kernel: int) -> list[int]:

@@ -10,7 +10,7 @@ int8 follows TFLite's full-integer scheme: per-tensor activation scale and zero 
 symmetric per-channel int8 weights for convolutions, per-tensor for fully connected
 layers, int32 biases at input scale x weight scale, QUANTIZE/DEQUANTIZE at the float
 ends. Activation ranges come from a numpy float pass on random inputs like the timed
-ones (device_agents.tflite_reference), ReLU6 outputs capped at [0, 6]; so an int8 text
+ones (device_agents.int8_calibration), ReLU6 outputs capped at [0, 6]; so an int8 text
 model is calibrated for random token ids, not for degenerate inputs such as all zeros.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 
 from . import tflite_schema as fb
 from .errors import BadRequest, UnknownSpace
-from .spaces import BlockSpec, Space
-from .tflite_reference import activation_ranges
+from .spaces import BlockSpec, Space, kind_registry
+from .int8_calibration import activation_ranges
 from .weights import BlockWeights, block_weights
 
 INPUT_NAME = "input"
@@ -144,14 +144,7 @@ BlockWriter = Callable[[FloatNet, BlockSpec, BlockWeights, int], int]
 BLOCK_WRITERS: dict[str, BlockWriter] = {}
 
 
-def register_block(kind: str) -> Callable[[BlockWriter], BlockWriter]:
-    """Register the TFLite writer of a block kind."""
-
-    def deco(fn: BlockWriter) -> BlockWriter:
-        BLOCK_WRITERS[kind] = fn
-        return fn
-
-    return deco
+register_block = kind_registry(BLOCK_WRITERS)  # @register_block("kind"): the TFLite writer of a kind
 
 
 def _conv(net: FloatNet, name: str, x: int, w_oihw: np.ndarray, bias: np.ndarray, stride: int, out_hw: int) -> int:

@@ -1,47 +1,39 @@
-"""The agent's request handlers (contract C1): hello, bench_spec and bench_model.
+"""The agent's request handlers: hello, bench_spec and bench_model (PROTOCOL.md, section 6).
 
 A handler takes the decoded request header and the binary payload and returns the
 response body and payload; failures are typed AgentErrors, which the server turns into
-error frames. Networks are built by a registry from model format to builder, and run by
-the runtime registry; timing is device_agents.timing's loop.
+error frames. Networks are built by the builder registry (builders.py), run by the
+runtime registry; timing is device_agents.timing's loop, paired timing pair_handler's.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 from . import __version__, limits, sysinfo
+from .bench_answer import finish_body
+from .builders import build_model, detect_format
 from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
 from .model_check import check_model
+from .pair_handler import bench_paired
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
 from .spaces import SPACES, Space, make_space
 from .timing import NO_DRIFT, DriftInjector, TimingSettings, reset_peak_rss, time_session
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
-Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed) -> model bytes
 
-#: model format -> (module relative to this package, function) of its builder; imported on first use
-BUILDER_MODULES: dict[str, tuple[str, str]] = {
-    "onnx": (".build_onnx", "build_onnx"),
-    "tflite": (".build_tflite", "build_tflite"),
-}
-MODEL_FORMATS = tuple(BUILDER_MODULES)
+#: the element types a bench_spec network can be built in (the one definition: the host imports it)
 DTYPES = ("float32", "int8")
 #: dtype -> model format to pick a default runtime for (None: the protocol's default order)
 DTYPE_FORMATS: dict[str, str | None] = {"float32": None, "int8": "tflite"}
 SPEC_KEYS = ("space", "params", "widths", "dtype", "seed")
-MODEL_CACHE_SIZE = 1  # a board's memory is small; repeating the last spec is the common case
 MAX_PARAMS = 1 << 28  # 1 GiB of float32 weights: beyond this a board runs out of memory building it
 
 _drift: DriftInjector = NO_DRIFT
 _bench_lock = threading.Lock()  # one timing at a time: two would distort each other
-_model_cache: "OrderedDict[tuple, tuple[bytes, float]]" = OrderedDict()
 
 
 def configure(*, inject_drift_per_min: float = 0.0, caps: limits.Limits | None = None) -> None:
@@ -52,18 +44,6 @@ def configure(*, inject_drift_per_min: float = 0.0, caps: limits.Limits | None =
     _drift = DriftInjector(rate) if rate else NO_DRIFT
     if caps is not None:
         limits.configure(caps)
-
-
-def get_builder(fmt: str) -> Builder:
-    """The network builder of a model format, or RuntimeUnavailable when it is not installed."""
-    if fmt not in BUILDER_MODULES:
-        raise BadRequest(f"unknown model format {fmt!r}; known: {', '.join(MODEL_FORMATS)}", field="format")
-    module_name, attr = BUILDER_MODULES[fmt]
-    try:
-        module = importlib.import_module(module_name, __package__)
-    except ImportError as exc:
-        raise RuntimeUnavailable(f"this agent cannot build {fmt} networks: {exc}", format=fmt) from exc
-    return getattr(module, attr)
 
 
 def choose_runtime(name: object, fmt: str | None = None) -> Runtime:
@@ -88,15 +68,6 @@ def choose_runtime(name: object, fmt: str | None = None) -> Runtime:
             return runtime
     wanted = f" for {fmt} models" if fmt else ""
     raise RuntimeUnavailable(f"no runtime available{wanted}: " + "; ".join(reasons or ["none installed"]))
-
-
-def detect_format(model: bytes, declared: object = None) -> str:
-    """The model format: as declared, else tflite when b"TFL3" sits at offset 4, else onnx."""
-    if declared is not None:
-        if declared not in MODEL_FORMATS:
-            raise BadRequest(f"unknown model format {declared!r}; known: {', '.join(MODEL_FORMATS)}", field="format")
-        return str(declared)
-    return "tflite" if model[4:8] == b"TFL3" else "onnx"
 
 
 def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
@@ -145,52 +116,6 @@ def _options(header: Mapping) -> dict:
     return dict(options)
 
 
-def build_model(space: Space, widths: Sequence[int], fmt: str, dtype: str, seed: int) -> tuple[bytes, float, bool]:
-    """The model bytes, the ms it took to build them, and whether they came from the cache."""
-    key = (space.name, json.dumps(space.param_dict, sort_keys=True), tuple(widths), fmt, dtype, seed)
-    if key in _model_cache:
-        _model_cache.move_to_end(key)
-        model, build_ms = _model_cache[key]
-        return model, build_ms, True
-    builder = get_builder(fmt)
-    start = time.perf_counter_ns()
-    model = builder(space, widths, dtype=dtype, seed=seed)
-    build_ms = (time.perf_counter_ns() - start) / 1e6
-    _model_cache[key] = (model, build_ms)
-    while len(_model_cache) > MODEL_CACHE_SIZE:
-        _model_cache.popitem(last=False)
-    return model, build_ms, False
-
-
-def finish_body(
-    body: dict,
-    *,
-    runtime: Runtime,
-    session: object,
-    settings: TimingSettings,
-    dtype: str | None,
-    init_ms: float,
-    model: bytes,
-    drift: DriftInjector,
-) -> dict:
-    """Add to a measurement's JSON what every bench answer carries: the session's warnings,
-    the drift-injection notice, session-creation time, the runtime block and the model size."""
-    body["warnings"].extend(str(w) for w in session.info.get("warnings", []))  # type: ignore[attr-defined]
-    if drift.active:
-        body["warnings"].append(f"drift injection is on ({drift.rate_per_min} per minute): a testing aid")
-    body["init_ms"] = init_ms
-    body["runtime"] = {
-        "name": runtime.name,
-        "version": runtime.version(),
-        "threads": settings.threads,
-        "dtype": dtype,
-        "delegate": session.info.get("delegate"),  # type: ignore[attr-defined]
-        "clock": settings.clock,
-    }
-    body["model_bytes"] = len(model)
-    return body
-
-
 def _bench(
     runtime: Runtime,
     model: bytes,
@@ -202,7 +127,7 @@ def _bench(
     started_ns: int,
     seed: int = 0,
 ) -> dict:
-    """Load the model, time it, and assemble the C1 response body (without build fields)."""
+    """Load the model, time it, and assemble the bench answer's body (without build fields)."""
     start = time.perf_counter_ns()
     session = runtime.load(model, threads=settings.threads, options=options)
     init_ms = (time.perf_counter_ns() - start) / 1e6
@@ -241,8 +166,6 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
     if header.get("pair_with") is not None:
-        from .pair_handler import bench_paired
-
         reference = parse_pair_spec(header["pair_with"], space, dtype)
         with _bench_lock:
             reset_peak_rss()

@@ -2,8 +2,8 @@
 
 The reference is the same for every sample of a collection, so its loaded session is kept
 across requests (keyed on everything that defines it: spec, runtime, threads, options);
-only the target is built and loaded per request. The response is the usual C1 body for
-the target plus a `pair` block (see PROTOCOL.md).
+only the target is built and loaded per request. The response is the usual bench answer
+for the target plus a `pair` block (PROTOCOL.md, section 6, `pair_with`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .handlers import finish_body
+from .bench_answer import finish_body
+from .builders import get_builder
 from .pair_timing import time_pair
 from .runtimes import Runtime, Session
 from .spaces import Space
@@ -47,8 +48,6 @@ def reference_session(
     runtime: Runtime, parsed: tuple[Space, tuple[int, ...], str, int], threads: int, options: dict
 ) -> tuple[PairReference, bool]:
     """The loaded reference session (built and loaded on first use), and whether it was kept."""
-    from .handlers import get_builder
-
     space, widths, dtype, seed = parsed
     key = (space.name, json.dumps(space.param_dict, sort_keys=True), widths, dtype, seed,
            runtime.name, threads, json.dumps(options, sort_keys=True))
@@ -85,7 +84,7 @@ def bench_paired(
     drift: DriftInjector,
     space: Space,
 ) -> dict:
-    """Load the target, fetch the kept reference, time them alternately; the C1 body plus `pair`."""
+    """Load the target, fetch the kept reference, time them alternately; the bench answer plus `pair`."""
     ref, kept = reference_session(runtime, reference_spec, settings.threads, options)  # type: ignore[arg-type]
     start = time.perf_counter_ns()
     session = runtime.load(model, threads=settings.threads, options=options)

@@ -15,7 +15,17 @@ from typing import Callable
 
 import numpy as np
 
-from .timing import NO_DRIFT, DriftInjector, Measurement, TimingSettings, _calibrate, _timed_repeat, budget_note
+from .statistics import STATISTICS
+from .timing import (
+    NO_DRIFT,
+    DriftInjector,
+    Measurement,
+    TimingSettings,
+    _calibrate,
+    _timed_repeat,
+    _warm_up,
+    budget_note,
+)
 
 
 @dataclass(frozen=True)
@@ -37,12 +47,11 @@ class PairMeasurement:
     def pair_json(self) -> dict:
         """The response's `pair` block (reference times, ratios and their summary)."""
         ratios = self.ratios
-        q25, q75 = np.percentile(ratios, [25, 75])
         return {
             "ref_times_ms": list(self.reference.times_ms),
             "ratios": [float(r) for r in ratios],
-            "ratio_median": float(np.median(ratios)),
-            "ratio_iqr": float(q75 - q25),
+            "ratio_median": STATISTICS["median"](ratios),
+            "ratio_iqr": STATISTICS["iqr"](ratios),
             "ref_median_ms": self.reference.median,
             "ref_number": self.reference.number,
             "order": "alternating",
@@ -58,15 +67,7 @@ def time_pair(
 ) -> PairMeasurement:
     """Time target and reference alternately: pair k runs target first when k is even."""
     deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
-    notes: list[str] = []
-    warmed = 0
-    while warmed < settings.warmup:
-        if time.perf_counter_ns() >= deadline:
-            notes.append(f"warm-up cut to {warmed} of {settings.warmup} pairs: {budget_note(settings)}")
-            break
-        run_target()
-        run_reference()
-        warmed += 1
+    warmed, notes = _warm_up(lambda: (run_target(), run_reference()), settings, deadline, "pairs")
     numbers = [settings.number, settings.number]
     if settings.number == 0:
         min_repeat_ns = settings.min_repeat_ms * 1e6

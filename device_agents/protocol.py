@@ -240,13 +240,6 @@ class FrameDecoder:
             yield event
 
 
-def decode_all(data: bytes, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_TCP) -> list[Frame | AgentError]:
-    """Decode a complete byte string into its frames and error events (incomplete tail ignored)."""
-    decoder = FrameDecoder(max_frame_bytes)
-    decoder.feed(data)
-    return list(decoder.events())
-
-
 # --- message helpers shared by server and client -----------------------------------------
 
 

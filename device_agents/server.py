@@ -30,6 +30,7 @@ from .auth import (
     split_tag,
     verify_request,
 )
+from .connections import Connection, ConnectionSlots, LogLimiter, ServerConfig
 from .errors import (
     AgentConnectionError,
     AgentError,
@@ -43,7 +44,6 @@ from .errors import (
 )
 from .protocol import (
     MAX_REQUEST_ID,
-    MIN_MAX_FRAME,
     PREAUTH_MAX_FRAME,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -54,8 +54,7 @@ from .protocol import (
     negotiate_version,
     result_header,
 )
-from .transport import FrameChannel, LogLimiter, TcpStream, default_cap, open_serial
-from .transport import write_port_file  # noqa: F401  (where __main__ and tests have always found it)
+from .transport import FrameChannel, TcpStream, open_serial
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
 log = logging.getLogger(__name__)
@@ -64,24 +63,6 @@ log = logging.getLogger(__name__)
 SERVER_TYPES = ("challenge", "authenticate")
 #: Peer-chosen text in a log line is escaped and cut to this many characters.
 LOG_TEXT_LIMIT = 200
-
-
-@dataclass
-class Session:
-    """Per-connection state: the nonces, the negotiated version, the counter, the last answer."""
-
-    peer: str
-    nonce: str | None = None
-    client_nonce: str | None = None
-    version: int = PROTOCOL_VERSION
-    requests: int = 0
-    authenticated: bool = False
-    #: the highest request counter accepted so far (token sessions)
-    last_seq: int = 0
-    #: what identifies the last request ((seq, tag) with a token, (header, payload CRC) without)
-    #: and the bytes of its answer, resent as they are when exactly that request comes again
-    last_key: object = None
-    last_answer: bytes | None = None
 
 
 @dataclass
@@ -95,26 +76,6 @@ class Reply:
     cached: bytes | None = None
 
 
-@dataclass
-class ServerConfig:
-    """Limits and credentials of one server."""
-
-    token: bytes | None = None
-    max_frame_bytes: int | None = None  # None: the transport's default cap
-    idle_timeout_s: float = 3600.0  # an authenticated TCP connection silent this long is closed
-    auth_timeout_s: float = 10.0  # with a token, a TCP connection not authenticated this long after accept is closed
-    frame_timeout_s: float = 10.0  # a TCP frame stalled half-way this long is truncated
-    serial_frame_timeout_s: float = 1.0  # the same on a serial line, where frames flow without gaps
-    max_connections: int = 8
-    max_per_address: int = 4  # below max_connections: one address never takes every slot
-
-    def cap_for(self, transport: str) -> int:
-        cap = default_cap(transport) if self.max_frame_bytes is None else self.max_frame_bytes
-        if cap < MIN_MAX_FRAME:
-            raise ValueError(f"max frame bytes must be at least {MIN_MAX_FRAME}, got {cap}")
-        return cap
-
-
 def default_handlers() -> Mapping[str, Handler]:
     """The execution handlers of device_agents.handlers (imported on first use)."""
     from .handlers import HANDLERS  # noqa: PLC0415
@@ -124,6 +85,17 @@ def default_handlers() -> Mapping[str, Handler]:
 
 def _peer_text(value: object) -> str:
     return clip_text(str(value), LOG_TEXT_LIMIT)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port whose accept() wakes every half second (to see a stop)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(16)
+    listener.settimeout(0.5)
+    return listener
 
 
 @dataclass
@@ -142,38 +114,38 @@ class AgentServer:
 
     # --- one request ------------------------------------------------------------------
 
-    def answer(self, session: Session, frame: Frame, max_frame_bytes: int) -> bytes:
+    def answer(self, conn: Connection, frame: Frame, max_frame_bytes: int) -> bytes:
         """The bytes of the answer to one decoded frame (remembered for an exact resend)."""
-        reply = self.respond(session, frame, max_frame_bytes)
+        reply = self.respond(conn, frame, max_frame_bytes)
         if reply.cached is not None:
             return reply.cached
-        data = self.encode(session, reply, max_frame_bytes)
+        data = self.encode(conn, reply, max_frame_bytes)
         if reply.cache_key is not None:
-            session.last_key, session.last_answer = reply.cache_key, data
+            conn.last_key, conn.last_answer = reply.cache_key, data
         return data
 
-    def encode(self, session: Session, reply: Reply, max_frame_bytes: int) -> bytes:
-        """A reply as frame bytes, tagged when the session has a key; an over-cap answer becomes an error."""
+    def encode(self, conn: Connection, reply: Reply, max_frame_bytes: int) -> bytes:
+        """A reply as frame bytes, tagged when the connection has a key; an over-cap answer becomes an error."""
         try:
-            return self._encode(session, reply.header, reply.payload, reply.bind, max_frame_bytes)
+            return self._encode(conn, reply.header, reply.payload, reply.bind, max_frame_bytes)
         except FrameError as exc:  # the answer itself is over the cap or not encodable
-            return self._encode(session, error_header(reply.header.get("id"), exc, session.version), b"", reply.bind,
+            return self._encode(conn, error_header(reply.header.get("id"), exc, conn.version), b"", reply.bind,
                                 max_frame_bytes)
 
-    def _encode(self, session: Session, header: dict, payload: bytes, bind: tuple[int, bytes], cap: int) -> bytes:
-        key = self._key(session)
+    def _encode(self, conn: Connection, header: dict, payload: bytes, bind: tuple[int, bytes], cap: int) -> bytes:
+        key = self._key(conn)
         if key is None:
             return encode_frame(header, payload, max_frame_bytes=cap)
         seq, request_tag = bind
         head, region = seal(header, payload, lambda h, p: key.answer_tag(seq, request_tag, h, p))
         return encode_raw_frame(head, region, max_frame_bytes=cap)
 
-    def _key(self, session: Session) -> SessionKey | None:
-        if self.config.token is None or session.nonce is None or session.client_nonce is None:
+    def _key(self, conn: Connection) -> SessionKey | None:
+        if self.config.token is None or conn.nonce is None or conn.client_nonce is None:
             return None
-        return SessionKey(self.config.token, session.nonce, session.client_nonce)
+        return SessionKey(self.config.token, conn.nonce, conn.client_nonce)
 
-    def respond(self, session: Session, frame: Frame, max_frame_bytes: int) -> Reply:
+    def respond(self, conn: Connection, frame: Frame, max_frame_bytes: int) -> Reply:
         """The reply to one decoded frame; never raises AgentError."""
         header = frame.header
         rid = frame.request_id
@@ -182,25 +154,25 @@ class AgentServer:
             rtype = self._check_envelope(header, rid)
             if rtype == "challenge":
                 key = ("challenge", header, frame.payload)
-                if session.last_key == key and session.last_answer is not None:
-                    return Reply({}, cached=session.last_answer)  # a resend: the same session, not a new one
-                body = self._challenge(session, header, max_frame_bytes)
-                return Reply(result_header(rid, body, session.version), cache_key=key)
+                if conn.last_key == key and conn.last_answer is not None:
+                    return Reply({}, cached=conn.last_answer)  # a resend: the same conn, not a new one
+                body = self._challenge(conn, header, max_frame_bytes)
+                return Reply(result_header(rid, body, conn.version), cache_key=key)
             if self.config.token is None:
                 payload, _ = split_tag(frame)
                 key = (header, zlib.crc32(payload))
-                if session.last_key == key and session.last_answer is not None:
-                    return Reply({}, cached=session.last_answer)  # a resend after a corrupted answer
-                return Reply(*self._dispatch(session, rtype, rid, header, payload, max_frame_bytes), cache_key=key)
-            return self._respond_signed(session, frame, rtype, rid, max_frame_bytes)
+                if conn.last_key == key and conn.last_answer is not None:
+                    return Reply({}, cached=conn.last_answer)  # a resend after a corrupted answer
+                return Reply(*self._dispatch(conn, rtype, rid, header, payload, max_frame_bytes), cache_key=key)
+            return self._respond_signed(conn, frame, rtype, rid, max_frame_bytes)
         except AgentError as exc:
             if isinstance(exc, AuthError):
                 self._log.warning("refused %s request %s from %s: %s", _peer_text(header.get("type")),
-                                  _peer_text(header.get("id")), session.peer, _peer_text(exc.message))
+                                  _peer_text(header.get("id")), conn.peer, _peer_text(exc.message))
             else:
-                self._log.info("error answering %s from %s: %s: %s", _peer_text(header.get("type")), session.peer,
+                self._log.info("error answering %s from %s: %s: %s", _peer_text(header.get("type")), conn.peer,
                                exc.code, _peer_text(exc.message))
-            return Reply(error_header(rid, exc, session.version), bind=bind)
+            return Reply(error_header(rid, exc, conn.version), bind=bind)
 
     def _check_envelope(self, header: dict, rid: int | None) -> str:
         """The request type, once id, type and version are valid (errors name what is wrong)."""
@@ -216,33 +188,33 @@ class AgentServer:
             negotiate_version([version])  # raises ProtocolVersionError naming both sides
         return rtype
 
-    def _respond_signed(self, session: Session, frame: Frame, rtype: str, rid: int, cap: int) -> Reply:
-        """Verify a request of a token session (tag, then counter), then answer it."""
-        if session.nonce is None:
+    def _respond_signed(self, conn: Connection, frame: Frame, rtype: str, rid: int, cap: int) -> Reply:
+        """Verify a request on a connection with a token (tag, then counter), then answer it."""
+        if conn.nonce is None:
             raise AuthError("this agent requires authentication: send a 'challenge' request first")
-        if not session.authenticated and rtype != "authenticate":
+        if not conn.authenticated and rtype != "authenticate":
             raise AuthError("this connection has not authenticated: before 'authenticate' succeeds the agent "
                             "answers only 'challenge' and 'authenticate'")
-        key = self._key(session)
+        key = self._key(conn)
         assert key is not None
         seq, payload, tag = verify_request(key, frame)
-        if session.last_key == (seq, tag) and session.last_answer is not None:
-            return Reply({}, cached=session.last_answer)  # an exact resend of the last request: not new work
-        if seq <= session.last_seq:
+        if conn.last_key == (seq, tag) and conn.last_answer is not None:
+            return Reply({}, cached=conn.last_answer)  # an exact resend of the last request: not new work
+        if seq <= conn.last_seq:
             raise ReplayedRequest(
-                f"request counter {seq} is not above {session.last_seq}, the last accepted on this connection: "
+                f"request counter {seq} is not above {conn.last_seq}, the last accepted on this connection: "
                 "a replayed or reordered request is refused",
-                seq=seq, last_seq=session.last_seq,
+                seq=seq, last_seq=conn.last_seq,
             )
-        session.last_seq = seq
+        conn.last_seq = seq
         if rtype == "authenticate":
-            session.authenticated = True
-            header, out = result_header(rid, {"authenticated": True}, session.version), b""
+            conn.authenticated = True
+            header, out = result_header(rid, {"authenticated": True}, conn.version), b""
         else:
-            header, out = self._dispatch(session, rtype, rid, frame.header, payload, cap)
+            header, out = self._dispatch(conn, rtype, rid, frame.header, payload, cap)
         return Reply(header, out, bind=(seq, tag), cache_key=(seq, tag))
 
-    def _dispatch(self, session: Session, rtype: str, rid: int | None, header: dict, payload: bytes, max_frame_bytes: int) -> tuple[dict, bytes]:
+    def _dispatch(self, conn: Connection, rtype: str, rid: int | None, header: dict, payload: bytes, max_frame_bytes: int) -> tuple[dict, bytes]:
         """Run the handler of an authenticated request; every failure becomes an error header."""
         try:
             handler = self.handlers.get(rtype)  # type: ignore[union-attr]
@@ -254,21 +226,21 @@ class AgentServer:
                 body, payload = handler(header, payload)
             if rtype == "hello":
                 body = dict(body)
-                body["protocol"] = self._protocol_info(session, max_frame_bytes)
-            session.requests += 1
-            return result_header(rid, body, session.version), payload
+                body["protocol"] = self._protocol_info(conn, max_frame_bytes)
+            conn.requests += 1
+            return result_header(rid, body, conn.version), payload
         except AgentError as exc:
-            self._log.info("error answering %s from %s: %s: %s", _peer_text(rtype), session.peer, exc.code,
+            self._log.info("error answering %s from %s: %s: %s", _peer_text(rtype), conn.peer, exc.code,
                            _peer_text(exc.message))
-            return error_header(rid, exc, session.version), b""
+            return error_header(rid, exc, conn.version), b""
         except Exception as exc:  # a handler bug must not take the agent down
             self._log.error("handler for %s failed: %s", _peer_text(rtype), clip_text(traceback.format_exc(), 4096))
             err = AgentError(f"internal error in the agent: {type(exc).__name__}: {clip_text(str(exc))}")
-            return error_header(rid, err, session.version), b""
+            return error_header(rid, err, conn.version), b""
 
-    def _protocol_info(self, session: Session, max_frame_bytes: int) -> dict:
+    def _protocol_info(self, conn: Connection, max_frame_bytes: int) -> dict:
         info = {
-            "version": session.version,
+            "version": conn.version,
             "supported": list(SUPPORTED_VERSIONS),
             "max_frame_bytes": max_frame_bytes,
             "auth_required": self.config.token is not None,
@@ -278,26 +250,26 @@ class AgentServer:
             info["auth_timeout_s"] = self.config.auth_timeout_s
         return info
 
-    def _challenge(self, session: Session, header: dict, max_frame_bytes: int) -> dict:
+    def _challenge(self, conn: Connection, header: dict, max_frame_bytes: int) -> dict:
         version = negotiate_version(header.get("versions"))
         client_nonce = header.get("cnonce")
         if self.config.token is not None and not is_nonce(client_nonce):
             raise BadRequest("a challenge to an agent with a token needs 'cnonce': 32 lowercase hex digits", field="cnonce")
-        session.version = version
-        session.nonce, session.client_nonce = new_nonce(), client_nonce if is_nonce(client_nonce) else None
-        session.authenticated, session.last_seq = False, 0
-        session.last_key = session.last_answer = None  # a new session (on a serial line: maybe a new client)
-        body = {"nonce": session.nonce, "agent_version": __version__}
-        body["protocol"] = self._protocol_info(session, max_frame_bytes)
+        conn.version = version
+        conn.nonce, conn.client_nonce = new_nonce(), client_nonce if is_nonce(client_nonce) else None
+        conn.authenticated, conn.last_seq = False, 0
+        conn.last_key = conn.last_answer = None  # a new session (on a serial line: maybe a new client)
+        body = {"nonce": conn.nonce, "agent_version": __version__}
+        body["protocol"] = self._protocol_info(conn, max_frame_bytes)
         return body
 
     # --- a stream of requests -----------------------------------------------------------
 
-    def _preauth(self, session: Session) -> bool:
-        return self.config.token is not None and not session.authenticated
+    def _preauth(self, conn: Connection) -> bool:
+        return self.config.token is not None and not conn.authenticated
 
     def serve_channel(
-        self, channel: FrameChannel, session: Session, *, idle_timeout: float | None, frame_timeout: float | None = None,
+        self, channel: FrameChannel, conn: Connection, *, idle_timeout: float | None, frame_timeout: float | None = None,
         auth_timeout: float | None = None, closable: bool = True,
     ) -> None:
         """Answer frames on one channel until the peer closes, goes idle, fails to authenticate in time, or the server stops.
@@ -309,27 +281,27 @@ class AgentServer:
         wait = 0.5 if idle_timeout is None else min(0.5, idle_timeout)
         opened, idle = time.monotonic(), 0.0
         while not self._stop.is_set():
-            preauth = self._preauth(session)
+            preauth = self._preauth(conn)
             channel.decoder.max_frame_bytes = min(cap, PREAUTH_MAX_FRAME) if preauth else cap
             if preauth and auth_timeout is not None and time.monotonic() - opened >= auth_timeout:
-                self._log.info("closing %s: not authenticated within %g s", session.peer, auth_timeout)
+                self._log.info("closing %s: not authenticated within %g s", conn.peer, auth_timeout)
                 return
             try:
                 event = channel.receive(wait, stall)
             except AgentTimeout:
                 idle += wait
                 if idle_timeout is not None and idle >= idle_timeout and not channel.decoder.buffered:
-                    self._log.info("closing idle connection %s", session.peer)
+                    self._log.info("closing idle connection %s", conn.peer)
                     return
                 continue
             idle = 0.0
             if isinstance(event, Frame):
-                channel.stream.write_all(self.answer(session, event, cap))
+                channel.stream.write_all(self.answer(conn, event, cap))
                 continue
-            self._log.info("bad bytes from %s: %s", session.peer, _peer_text(event.message))
-            channel.send(error_header(None, event, session.version), b"", max_frame_bytes=cap)
+            self._log.info("bad bytes from %s: %s", conn.peer, _peer_text(event.message))
+            channel.send(error_header(None, event, conn.version), b"", max_frame_bytes=cap)
             if preauth and closable and isinstance(event, FrameTooLarge):
-                self._log.info("closing %s: a frame above the %d-byte cap before authentication", session.peer,
+                self._log.info("closing %s: a frame above the %d-byte cap before authentication", conn.peer,
                                channel.decoder.max_frame_bytes)
                 return
 
@@ -339,41 +311,34 @@ class AgentServer:
         """Listen on host:port (a token is required beyond loopback) and serve until stopped."""
         require_token_for_bind(host, self.config.token)
         cap = self.config.cap_for("tcp")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(16)
-        listener.settimeout(0.5)
+        listener = _listen(host, port)
         bound = listener.getsockname()[1]
         log.info("serving tcp on %s:%d (auth %s)", host, bound, "on" if self.config.token else "off")
         if on_bound is not None:
             on_bound(bound)
-        active: dict[str, set[threading.Thread]] = {}
+        slots = ConnectionSlots(self.config.max_connections, self.config.max_per_address)
         try:
             while not self._stop.is_set():
                 try:
-                    conn, addr = listener.accept()
+                    sock, addr = listener.accept()
                 except (socket.timeout, TimeoutError):
                     continue
-                active = {a: live for a, threads in active.items() if (live := {t for t in threads if t.is_alive()})}
-                peer, mine = f"{addr[0]}:{addr[1]}", active.get(addr[0], set())
-                total = sum(len(threads) for threads in active.values())
-                if total >= self.config.max_connections or len(mine) >= self.config.max_per_address:
-                    self._log.warning("refused connection from %s: %d open from that address, %d in all (limits %d, %d)",
-                                      peer, len(mine), total, self.config.max_per_address, self.config.max_connections)
-                    conn.close()
+                peer = f"{addr[0]}:{addr[1]}"
+                refusal = slots.refusal(addr[0])
+                if refusal is not None:
+                    self._log.warning("refused connection from %s: %s", peer, refusal)
+                    sock.close()
                     continue
-                thread = threading.Thread(target=self._serve_conn, args=(conn, peer, cap), daemon=True)
+                thread = threading.Thread(target=self._serve_conn, args=(sock, peer, cap), daemon=True)
                 thread.start()
-                active.setdefault(addr[0], set()).add(thread)
+                slots.add(addr[0], thread)
         finally:
             listener.close()
 
-    def _serve_conn(self, conn: socket.socket, peer: str, cap: int) -> None:
-        channel = FrameChannel(TcpStream(conn, peer), max_frame_bytes=cap)
+    def _serve_conn(self, sock: socket.socket, peer: str, cap: int) -> None:
+        channel = FrameChannel(TcpStream(sock, peer), max_frame_bytes=cap)
         try:
-            self.serve_channel(channel, Session(peer), idle_timeout=self.config.idle_timeout_s,
+            self.serve_channel(channel, Connection(peer), idle_timeout=self.config.idle_timeout_s,
                                auth_timeout=self.config.auth_timeout_s)
         except (AgentConnectionError, AgentTimeout) as exc:
             self._log.info("connection %s ended: %s", peer, _peer_text(exc.message))
@@ -390,7 +355,7 @@ class AgentServer:
         while True:
             try:
                 self.serve_channel(
-                    channel, Session(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s,
+                    channel, Connection(f"serial:{device}"), idle_timeout=None, frame_timeout=self.config.serial_frame_timeout_s,
                     closable=False,
                 )
                 return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from .errors import BadRequest, BadWidths, UnknownSpace
 
@@ -172,28 +172,37 @@ class Space:
         return out
 
 
+# --- registries keyed by block kind --------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def kind_registry(table: dict[str, F]) -> Callable[[str], Callable[[F], F]]:
+    """`register(kind)` decorators filing functions in `table`: every per-block-kind registry's."""
+
+    def register(kind: str) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            table[kind] = fn
+            return fn
+
+        return deco
+
+    return register
+
+
 # --- exact MAC and parameter counts, one handler per block kind -----------------------
 
 BlockCounter = Callable[[BlockSpec], tuple[int, int]]
 BLOCK_COUNTERS: dict[str, BlockCounter] = {}
-
-
-def register_counter(kind: str) -> Callable[[BlockCounter], BlockCounter]:
-    """Register the (MACs, params) counter of a block kind."""
-
-    def deco(fn: BlockCounter) -> BlockCounter:
-        BLOCK_COUNTERS[kind] = fn
-        return fn
-
-    return deco
+register_counter = kind_registry(BLOCK_COUNTERS)  # @register_counter("kind"): the (MACs, params) counter of a kind
 
 
 def block_counts(block: BlockSpec) -> tuple[int, int]:
     """Exact (MACs, params) of one block. MACs count convolution and matrix products only."""
-    try:
-        return BLOCK_COUNTERS[block.kind](block)
-    except KeyError:
-        raise UnknownSpace(f"no counter for block kind {block.kind!r}") from None
+    counter = BLOCK_COUNTERS.get(block.kind)
+    if counter is None:
+        raise UnknownSpace(f"no counter for block kind {block.kind!r}", kind=block.kind)
+    return counter(block)
 
 
 @register_counter("conv")

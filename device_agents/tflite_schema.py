@@ -27,7 +27,6 @@ OP_DEPTHWISE_CONV_2D = 4
 OP_DEQUANTIZE = 6
 OP_FULLY_CONNECTED = 9
 OP_RESHAPE = 22
-OP_SOFTMAX = 25
 OP_GATHER = 36
 OP_MEAN = 40
 OP_QUANTIZE = 114
@@ -125,11 +124,6 @@ def pool2d_options(filter_hw: int, stride: int = 1) -> Options:
 def fully_connected_options(activation: int, keep_num_dims: bool = False) -> Options:
     """FullyConnectedOptions (default weights format)."""
     return Options(8, _scalar_table([("Int8", 0, activation, 0), ("Bool", 2, keep_num_dims, False)]))
-
-
-def softmax_options(beta: float = 1.0) -> Options:
-    """SoftmaxOptions."""
-    return Options(9, _scalar_table([("Float32", 0, beta, 0.0)]))
 
 
 def reducer_options(keep_dims: bool) -> Options:

@@ -21,13 +21,15 @@ import numpy as np
 
 from .errors import BadRequest
 from .runtimes import InputSpec, Session
+from .statistics import STATISTICS
 
 #: IQR / median above which a measurement carries a spread warning
 SPREAD_WARNING = 0.10
 
-#: clock name -> nanosecond counter. "thread_cpu" counts only the calling thread's CPU time,
-#: so time the scheduler gives other processes is left out; it is valid only when the model
-#: computes on the calling thread (one intra-op thread; checked for ONNX Runtime and LiteRT).
+#: clock name -> nanosecond counter (the one definition: the host imports it). "thread_cpu"
+#: counts only the calling thread's CPU time, so time the scheduler gives other processes is
+#: left out; it is valid only when the model computes on the calling thread (one intra-op
+#: thread; checked for ONNX Runtime and LiteRT).
 CLOCKS: dict[str, Callable[[], int]] = {
     "wall": time.perf_counter_ns,
     "thread_cpu": time.thread_time_ns,
@@ -36,7 +38,7 @@ CLOCKS: dict[str, Callable[[], int]] = {
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """The C1 `timing` keys, validated; defaults are the protocol's."""
+    """A request's `timing` object (PROTOCOL.md, section 6), validated; defaults are the protocol's."""
 
     warmup: int = 3
     repeat: int = 15
@@ -44,7 +46,7 @@ class TimingSettings:
     min_repeat_ms: float = 20.0
     threads: int = 1
     max_total_s: float = 120.0
-    clock: str = "wall"  # optional extension of C1: "wall" | "thread_cpu"
+    clock: str = "wall"  # an optional protocol field: "wall" | "thread_cpu"
 
     def __post_init__(self) -> None:
         _check_int("warmup", self.warmup, 0)
@@ -105,11 +107,8 @@ def _check_float(key: str, value: object, minimum: float, *, allow_zero: bool) -
 
 @dataclass(frozen=True)
 class Measurement:
-    """Raw per-repeat times (ms per run) and the statistics the agent reports on them.
-
-    `std` is the sample standard deviation (n-1), 0 for a single repeat; percentiles use
-    linear interpolation (numpy's default), so `iqr` = p75 - p25.
-    """
+    """Raw per-repeat times (ms per run) and the statistics the agent reports on them
+    (computed by device_agents.statistics, where each is defined)."""
 
     times_ms: tuple[float, ...]
     number: int
@@ -146,42 +145,38 @@ class Measurement:
     def repeat(self) -> int:
         return len(self.times_ms)
 
+    def statistic(self, name: str) -> float:
+        """One of the statistics named in device_agents.statistics, of the per-repeat times."""
+        return STATISTICS[name](self._arr)
+
     @property
     def min(self) -> float:
-        return float(self._arr.min())
+        return self.statistic("min")
 
     @property
     def median(self) -> float:
-        return float(np.median(self._arr))
+        return self.statistic("median")
 
     @property
     def mean(self) -> float:
-        return float(self._arr.mean())
+        return self.statistic("mean")
 
     @property
     def p90(self) -> float:
-        return float(np.percentile(self._arr, 90))
+        return self.statistic("p90")
 
     @property
     def iqr(self) -> float:
-        q25, q75 = np.percentile(self._arr, [25, 75])
-        return float(q75 - q25)
+        return self.statistic("iqr")
 
     @property
     def std(self) -> float:
-        return float(self._arr.std(ddof=1)) if self.count > 1 else 0.0
+        return self.statistic("std")
 
     def stats(self) -> dict:
-        """The C1 `stats` object."""
-        return {
-            "min": self.min,
-            "median": self.median,
-            "mean": self.mean,
-            "p90": self.p90,
-            "iqr": self.iqr,
-            "std": self.std,
-            "count": self.count,
-        }
+        """The answer's `stats` object: every statistic of device_agents.statistics, and `count`."""
+        times = self._arr
+        return {**{name: fn(times) for name, fn in STATISTICS.items()}, "count": self.count}
 
     def to_json(self) -> dict:
         """The timing part of a bench response (times_ms, stats, warmup, number, repeat, ...)."""
@@ -308,6 +303,18 @@ def budget_note(settings: TimingSettings | None = None) -> str:
     return "the request's time budget (timing.max_total_s) is spent"
 
 
+def _warm_up(run: Callable[[], object], settings: TimingSettings, deadline: int, unit: str) -> tuple[int, list[str]]:
+    """Up to `settings.warmup` untimed calls of `run`, none started once `deadline` has passed:
+    (calls made, a note if the time budget cut them short); `unit` names a call in that note."""
+    warmed = 0
+    while warmed < settings.warmup:
+        if time.perf_counter_ns() >= deadline:
+            return warmed, [f"warm-up cut to {warmed} of {settings.warmup} {unit}: {budget_note(settings)}"]
+        run()
+        warmed += 1
+    return warmed, []
+
+
 def time_callable(
     run: Callable[[], object], settings: TimingSettings, *, drift: DriftInjector = NO_DRIFT
 ) -> Measurement:
@@ -319,14 +326,7 @@ def time_callable(
     """
     deadline = time.perf_counter_ns() + int(settings.max_total_s * 1e9)
     min_repeat_ns = settings.min_repeat_ms * 1e6
-    warnings: list[str] = []
-    warmed = 0
-    while warmed < settings.warmup:
-        if time.perf_counter_ns() >= deadline:
-            warnings.append(f"warm-up cut to {warmed} of {settings.warmup} runs: {budget_note(settings)}")
-            break
-        run()
-        warmed += 1
+    warmed, warnings = _warm_up(run, settings, deadline, "runs")
     number = settings.number
     if number == 0:
         number = _calibrate(run, min_repeat_ns, settings, deadline, drift)

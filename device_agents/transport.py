@@ -6,11 +6,9 @@ process. `FrameChannel` joins a stream to the streaming decoder of protocol.py.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import tempfile
-import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -198,56 +196,6 @@ class FrameChannel:
 
     def close(self) -> None:
         self.stream.close()
-
-
-class LogLimiter:
-    """A token bucket in front of a logger, so a peer that floods refusals cannot flood the log.
-
-    Up to `burst` lines at once, then `per_second` on average; the next line that passes says
-    how many were suppressed in between.
-    """
-
-    def __init__(self, logger: logging.Logger, burst: int = 20, per_second: float = 1.0) -> None:
-        self.logger = logger
-        self.burst = float(burst)
-        self.per_second = float(per_second)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-        self._lock = threading.Lock()
-        self.suppressed = 0
-
-    def _take(self) -> int | None:
-        """Suppressed lines to report if a line may pass now, else None (and count it)."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
-            self._last = now
-            if self._tokens < 1.0:
-                self.suppressed += 1
-                return None
-            self._tokens -= 1.0
-            held, self.suppressed = self.suppressed, 0
-            return held
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        """Log one line if the bucket allows it."""
-        if not self.logger.isEnabledFor(level):
-            return
-        held = self._take()
-        if held is None:
-            return
-        if held:
-            msg = f"{msg} [{held} similar lines suppressed before this one]"
-        self.logger.log(level, msg, *args)
-
-    def info(self, msg: str, *args: object) -> None:
-        self.log(logging.INFO, msg, *args)
-
-    def warning(self, msg: str, *args: object) -> None:
-        self.log(logging.WARNING, msg, *args)
-
-    def error(self, msg: str, *args: object) -> None:
-        self.log(logging.ERROR, msg, *args)
 
 
 def default_cap(transport: str) -> int:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import UnknownSpace
-from .spaces import BlockSpec
+from .spaces import BlockSpec, kind_registry
 
 POOL_SIZE = 1 << 20
 
@@ -62,14 +62,7 @@ class _Slicer:
         return out.reshape(shape)
 
 
-def register_weights(kind: str) -> Callable[[WeightMaker], WeightMaker]:
-    """Register the weight maker of a block kind."""
-
-    def deco(fn: WeightMaker) -> WeightMaker:
-        WEIGHT_MAKERS[kind] = fn
-        return fn
-
-    return deco
+register_weights = kind_registry(WEIGHT_MAKERS)  # @register_weights("kind"): the weight maker of a kind
 
 
 def block_weights(block: BlockSpec, seed: int = 0) -> BlockWeights:

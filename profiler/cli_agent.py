@@ -1,7 +1,7 @@
 """`widthwise agent serve|info|bundle` and `widthwise bench`: the agent from the host side.
 
-Every failure is one line naming the problem and a non-zero exit; `--json` prints the
-agent's response as it came.
+Every failure is one line naming the problem and a non-zero exit (`cli_errors`); `--json`
+prints the agent's response as it came.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import sys
 import tempfile
 import zipapp
 from pathlib import Path
-from typing import Callable
+
 import click
 
-from widthwise.device_agents.auth import ConfigError
-from widthwise.device_agents.errors import AgentError
+from widthwise.device_agents.handlers import DTYPES
+from widthwise.device_agents.statistics import STATISTICS
+from widthwise.errors import cli_errors
 
-from .agents import AgentClient, connect, token_from_file
+from .agent_client import AgentClient, connect, token_from_file
+from .cli_options import agent_options, widths_option
+from .errors import OutputError
 
 BUNDLE_MAIN = '''"""widthwise device agent, bundled: python3 widthwise-agent.pyz serve --port 7345"""
 from device_agents.__main__ import main
@@ -27,26 +30,9 @@ raise SystemExit(main())
 '''
 
 
-def _fail(message: str) -> click.ClickException:
-    return click.ClickException(message)
-
-
-def _open_agent(url: str, token_file: str | None, timeout: float, retries: int = 2) -> AgentClient:
-    """Connect, turning a bad URL, token file or unreachable agent into one clear line."""
-    try:
-        return connect(url, token=token_from_file(token_file), timeout=timeout, retries=retries)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except AgentError as exc:
-        raise _fail(f"agent {url}: {exc.code}: {exc.message}") from None
-
-
-def _agent_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """The options every command that talks to an agent takes."""
-    fn = click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for an answer")(fn)
-    fn = click.option("--token-file", type=click.Path(dir_okay=False), help="shared token of an agent that requires one")(fn)
-    fn = click.option("--agent", "agent_url", default="local", show_default=True, help="tcp://HOST:PORT, serial:///DEV?baud=N or local")(fn)
-    return fn
+def _open_agent(url: str, token_file: str | None, timeout: float) -> AgentClient:
+    """Connect to the agent at `url` with the token in `token_file` (if any)."""
+    return connect(url, token=token_from_file(token_file), timeout=timeout)
 
 
 @click.group()
@@ -74,15 +60,13 @@ def serve(ctx: click.Context) -> None:
 
 
 @agent.command("info")
-@_agent_options
+@agent_options
 @click.option("--json", "as_json", is_flag=True, help="print the hello response as JSON")
+@cli_errors
 def info(agent_url: str, token_file: str | None, timeout: float, as_json: bool) -> None:
     """Who the agent is: versions, runtimes, CPU, OS and a stable fingerprint."""
     with _open_agent(agent_url, token_file, timeout) as client:
-        try:
-            hello = client.hello()
-        except AgentError as exc:
-            raise _fail(f"agent {agent_url}: {exc.code}: {exc.message}") from None
+        hello = client.hello()
     if as_json:
         click.echo(json.dumps(hello, indent=2, sort_keys=True))
         return
@@ -125,25 +109,14 @@ def build_bundle(out: Path) -> int:
 @agent.command("bundle")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("widthwise-agent.pyz"),
               show_default=True, help="the zipapp to write")
+@cli_errors
 def bundle(output: Path) -> None:
     """Package the agent as one file: copy it to a board, run `python3 FILE serve ...`."""
     try:
         size = build_bundle(output)
     except OSError as exc:
-        raise _fail(f"cannot write {output}: {exc}") from None
+        raise OutputError(f"cannot write {output}: {exc}", field="--output") from None
     click.echo(f"wrote {output} ({size / 1024:.0f} KiB): run it with `python3 {output.name} serve --port 7345`")
-
-
-def parse_widths(text: str) -> list[int]:
-    """A comma-separated width list; a clear error on anything that is not an integer."""
-    out = []
-    for k, item in enumerate(text.split(",")):
-        item = item.strip()
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise _fail(f"--widths: item {k} ({item!r}) is not an integer") from None
-    return out
 
 
 def format_result(result: dict, what: str, agent_url: str) -> list[str]:
@@ -158,7 +131,7 @@ def format_result(result: dict, what: str, agent_url: str) -> list[str]:
         + (f", built in {result['build_ms']:.0f} ms" if result.get("build_ms") is not None else "")
         + f", session {result.get('init_ms', 0):.0f} ms)",
         f"timing    {result.get('repeat')} repeats x {result.get('number')} runs, {result.get('warmup')} warm-up",
-        "ms        " + "  ".join(f"{k} {stats[k]:.3f}" for k in ("min", "median", "mean", "p90", "iqr", "std") if k in stats),
+        "ms        " + "  ".join(f"{k} {stats[k]:.3f}" for k in STATISTICS if k in stats),
     ]
     if result.get("peak_rss_kb") is not None:
         lines.append(f"peak rss  {result['peak_rss_kb'] / 1024:.0f} MiB")
@@ -167,21 +140,22 @@ def format_result(result: dict, what: str, agent_url: str) -> list[str]:
 
 
 @click.command()
-@_agent_options
+@agent_options
 @click.option("--space", default="mobilenet_v1", show_default=True, help="search space the agent builds")
 @click.option("--resolution", type=int, help="input resolution (spaces that have one)")
-@click.option("--widths", help="comma-separated widths, one per searchable layer (default: the 1.0 widths)")
+@widths_option(default_help="default: the 1.0x network's widths")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="time this .onnx or .tflite file instead of a spec")
 @click.option("--runs", type=int, help="timed repeats (agent default 15)")
 @click.option("--warmup", type=int, help="warm-up runs (agent default 3)")
 @click.option("--threads", type=int, help="intra-op threads (agent default 1)")
 @click.option("--runtime", help="onnxruntime, litert or tflite (default: the agent's first available)")
-@click.option("--dtype", type=click.Choice(["float32", "int8"]), help="network dtype (spec only)")
+@click.option("--dtype", type=click.Choice(DTYPES), help="network dtype (spec only)")
 @click.option("--seed", type=int, help="weight seed (spec only)")
 @click.option("--json", "as_json", is_flag=True, help="print the agent's response as JSON")
+@cli_errors
 def bench(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None,
-          widths: str | None, model_path: Path | None, runs: int | None, warmup: int | None, threads: int | None,
+          widths: list[int] | None, model_path: Path | None, runs: int | None, warmup: int | None, threads: int | None,
           runtime: str | None, dtype: str | None, seed: int | None, as_json: bool) -> None:
     """Time one network on an agent: a space with widths, or a model file."""
     timing = {k: v for k, v in (("repeat", runs), ("warmup", warmup), ("threads", threads)) if v is not None}
@@ -194,13 +168,7 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
         from widthwise.device_agents.spaces import make_space  # noqa: PLC0415
 
         params = {"resolution": resolution} if resolution is not None else {}
-        if widths is None:
-            try:
-                width_list = list(make_space(space, params).base_widths())
-            except AgentError as exc:
-                raise _fail(f"{exc.code}: {exc.message}") from None
-        else:
-            width_list = parse_widths(widths)
+        width_list = list(make_space(space, params).base_widths()) if widths is None else widths
         spec: dict = {"space": space, "widths": width_list}
         if params:
             spec["params"] = params
@@ -211,10 +179,7 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
         what = f"{space}" + (f" r{resolution}" if resolution else "") + f" widths {','.join(map(str, width_list))}"
         call = lambda client: client.bench_spec(spec, runtime=runtime, timing=timing or None)  # noqa: E731
     with _open_agent(agent_url, token_file, timeout) as client:
-        try:
-            result = call(client)
-        except AgentError as exc:
-            raise _fail(f"agent {agent_url}: {exc.code}: {exc.message}") from None
+        result = call(client)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

@@ -1,4 +1,8 @@
-"""`widthwise collect`: time planned width configurations on an agent into a SQLite db."""
+"""`widthwise collect`: time planned width configurations on an agent into a SQLite db.
+
+Stopped early, it prints how far it got and exits with the status of its error
+(widthwise.errors.EXIT_STATUS: 130 interrupted, 1 an agent that went away).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,13 @@ from pathlib import Path
 
 import click
 
-from widthwise.device_agents.auth import ConfigError
-from widthwise.device_agents.errors import AgentError
-from .collect import DEFAULT_TIMING, TIMING_KEYS, CollectError, CollectIncomplete, CollectSettings
+from widthwise.errors import cli_errors
+
+from .agent_client import connect, token_from_file
+from .cli_options import agent_options
+from .collect import CLOCKS, DEFAULT_TIMING, DTYPES, TIMING_KEYS, CollectIncomplete, CollectSettings
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES
-from .agents import connect, token_from_file
-from .store import StoreError
-
-EXIT_INCOMPLETE = 1
-EXIT_INTERRUPTED = 130
 
 
 def parse_assignments(pairs: tuple[str, ...], what: str) -> dict[str, object]:
@@ -43,7 +44,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 @click.command()
-@click.option("--agent", default="local", show_default=True, help="tcp://HOST:PORT, serial:///DEV?baud=N, or local.")
+@agent_options
 @click.option("--space", "space_name", default="mobilenet_v1", show_default=True, help="Search space to sample.")
 @click.option("--resolution", type=int, default=None, help="Input resolution (mobilenet_v1; default 224).")
 @click.option("--levels", type=int, default=None, help="Width levels per layer (mobilenet_v1; default 14).")
@@ -53,7 +54,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling plan.")
 @click.option("--sampling", type=click.Choice(sorted(SAMPLER_MODULES)), default="coverage", show_default=True)
 @click.option("--runtime", default=None, help="Agent runtime (default: onnxruntime if the agent has it).")
-@click.option("--dtype", type=click.Choice(["float32", "int8"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--delegate", default=None, help="TFLite delegate (xnnpack|none); part of the db identity.")
 @click.option("--timing", "timing_params", multiple=True, metavar="KEY=VALUE",
@@ -67,18 +68,16 @@ def _raise_interrupt(signum: int, frame: object) -> None:
               help="Alternate every run with a fixed reference network and store the ratios (part of the db identity).")
 @click.option("--pair-share", type=click.FloatRange(0.0, 2.0, min_open=True), default=1.0, show_default=True,
               help="Pair reference: each layer's width nearest this share of its base width (part of the db identity).")
-@click.option("--clock", type=click.Choice(["wall", "thread_cpu"]), default=None,
+@click.option("--clock", type=click.Choice(list(CLOCKS)), default=None,
               help="Agent clock (part of the db identity); default thread_cpu with one thread, else wall.")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="File holding the agent's shared token.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds to wait for one answer.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@cli_errors
 def collect(
-    agent: str, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
+    agent_url: str, token_file: str | None, timeout: float, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
-    retime: bool, pairing: bool, pair_share: float, clock: str | None, token_file: Path | None, timeout: float, progress: bool | None, as_json: bool,
+    retime: bool, pairing: bool, pair_share: float, clock: str | None, progress: bool | None, as_json: bool,
 ) -> None:
     """Measure width configurations of a space on an agent, one SQLite row per sample.
 
@@ -92,34 +91,25 @@ def collect(
                 raise click.BadParameter(f"{key} given both as --{key} and --space-param", param_hint="--space-param")
             params[key] = value
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
-    try:
-        token = token_from_file(token_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    token = token_from_file(token_file)
     if progress is None:
         progress = sys.stderr.isatty()
+    settings = CollectSettings(
+        space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
+        runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
+        reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
+        pairing=pairing, clock=clock, pair_share=pair_share,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        settings = CollectSettings(
-            space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
-            runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
-            reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
-            pairing=pairing, clock=clock, pair_share=pair_share,
-        )
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            with connect(agent, token=token, timeout=timeout) as client:
-                summary = run_collection(client, settings, progress=progress)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with connect(agent_url, token=token, timeout=timeout) as client:
+            summary = run_collection(client, settings, progress=progress)
     except CollectIncomplete as exc:
-        if as_json:
+        if as_json:  # how far it got, before the error line
             click.echo(json.dumps(exc.summary, sort_keys=True))
-        click.echo(f"widthwise collect: {exc}", err=True)
-        sys.exit(EXIT_INTERRUPTED if exc.summary.get("reason") == "interrupted" else EXIT_INCOMPLETE)
-    except (CollectError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except AgentError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc.message}") from exc
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
@@ -129,4 +119,3 @@ def collect(
             f"{summary['retimed']} re-timed; "
             f"outliers: {summary['outlier_check']}) in {summary['elapsed_s']:.1f} s"
         )
-

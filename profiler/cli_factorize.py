@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from widthwise.errors import UsageError, cli_errors
+
+from .errors import OutputError
 from .factorize import (
     SVD_METHODS,
     Factorization,
-    FactorizeError,
     export_onnx,
     factorize as factorize_matrix,
     factorize_energy,
@@ -49,6 +51,7 @@ def _describe(fact: Factorization, source: str) -> str:
               help="SVD algorithm; auto uses a randomised SVD for large matrices at small rank.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomised methods.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@cli_errors
 def factorize(
     weights_path: Path,
     rank: int | None,
@@ -62,21 +65,18 @@ def factorize(
     """Truncated SVD of a weight matrix W (m x n) into a lookup U_r S_r (m x r) and a
     projection V_r^T (r x n): prints the parameter saving and the relative Frobenius error."""
     if (rank is None) == (energy is None):
-        raise click.UsageError("give exactly one of --rank and --energy")
-    try:
-        matrix = load_weights(weights_path)
-        if rank is not None:
-            fact = factorize_matrix(matrix, rank, method=method, seed=seed)
-        else:
-            fact = factorize_energy(matrix, energy, method=method, seed=seed)
-        if npz_path is not None:
-            save_npz(fact, npz_path)
-        if onnx_path is not None:
-            export_onnx(fact, onnx_path)
-    except FactorizeError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write output: {exc}") from None
+        raise UsageError("give exactly one of --rank and --energy", field="--rank")
+    matrix = load_weights(weights_path)
+    if rank is not None:
+        fact = factorize_matrix(matrix, rank, method=method, seed=seed)
+    else:
+        fact = factorize_energy(matrix, energy, method=method, seed=seed)
+    for path, write in ((npz_path, save_npz), (onnx_path, export_onnx)):
+        if path is not None:
+            try:
+                write(fact, path)
+            except OSError as exc:
+                raise OutputError(f"cannot write output: {exc}", field="--output" if path is npz_path else "--onnx") from None
     summary = fact.summary()
     if energy is not None:
         summary["energy_target"] = energy

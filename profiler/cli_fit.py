@@ -1,35 +1,21 @@
 """`widthwise fit`, `predict` and `validate`: latency tables from a sample db, and their use.
 
 Every failure the user can cause (a missing or corrupt table, widths off the grid, an
-empty db, a db of another space) ends as one line naming the problem and exit code 1.
+empty db, a db of another space) ends as one line naming the problem and exit code 1
+(`cli_errors`; a table's TableError is a WidthwiseError like the store's and the fit's).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
-STATISTIC_CHOICES = ("min", "median", "mean")
+from widthwise.device_agents.statistics import FIT_STATISTICS
+from widthwise.errors import cli_errors
 
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn the typed errors of tables, stores and fits into a click error (one line, exit 1)."""
-    from widthwise.search.table import TableError
-
-    from .fit import FitError
-    from .store import StoreError
-
-    try:
-        yield
-    except (TableError, FitError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"{getattr(exc, 'filename', '') or ''} {exc.strerror or exc}".strip()) from exc
+from .cli_options import widths_option
+from .errors import OutputError
 
 
 def _read_samples(db: str, statistic: str, reference: dict | None = None):
@@ -64,20 +50,23 @@ def _report_line(report: dict) -> str:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Table file to write.")
 @click.option("--holdout", default=0.15, show_default=True, type=click.FloatRange(0.0, 0.9),
               help="Share of samples held out to report the error (never used to fit).")
-@click.option("--method", default="shipped", show_default=True,
-              type=click.Choice(["shipped", "paper", "nnls", "flops"]), help="Fitting method.")
-@click.option("--statistic", default="min", show_default=True, type=click.Choice(STATISTIC_CHOICES),
-              help="Per-sample statistic the table estimates.")
+@click.option("--method", default="pooled-prior", show_default=True,  # checked by fit_table against fit_solvers.METHODS
+              help="Fitting method: pooled-prior (pairwise terms pulled towards a per-kind prior, monotone), "
+                   "nnls-monotone (the AOWS paper's), nnls, or flops (a line in MACs); shipped and paper are "
+                   "former names of the first two.")
+@click.option("--statistic", default="min", show_default=True, type=click.Choice(FIT_STATISTICS),
+              help="Per-sample statistic the table estimates (a paired db holds the median of its ratios).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the hold-out split and the CV folds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@cli_errors
 def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed: int, as_json: bool) -> None:
     """Fit a latency table (widthwise-table/1) from a sample db; report its held-out error."""
     from .fit import fit_table
 
-    with _one_line_errors():
-        data = _read_samples(db, statistic)
-        result = fit_table(data, holdout=holdout, seed=seed, method=method)
-        result.table.save(output)
+    data = _read_samples(db, statistic)
+    result = fit_table(data, holdout=holdout, seed=seed, method=method)
+    method = result.report["method"]
+    result.table.save(output)
     if as_json:
         click.echo(json.dumps({"table": output, **result.report}, indent=1))
         return
@@ -86,35 +75,18 @@ def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed:
     click.echo(f"held out: {_report_line(result.report)}")
 
 
-def parse_widths(text: str) -> list[int]:
-    """`32,64,128` or `32 64 128` as a list of integers; BadParameter naming the bad item."""
-    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
-    if not items:
-        raise click.BadParameter("no widths given", param_hint="--widths")
-    out = []
-    for item in items:
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise click.BadParameter(f"{item!r} is not an integer", param_hint="--widths") from None
-    return out
-
-
 @click.command()
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table file.")
-@click.option("--widths", required=True, help="One width per layer, comma- or space-separated.")
+@widths_option(required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
-def predict(table_path: str, widths: str, as_json: bool) -> None:
+@cli_errors
+def predict(table_path: str, widths: list[int], as_json: bool) -> None:
     """Predicted latency of a width configuration, with its per-block breakdown."""
     from widthwise.search.table import load_table
 
-    values = parse_widths(widths)
-    with _one_line_errors():
-        table = load_table(table_path)
-    try:
-        parts = table.breakdown(values)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    values = widths
+    table = load_table(table_path)
+    parts = table.breakdown(values)
     total = table.constant_ms + sum(ms for _, ms in parts)
     if as_json:
         click.echo(json.dumps({
@@ -139,7 +111,7 @@ def _scatter(table, data, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise click.ClickException("--plot needs matplotlib: pip install 'widthwise[plot]'") from None
+        raise OutputError("--plot needs matplotlib: pip install 'widthwise[plot]'", field="--plot") from None
     from .fit import table_predictions
 
     pred = table_predictions(table, data.widths)
@@ -162,23 +134,23 @@ def _scatter(table, data, path: str) -> None:
 @click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="Sample db to check against.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter plot (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@cli_errors
 def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> None:
     """The table's error on another db: MAPE, RMSE, share within 5 % and 10 %."""
     from widthwise.search.table import load_table
 
     from .fit import error_report, table_reference
 
-    with _one_line_errors():
-        table = load_table(table_path)
-        reference = table_reference(table)
-        data = _read_samples(db, table.statistic, reference)
-        report = error_report(table, data)
-        converted = data.identity.get("reference", {}).get("level_ms")
-        if reference is not None and converted is not None:
-            report["reference_level_ms"] = converted
-            report["converted_with_table_reference"] = converted == float(reference["level_ms"])
-        if plot_path:
-            _scatter(table, data, plot_path)
+    table = load_table(table_path)
+    reference = table_reference(table)
+    data = _read_samples(db, table.statistic, reference)
+    report = error_report(table, data)
+    converted = data.identity.get("reference", {}).get("level_ms")
+    if reference is not None and converted is not None:
+        report["reference_level_ms"] = converted
+        report["converted_with_table_reference"] = converted == float(reference["level_ms"])
+    if plot_path:
+        _scatter(table, data, plot_path)
     if as_json:
         click.echo(json.dumps({"table": table_path, "db": db, "plot": plot_path, **report}, indent=1))
         return

@@ -2,11 +2,14 @@
 
 The db is the single source of truth. A run plans the configurations (seeded, so the
 same command plans the same slots), asks the store which slots have no sample yet, and
-times only those, one transaction per sample. A fixed reference configuration is
-re-timed at intervals so the store can remove drift. After the main pass the fit's
-outlier check names samples to re-time, once each; the list it named is kept in the db
-so an interrupted pass resumes instead of starting over. Ctrl-C or a dead agent stops
-the loop with everything measured so far stored (`CollectIncomplete` says how far).
+times only those, one transaction per sample. By default every sample is timed paired:
+alternated run by run with a fixed pair reference in the same request, and stored as the
+median of its per-run ratios (docs/collect.md). Unpaired (`pairing=False`), a reference
+configuration is re-timed at intervals instead so the store can remove drift. After the
+main pass the fit's outlier check names samples to re-time, once each; the list it named
+is kept in the db so an interrupted pass resumes instead of starting over. Ctrl-C or a
+dead agent stops the loop with everything measured so far stored (`CollectIncomplete`
+says how far).
 """
 
 from __future__ import annotations
@@ -19,38 +22,31 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from widthwise.device_agents.errors import AgentError, RuntimeUnavailable
+from widthwise.device_agents.handlers import DTYPES
 from widthwise.device_agents.spaces import Space, make_space
-from widthwise.device_agents.timing import TimingSettings
+from widthwise.device_agents.timing import CLOCKS, TimingSettings
 
-from .collect_timing import AGENT_KEYS, POLICY_KEYS, LatencyEstimator, TimingPolicy
+from .collect_timing import AGENT_KEYS, POLICY_KEYS, LatencyEstimator, TimingPolicy, timed_bench
 from .dataset import TrainingData
-from .sampling import UnknownSampler, make_sampler, sampler_class
-from .store import SampleStore, StoreError
+from .errors import CollectError, CollectIncomplete, CollectInterrupted, StoreError, UnknownSampler
+from .sampling import make_sampler, sampler_class
+from .store import SampleStore
+
+__all__ = [
+    "CLOCKS", "DEFAULT_TIMING", "DTYPES", "TIMING_KEYS", "CollectError", "CollectIncomplete", "CollectInterrupted",
+    "CollectSettings", "Collector", "collect", "pair_reference_widths", "reference_widths", "resolve_runtime",
+]
 
 #: about 250 ms of timed repeats per sample, after one warm-up run (see collect_timing); the
 #: first few samples, before there is an estimate, use 12 repeats of at least 20 ms.
 DEFAULT_TIMING: Mapping[str, object] = {"warmup": 1, "repeat": 12, "min_repeat_ms": 20.0, "target_ms": 250.0}
 TIMING_KEYS = AGENT_KEYS + POLICY_KEYS
-DTYPES = ("float32", "int8")
-CLOCKS = ("wall", "thread_cpu")
 OUTLIER_NOTE = "outlier_pass"
 #: the pair reference: each layer's choice nearest this share of its base width. The 1.0x
 #: network: its ratios to the sampled configurations spread half as much as the 0.5x
 #: network's (2.8 % against 5.1 % relative IQR at 224 here), and since the repeat budget
 #: covers both networks of a pair, a cheaper reference buys more pairs, not a shorter run.
 PAIR_REFERENCE_SHARE = 1.0
-
-
-class CollectError(Exception):
-    """The collection cannot start or go on (bad settings, an agent that cannot serve them)."""
-
-
-class CollectIncomplete(Exception):
-    """The loop stopped early (interrupt, dead agent); `summary` says how far it got."""
-
-    def __init__(self, message: str, summary: dict) -> None:
-        super().__init__(message)
-        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -81,41 +77,47 @@ class CollectSettings:
             object.__setattr__(self, "statistic", "median" if self.pairing else "min")
         if self.clock is None:
             object.__setattr__(self, "clock", "thread_cpu" if self.threads == 1 else "wall")
-        if self.clock not in CLOCKS:
-            raise CollectError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
-        if self.clock == "thread_cpu" and self.threads != 1:
-            raise CollectError(f"clock thread_cpu needs threads=1 (got {self.threads}): use clock wall")
-        if not 0.0 < self.pair_share <= 2.0:
-            raise CollectError(f"pair_share must be in (0, 2], got {self.pair_share}")
-        if self.pairing and self.statistic != "median":
-            raise CollectError(f"a paired collection records the median of its per-pair ratios; statistic must be "
-                               f"median, got {self.statistic!r}")
-        if self.samples < 0:
-            raise CollectError(f"samples must be non-negative, got {self.samples}")
-        if self.dtype not in DTYPES:
-            raise CollectError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.threads < 1:
-            raise CollectError(f"threads must be at least 1, got {self.threads}")
-        if self.reference_every < 1 or self.reference_seconds <= 0:
-            raise CollectError("reference_every must be >= 1 and reference_seconds > 0")
-        unknown = set(self.timing) - set(TIMING_KEYS)
-        if unknown:
-            raise CollectError(f"unknown timing key(s) {', '.join(sorted(unknown))}; known: {', '.join(TIMING_KEYS)}")
-        try:  # the agent's own validation, before a db is created with these settings
+        unknown = sorted(set(self.timing) - set(TIMING_KEYS))
+        checks = (  # (setting that is wrong, message), first failure reported
+            (self.clock not in CLOCKS, "clock", f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}"),
+            (self.clock == "thread_cpu" and self.threads != 1, "clock",
+             f"clock thread_cpu needs threads=1 (got {self.threads}): use clock wall"),
+            (not 0.0 < self.pair_share <= 2.0, "pair_share", f"pair_share must be in (0, 2], got {self.pair_share}"),
+            (self.pairing and self.statistic != "median", "statistic", "a paired collection records the median of "
+             f"its per-pair ratios; statistic must be median, got {self.statistic!r}"),
+            (self.samples < 0, "samples", f"samples must be non-negative, got {self.samples}"),
+            (self.dtype not in DTYPES, "dtype", f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            (self.threads < 1, "threads", f"threads must be at least 1, got {self.threads}"),
+            (self.reference_every < 1 or self.reference_seconds <= 0, "reference_every",
+             "reference_every must be >= 1 and reference_seconds > 0"),
+            (bool(unknown), "timing", f"unknown timing key(s) {', '.join(unknown)}; known: {', '.join(TIMING_KEYS)}"),
+        )
+        for failed, name, message in checks:
+            if failed:
+                raise CollectError(message, field=name)
+        self._check_with_the_agents_rules()
+
+    def _check_with_the_agents_rules(self) -> None:
+        """The agent's own validation of timing and space, and the sampler's name, before a db is created."""
+        try:
             policy = TimingPolicy(self.timing)
             policy.validate()
             TimingSettings.from_dict({**policy.agent_fixed(), "threads": self.threads, "clock": self.clock})
             make_space(self.space, dict(self.space_params))
-            sampler_class(self.sampling)
         except AgentError as exc:
-            raise CollectError(exc.message) from exc
-        except (UnknownSampler, ValueError) as exc:
-            raise CollectError(str(exc)) from exc
+            where = exc.details.get("field")
+            raise CollectError(exc.message, field=where if isinstance(where, str) else None) from exc
+        except ValueError as exc:
+            raise CollectError(str(exc), field="timing") from exc
+        try:
+            sampler_class(self.sampling)
+        except UnknownSampler as exc:
+            raise CollectError(exc.message, field="sampling") from exc
 
 
 def reference_widths(space: Space) -> tuple[int, ...]:
-    """The fixed reference configuration: each layer's choice nearest its base width."""
-    return tuple(min(layer.choices, key=lambda w: (abs(w - layer.base), w)) for layer in space.layers)
+    """The fixed reference configuration: each layer's choice nearest its base width (the 1.0x network)."""
+    return pair_reference_widths(space, 1.0)
 
 
 def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> tuple[int, ...]:
@@ -124,15 +126,16 @@ def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> 
 
 
 def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple[str, str]:
-    """(name, version) of the runtime to use: the requested one, else the agent's default."""
+    """(name, version) of the runtime to use: the requested one, else onnxruntime when the agent
+    has it, else the agent's first; the one place that default is chosen (collect, run)."""
     runtimes = dict(hello.get("runtimes") or {})  # type: ignore[arg-type]
     if requested is None:
         if not runtimes:
-            raise CollectError("the agent has no usable runtime")
+            raise CollectError("the agent has no usable runtime", field="runtime")
         requested = "onnxruntime" if "onnxruntime" in runtimes else next(iter(runtimes))
     if requested not in runtimes:
         why = dict(hello.get("runtimes_unavailable") or {}).get(requested, "not installed")  # type: ignore[arg-type]
-        raise CollectError(f"runtime {requested} is not usable on the agent: {why}")
+        raise CollectError(f"runtime {requested} is not usable on the agent: {why}", field="runtime")
     return requested, str(runtimes[requested])
 
 
@@ -206,26 +209,17 @@ class Collector:
         s = self.settings
         spec = {"space": self.space.name, "params": self.space.param_dict, "widths": list(widths), "dtype": s.dtype}
         macs = self.space.counts(widths)[0]
-        estimate = self.estimator.predict(macs)
-        timing = {"threads": s.threads, "clock": s.clock}
-        options = {"delegate": s.delegate} if s.delegate is not None else None
-        if self.pairing:
-            ref_ms = self.reference_ms.latest()
-            pair_estimate = None if estimate is None or ref_ms is None else estimate + ref_ms
-            ref_spec = {**spec, "widths": list(self.reference)}
-            response = self.client.bench_spec(spec, pair_with=ref_spec, runtime=self.runtime, options=options,
-                                              timing={**self.policy.for_estimate(pair_estimate), **timing})
-            if not isinstance(response.get("pair"), dict):
-                raise CollectError("the agent answered without a `pair` block: it predates paired timing; "
-                                   "update it or collect with pairing off")
-        else:
-            response = self.client.bench_spec(spec, runtime=self.runtime, options=options,
-                                              timing={**self.policy.for_estimate(estimate), **timing})
+        response = timed_bench(
+            self.client, spec, self.policy, runtime=self.runtime, threads=s.threads, clock=s.clock,
+            estimate_ms=self.estimator.predict(macs), options={"delegate": s.delegate} if s.delegate is not None else None,
+            pair_widths=self.reference if self.pairing else None, pair_estimate_ms=self.reference_ms.latest(),
+        )
         ran = dict(response.get("runtime") or {})
         for key, want in (("name", self.runtime), ("version", self.identity["runtime_version"]), ("threads", s.threads),
                           ("dtype", s.dtype), ("clock", s.clock)):
             if key in ran and ran[key] != want:
-                raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}")
+                raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}",
+                                         field=f"runtime.{key}")
         times = [float(t) for t in response.get("times_ms") or ()]
         self.estimator.add(macs, sum(times) / len(times) if times else math.nan)  # what a run costs, noise included
         if self.pairing:
@@ -277,9 +271,10 @@ class Collector:
             self.outlier_pass()
         except (KeyboardInterrupt, AgentError, StoreError) as exc:
             bar.close()
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
             summary = self.summary(complete=False, reason=reason)
-            raise CollectIncomplete(
+            raise (CollectInterrupted if interrupted else CollectIncomplete)(
                 f"collection stopped after {summary['samples']} of {s.samples} samples "
                 f"({summary['new']} new this run) because {reason}; {s.db} is consistent: "
                 "run the same command again to resume",
@@ -353,8 +348,9 @@ def _progress_bar(total: int, initial: int, *, enabled: bool):
 def collect(client, settings: CollectSettings, *, progress: bool = True) -> dict:
     """Collect `settings.samples` samples into `settings.db` through a connected client; the summary.
 
-    Raises CollectIncomplete (with the summary) when interrupted or when the agent dies,
-    and CollectError or StoreError (e.g. IdentityMismatch) when it cannot start.
+    Raises CollectIncomplete (with the summary) when the agent dies, CollectInterrupted (a
+    CollectIncomplete) on Ctrl-C or SIGTERM, and CollectError or StoreError (e.g.
+    IdentityMismatch) when it cannot start.
     """
     collector = Collector(client, settings, progress=progress)
     try:

@@ -6,16 +6,19 @@ The collector instead predicts each configuration's latency from what it has alr
 measured (a straight line in MACs, refitted as samples arrive) and asks for as many
 single-run repeats as fill the budget (runs are grouped only when one is shorter than
 `repeat_floor_ms`, default 1 ms). Until a few samples exist it falls back to the
-agent's own calibration (`repeat` repeats of at least `min_repeat_ms`).
+agent's own calibration (`repeat` repeats of at least `min_repeat_ms`). `timed_bench`
+builds the bench request of one configuration, paired or not, from these settings.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .errors import CollectError
 
 #: collector-side timing keys (not sent to the agent) and the agent's own.
 POLICY_KEYS = ("target_ms", "repeat_floor_ms", "max_repeat")
@@ -91,3 +94,35 @@ class TimingPolicy:
         repeat = min(max_repeat, max(5, math.ceil(target / (number * estimate_ms))))
         fixed.pop("min_repeat_ms", None)
         return {**fixed, "number": number, "repeat": repeat}
+
+
+def timed_bench(
+    client,
+    spec: Mapping[str, object],
+    policy: TimingPolicy,
+    *,
+    runtime: str | None,
+    threads: int,
+    clock: str | None,
+    estimate_ms: float | None,
+    pair_widths: Sequence[int] | None = None,
+    pair_estimate_ms: float | None = None,
+    options: dict | None = None,
+) -> dict:
+    """Time one configuration on the agent with the repeat budget `policy` sets for its estimated ms.
+
+    With `pair_widths`, the same network at those widths is timed alternately with it, run by
+    run (the answer's `pair` block is checked), and the budget covers both networks. The one
+    place a sample's request is built: the collector and `widthwise run`'s re-timing use it.
+    """
+    if pair_widths is not None:
+        estimate_ms = None if estimate_ms is None or pair_estimate_ms is None else estimate_ms + pair_estimate_ms
+    timing = {**policy.for_estimate(estimate_ms), "threads": threads, "clock": clock}
+    if pair_widths is None:
+        return client.bench_spec(dict(spec), runtime=runtime, options=options, timing=timing)
+    reference = {**spec, "widths": list(pair_widths)}
+    response = client.bench_spec(dict(spec), pair_with=reference, runtime=runtime, options=options, timing=timing)
+    if not isinstance(response.get("pair"), dict):
+        raise CollectError("the agent answered without a `pair` block: it predates paired timing; "
+                           "update it or collect with pairing off", field="pairing")
+    return response

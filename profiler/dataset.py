@@ -42,7 +42,7 @@ class TrainingData:
         return len(self.latency_ms)
 
     def subset(self, mask: np.ndarray) -> "TrainingData":
-        """The samples selected by a boolean mask or an index array."""
+        """The samples selected by a boolean mask or an index array (e.g. the share a fit held out)."""
         return TrainingData(
             self.space,
             self.widths[mask],

@@ -52,12 +52,6 @@ class DriftTrend:
     def empty(self) -> bool:
         return len(self.times) == 0
 
-    def level_ms(self, t: np.ndarray | float) -> np.ndarray:
-        """The smoothed reference latency (ms) at wall-clock time(s) t."""
-        if self.empty:
-            return np.full(np.shape(t), np.nan)
-        return np.exp(np.interp(t, self.times, self.log_level))
-
     def factor(self, t: np.ndarray | float) -> np.ndarray:
         """What to multiply a latency timed at t by to remove the drift (1 without references)."""
         if self.empty:

@@ -20,6 +20,13 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import BadEnergy, BadWeightsFile, FactorizeError, NotAMatrix, RankOutOfRange, UnknownMethod
+
+__all__ = [
+    "BadEnergy", "BadWeightsFile", "Factorization", "FactorizeError", "NotAMatrix", "RankOutOfRange", "SVD_METHODS",
+    "UnknownMethod", "export_onnx", "factorize", "factorize_energy", "load_weights", "save_npz", "singular_values",
+]
+
 #: rows handled per chunk when streaming over a tall matrix (Gram matrix, residual).
 ROW_CHUNK = 16_384
 #: below this many entries a full dense SVD is cheap enough to always be used by "auto".
@@ -27,30 +34,6 @@ DENSE_MAX_ENTRIES = 4_000_000
 NPY_MAGIC = b"\x93NUMPY"
 #: a serialised ONNX protobuf must stay under 2 GiB (weights inline, no external data).
 ONNX_MAX_BYTES = 2**31 - 2**24
-
-
-class FactorizeError(ValueError):
-    """A factorisation request that cannot be carried out; the message says why."""
-
-
-class NotAMatrix(FactorizeError):
-    """The weights are not a finite, real, 2-D array."""
-
-
-class RankOutOfRange(FactorizeError):
-    """The rank is not an integer in [1, min(m, n)]."""
-
-
-class BadEnergy(FactorizeError):
-    """The energy share is not a number in (0, 1]."""
-
-
-class BadWeightsFile(FactorizeError):
-    """The weights file is missing, unreadable or not a NumPy .npy file."""
-
-
-class UnknownMethod(FactorizeError):
-    """The SVD method is not one of SVD_METHODS."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +71,6 @@ class Factorization:
         """Share of the parameters removed (negative when r·(m+n) exceeds m·n)."""
         return 1.0 - self.params_factored / self.params_original
 
-    def reconstruct(self) -> np.ndarray:
-        """L @ P, the rank-r approximation of the original matrix."""
-        return self.lookup @ self.projection
-
     def summary(self) -> dict:
         """The JSON-ready figures of this factorisation (no arrays)."""
         m, n = self.shape
@@ -115,15 +94,15 @@ def as_matrix(weights: object) -> np.ndarray:
     """Check that `weights` is a finite real 2-D array; return it as float32 or float64."""
     arr = np.asarray(weights)
     if arr.ndim != 2:
-        raise NotAMatrix(f"weights must be a 2-D matrix, got an array of shape {arr.shape} ({arr.ndim}-D)")
+        raise NotAMatrix(f"weights must be a 2-D matrix, got an array of shape {arr.shape} ({arr.ndim}-D)", field="weights")
     if arr.dtype.kind not in "biuf":
-        raise NotAMatrix(f"weights must be real numbers, got dtype {arr.dtype}")
+        raise NotAMatrix(f"weights must be real numbers, got dtype {arr.dtype}", field="weights")
     if 0 in arr.shape:
-        raise NotAMatrix(f"weights matrix is empty (shape {arr.shape})")
+        raise NotAMatrix(f"weights matrix is empty (shape {arr.shape})", field="weights")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
-        raise NotAMatrix("weights contain NaN or infinite values")
+        raise NotAMatrix("weights contain NaN or infinite values", field="weights")
     return arr
 
 
@@ -131,9 +110,9 @@ def check_rank(rank: object, shape: tuple[int, int]) -> int:
     """Check that a rank is an integer in [1, min(m, n)]."""
     top = min(shape)
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise RankOutOfRange(f"rank must be an integer, got {rank!r}")
+        raise RankOutOfRange(f"rank must be an integer, got {rank!r}", field="rank")
     if not 1 <= int(rank) <= top:
-        raise RankOutOfRange(f"rank {rank} is out of range for a {shape[0]} x {shape[1]} matrix: use 1..{top}")
+        raise RankOutOfRange(f"rank {rank} is out of range for a {shape[0]} x {shape[1]} matrix: use 1..{top}", field="rank")
     return int(rank)
 
 
@@ -141,18 +120,18 @@ def load_weights(path: str | Path) -> np.ndarray:
     """Read a 2-D matrix from a NumPy .npy file (never unpickling objects)."""
     p = Path(path)
     if p.suffix.lower() != ".npy":
-        raise BadWeightsFile(f"{p}: not a .npy file (expected a NumPy array saved with numpy.save)")
+        raise BadWeightsFile(f"{p}: not a .npy file (expected a NumPy array saved with numpy.save)", field="weights")
     try:
         with p.open("rb") as fh:
             head = fh.read(len(NPY_MAGIC))
     except OSError as exc:
-        raise BadWeightsFile(f"{p}: cannot read: {exc.strerror or exc}") from None
+        raise BadWeightsFile(f"{p}: cannot read: {exc.strerror or exc}", field="weights") from None
     if head != NPY_MAGIC:
-        raise BadWeightsFile(f"{p}: not a .npy file (no NumPy header)")
+        raise BadWeightsFile(f"{p}: not a .npy file (no NumPy header)", field="weights")
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
-        raise BadWeightsFile(f"{p}: unreadable .npy file: {exc}") from None
+        raise BadWeightsFile(f"{p}: unreadable .npy file: {exc}", field="weights") from None
     return as_matrix(arr)
 
 
@@ -184,10 +163,16 @@ def singular_values(weights: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(eig, 0.0, None))
 
 
+def check_energy(energy: object) -> float:
+    """Check that an energy share is a number in (0, 1]."""
+    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0.0 < float(energy) <= 1.0:
+        raise BadEnergy(f"energy must be a number in (0, 1], got {energy!r}", field="energy")
+    return float(energy)  # type: ignore[arg-type]
+
+
 def rank_for_energy(svals: np.ndarray, energy: float) -> int:
     """The smallest r whose top r singular values keep at least `energy` of Σ s_i²."""
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0.0 < float(energy) <= 1.0:
-        raise BadEnergy(f"energy must be a number in (0, 1], got {energy!r}")
+    energy = check_energy(energy)
     cum = np.cumsum(np.asarray(svals, dtype=np.float64) ** 2)
     if cum[-1] <= 0.0:
         return 1
@@ -309,7 +294,7 @@ def factorize(weights: object, rank: int, *, method: str = "auto", seed: int = 0
     name = choose_method(a.shape, r) if method == "auto" else method
     svd = SVD_METHODS.get(name)
     if svd is None:
-        raise UnknownMethod(f"unknown SVD method {method!r}; use auto or one of {', '.join(sorted(SVD_METHODS))}")
+        raise UnknownMethod(f"unknown SVD method {method!r}; use auto or one of {', '.join(sorted(SVD_METHODS))}", field="method")
     t0 = time.perf_counter()
     u, s, vt = svd(a, r, seed)
     lookup = np.ascontiguousarray((u * s[None, :]).astype(a.dtype, copy=False))
@@ -327,8 +312,7 @@ def factorize(weights: object, rank: int, *, method: str = "auto", seed: int = 0
 def factorize_energy(weights: object, energy: float, *, method: str = "auto", seed: int = 0) -> Factorization:
     """Factorise at the smallest rank that keeps `energy` of the spectrum (see the module doc)."""
     a = as_matrix(weights)
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0.0 < float(energy) <= 1.0:
-        raise BadEnergy(f"energy must be a number in (0, 1], got {energy!r}")
+    check_energy(energy)  # before the spectrum, which costs a pass over the matrix
     return factorize(a, rank_for_energy(singular_values(a), energy), method=method, seed=seed)
 
 
@@ -353,7 +337,8 @@ def export_onnx(fact: Factorization, path: str | Path | None = None, *, opset: i
     if fact.lookup.nbytes + fact.projection.nbytes > ONNX_MAX_BYTES:
         raise FactorizeError(
             f"the factors take {(fact.lookup.nbytes + fact.projection.nbytes) / 2**30:.2f} GiB, over the 2 GiB "
-            "limit of a single ONNX file; write them with -o OUT.npz instead"
+            "limit of a single ONNX file; write them with -o OUT.npz instead",
+            field="--onnx",
         )
     elem = TensorProto.FLOAT if fact.lookup.dtype == np.float32 else TensorProto.DOUBLE
     lookup = numpy_helper.from_array(fact.lookup, name="lookup")

@@ -2,7 +2,7 @@
 
 `fit_table` holds out a share of the samples (never used for fitting or for choosing any
 strength), solves the per-(block, in-width, out-width) system with a method from
-`fit_models.METHODS`, and returns a `widthwise-table/1` Table with its held-out error.
+`fit_solvers.METHODS`, and returns a `widthwise-table/1` Table with its held-out error.
 `error_report` measures any table on any samples of its space; `flag_outliers` names the
 samples whose timing disagrees with what the others predict, for the collector to re-time.
 """
@@ -15,25 +15,17 @@ from datetime import datetime, timezone
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from widthwise.search.table import STATISTICS as TABLE_STATISTICS
+from widthwise.device_agents.statistics import FIT_STATISTICS
 from widthwise.search.table import Block, Table
 
 from .dataset import TrainingData
+from .errors import FitError, SpaceMismatch
 from .fit_design import TermLayout, term_layout
-from .fit_models import METHODS, PRIOR_GRID, Solution, cross_validated_predictions
+from .fit_solvers import METHOD_ALIASES, METHODS, PRIOR_GRID, Solution, cross_validated_predictions, resolve_method
 
-DEFAULT_METHOD = "shipped"
+DEFAULT_METHOD = "pooled-prior"
 #: fewest training samples a fit accepts (cross-validation needs a few per fold)
 MIN_TRAINING_SAMPLES = 10
-
-
-class FitError(ValueError):
-    """The samples cannot be fitted or compared as asked; the message says why."""
-
-
-class SpaceMismatch(FitError):
-    """Samples and table describe different spaces."""
-
 
 @dataclass(frozen=True)
 class FitResult:
@@ -46,13 +38,15 @@ class FitResult:
 
 def _check_data(data: TrainingData) -> None:
     if len(data) == 0:
-        raise FitError("no samples: the db holds no timed configurations")
+        raise FitError("no samples: the db holds no timed configurations", field="samples")
     y = np.asarray(data.latency_ms, dtype=np.float64)
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         bad = int(np.flatnonzero(~np.isfinite(y) | (y <= 0))[0])
-        raise FitError(f"sample {int(data.sample_ids[bad])} has latency {y[bad]!r}; latencies must be finite and > 0")
-    if data.statistic not in TABLE_STATISTICS:
-        raise FitError(f"statistic {data.statistic!r} cannot go into a table; use one of {', '.join(TABLE_STATISTICS)}")
+        raise FitError(f"sample {int(data.sample_ids[bad])} has latency {y[bad]!r}; latencies must be finite and > 0",
+                       field="latency_ms")
+    if data.statistic not in FIT_STATISTICS:
+        raise FitError(f"statistic {data.statistic!r} cannot go into a table; use one of {', '.join(FIT_STATISTICS)}",
+                       field="statistic")
 
 
 def _metrics(pred: np.ndarray, measured: np.ndarray) -> dict:
@@ -72,7 +66,7 @@ def _metrics(pred: np.ndarray, measured: np.ndarray) -> dict:
 def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, held-out) sample positions: a seeded random share `holdout` is held out."""
     if not 0.0 <= holdout < 1.0:
-        raise FitError(f"holdout must be in [0, 1), got {holdout}")
+        raise FitError(f"holdout must be in [0, 1), got {holdout}", field="holdout")
     n_hold = int(round(holdout * n))
     if holdout > 0 and n_hold == 0 and n > 1:
         n_hold = 1
@@ -81,13 +75,21 @@ def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def fit_table(data: TrainingData, *, holdout: float = 0.15, seed: int = 0, method: str = DEFAULT_METHOD) -> FitResult:
-    """Fit a latency table on the training share of `data`; report the error on the held-out share."""
-    if method not in METHODS:
-        raise FitError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    """Fit a latency table on the training share of `data`; report the error on the held-out share.
+
+    `method` is a name of fit_solvers.METHODS or a former alias (shipped, paper); the table
+    and the report name the method itself.
+    """
+    try:
+        method = resolve_method(method)
+    except KeyError:
+        raise FitError(f"unknown method {method!r}; known: {', '.join([*METHODS, *METHOD_ALIASES])}",
+                       field="method") from None
     _check_data(data)
     train, held = split_holdout(len(data), holdout, seed)
     if len(train) < MIN_TRAINING_SAMPLES:
-        raise FitError(f"{len(train)} training samples left after the hold-out; a fit needs at least {MIN_TRAINING_SAMPLES}")
+        raise FitError(f"{len(train)} training samples left after the hold-out; a fit needs at least {MIN_TRAINING_SAMPLES}",
+                       field="holdout")
     layout = term_layout(data.space)
     y = np.asarray(data.latency_ms, dtype=np.float64)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -147,7 +149,8 @@ def table_reference(table: Table) -> dict | None:
         return None
     level = reference.get("level_ms")
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not np.isfinite(level) or level <= 0:
-        raise FitError(f"table field reference.level_ms must be a finite number > 0, got {level!r}")
+        raise FitError(f"table field reference.level_ms must be a finite number > 0, got {level!r}",
+                       field="reference.level_ms")
     return reference
 
 
@@ -157,9 +160,11 @@ def check_same_space(table: Table, data: TrainingData) -> None:
     theirs = table.space
     for key in ("name", "input_channels", "output_channels", "resolution"):
         if key in theirs and theirs.get(key) != mine.get(key):
-            raise SpaceMismatch(f"samples are of space {key}={mine.get(key)!r}, the table of {key}={theirs.get(key)!r}")
+            raise SpaceMismatch(f"samples are of space {key}={mine.get(key)!r}, the table of {key}={theirs.get(key)!r}",
+                                field=f"space.{key}")
     if [l["choices"] for l in mine["layers"]] != [list(c) for c in table.choices]:
-        raise SpaceMismatch("samples and table have different width choices (levels or family differ)")
+        raise SpaceMismatch("samples and table have different width choices (levels or family differ)",
+                            field="space.layers")
 
 
 def table_predictions(table: Table, widths: np.ndarray) -> np.ndarray:
@@ -173,7 +178,8 @@ def table_predictions(table: Table, widths: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(grid[order], widths[:, k]).clip(0, len(grid) - 1)
         if np.any(grid[order][pos] != widths[:, k]):
             bad = widths[np.flatnonzero(grid[order][pos] != widths[:, k])[0], k]
-            raise FitError(f"width {int(bad)} of layer {k} ({table.layer_names[k]}) is not one of its choices {list(choices)}")
+            raise FitError(f"width {int(bad)} of layer {k} ({table.layer_names[k]}) is not one of its choices {list(choices)}",
+                           field="widths")
         level.append(order[pos])
     level.append(np.zeros(len(widths), dtype=np.int64))
     for k, block in enumerate(table.blocks):

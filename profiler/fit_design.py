@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from widthwise.device_agents.spaces import BlockSpec, Space, block_counts
+from widthwise.device_agents.errors import UnknownSpace
+from widthwise.device_agents.spaces import BlockSpec, Space, block_counts, kind_registry
 
 # --- activation sizes, one handler per block kind -------------------------------------------
 
@@ -22,23 +23,27 @@ ActivationCounter = Callable[[BlockSpec], tuple[int, int]]
 ACTIVATION_COUNTERS: dict[str, ActivationCounter] = {}
 
 
-def register_activations(kind: str) -> Callable[[ActivationCounter], ActivationCounter]:
-    """Register the (input-side, output-side) activation element counts of a block kind."""
-
-    def deco(fn: ActivationCounter) -> ActivationCounter:
-        ACTIVATION_COUNTERS[kind] = fn
-        return fn
-
-    return deco
+#: @register_activations("kind"): the (input-side, output-side) activation counter of a kind
+register_activations = kind_registry(ACTIVATION_COUNTERS)
 
 
 def block_activations(block: BlockSpec) -> tuple[int, int]:
-    """Elements a block reads and writes besides its weights (input side, output side)."""
-    counter = ACTIVATION_COUNTERS.get(block.kind, _default_activations)
+    """Elements a block reads and writes besides its weights (input side, output side).
+
+    Every block kind of the spaces registers its own counter: a kind without one is an
+    error naming it, never a guess (tests/device_agents/test_spaces.py checks the six registries)."""
+    counter = ACTIVATION_COUNTERS.get(block.kind)
+    if counter is None:
+        raise UnknownSpace(
+            f"no activation counter for block kind {block.kind!r} in profiler.fit_design; "
+            f"it knows {', '.join(sorted(ACTIVATION_COUNTERS))}",
+            kind=block.kind,
+        )
     return counter(block)
 
 
-def _default_activations(b: BlockSpec) -> tuple[int, int]:
+@register_activations("conv")
+def _conv_activations(b: BlockSpec) -> tuple[int, int]:
     return b.cin * b.in_hw * b.in_hw, b.cout * b.out_hw * b.out_hw
 
 

@@ -22,53 +22,15 @@ import numpy as np
 
 from widthwise.device_agents.spaces import Space, make_space
 
+from widthwise.device_agents.statistics import STATISTICS
+
 from .dataset import TrainingData
 from .drift import DriftTrend, fit_trend
-from .store_schema import _SCHEMA, KINDS, PAIR_COLUMNS, STATISTICS  # STATISTICS and KINDS are re-exported
+from .errors import IdentityMismatch, PlanMismatch, StoreError
+from .store_schema import (_SCHEMA, DESCRIPTIVE_FIELDS, FORMAT, IDENTITY_FIELDS, KINDS, OPTIONAL_IDENTITY, PAIR_COLUMNS,
+                           canonical)
 
-FORMAT = "widthwise-samples/1"
-
-#: identity fields compared when a collection opens an existing db, in reporting order.
-IDENTITY_FIELDS: tuple[str, ...] = (
-    "format",
-    "space",
-    "space_params",
-    "device_fingerprint",
-    "runtime",
-    "runtime_version",
-    "threads",
-    "dtype",
-    "delegate",
-    "timing",
-    "statistic",
-    "sampling",
-    "seed",
-)
-#: identity fields added later, compared like the others; a db created before them holds
-#: their default (it was collected unpaired on the wall clock).
-OPTIONAL_IDENTITY: dict[str, object] = {"pairing": False, "clock": "wall", "reference_widths": None}
-#: stored with the identity but not compared (facts that describe, not define, the db).
-DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created")
-
-
-class StoreError(Exception):
-    """The db cannot be used as asked (missing, corrupt, or a write that would duplicate)."""
-
-
-class IdentityMismatch(StoreError):
-    """The db belongs to another space, device or runtime setting than the one asked for."""
-
-    def __init__(self, path: str, field: str, stored: object, requested: object) -> None:
-        super().__init__(
-            f"{path} was collected with {field}={json.dumps(stored)}, but this run has "
-            f"{field}={json.dumps(requested)}; use another --db or the same settings"
-        )
-        self.field, self.stored, self.requested = field, stored, requested
-
-
-class PlanMismatch(StoreError):
-    """The stored plan disagrees with the plan this run computed for the same slot."""
-
+__all__ = ["FORMAT", "KINDS", "IdentityMismatch", "PlanMismatch", "SampleRow", "SampleStore", "StoreError"]
 
 @dataclass(frozen=True)
 class SampleRow:
@@ -92,18 +54,13 @@ class SampleRow:
         return STATISTICS[name](np.asarray(self.times_ms, dtype=np.float64))
 
 
-def _canonical(value: object) -> object:
-    """A JSON round trip, so that tuples and lists (and int keys) compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
 class SampleStore:
     """One collection's SQLite db; open with an identity to create or check, without to read."""
 
     def __init__(self, path: str | os.PathLike, identity: Mapping[str, object] | None = None) -> None:
         self.path = os.fspath(path)
         if identity is None and not os.path.exists(self.path):
-            raise StoreError(f"no sample db at {self.path}")
+            raise StoreError(f"no sample db at {self.path}", field="db")
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
@@ -115,10 +72,10 @@ class SampleStore:
                 self._create_or_check(identity)
             self.meta = self._read_meta()
             if self.meta.get("format") != FORMAT:
-                raise StoreError(f"{self.path} is not a {FORMAT} db (format={self.meta.get('format')!r})")
+                raise StoreError(f"{self.path} is not a {FORMAT} db (format={self.meta.get('format')!r})", field="db")
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(f"{self.path} is not a usable sample db: {exc}") from exc
+            raise StoreError(f"{self.path} is not a usable sample db: {exc}", field="db") from exc
         except BaseException:
             self._db.close()
             raise
@@ -139,17 +96,18 @@ class SampleStore:
         return _Transaction(self._db)
 
     def _create_or_check(self, identity: Mapping[str, object]) -> None:
-        wanted = {"format": FORMAT, **OPTIONAL_IDENTITY, **{k: _canonical(v) for k, v in identity.items()}}
+        wanted = {"format": FORMAT, **OPTIONAL_IDENTITY, **{k: canonical(v) for k, v in identity.items()}}
         unknown = set(wanted) - set(IDENTITY_FIELDS) - set(OPTIONAL_IDENTITY) - set(DESCRIPTIVE_FIELDS)
         if unknown:
-            raise StoreError(f"unknown identity field(s): {', '.join(sorted(unknown))}")
+            raise StoreError(f"unknown identity field(s): {', '.join(sorted(unknown))}", field="identity")
         missing = [k for k in IDENTITY_FIELDS if k not in wanted]
         if missing:
-            raise StoreError(f"identity lacks field(s): {', '.join(missing)}")
+            raise StoreError(f"identity lacks field(s): {', '.join(missing)}", field="identity")
         with self._transaction() as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "meta" not in tables:
-                raise StoreError(f"{self.path} is an SQLite db of something else (tables: {', '.join(sorted(tables))})")
+                raise StoreError(f"{self.path} is an SQLite db of something else (tables: {', '.join(sorted(tables))})",
+                                 field="db")
             stored = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")} if tables else {}
             if stored and stored.get("format") != FORMAT:
                 raise IdentityMismatch(self.path, "format", stored.get("format"), FORMAT)
@@ -176,7 +134,7 @@ class SampleStore:
         try:
             rows = self._db.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path} has no sample-db metadata ({exc})") from exc
+            raise StoreError(f"{self.path} has no sample-db metadata ({exc})", field="db") from exc
         return {k: json.loads(v) for k, v in rows}
 
     # --- identity and plan -------------------------------------------------------------
@@ -193,19 +151,12 @@ class SampleStore:
                 text = json.dumps([int(w) for w in widths])
                 if slot in stored and stored[slot] != text:
                     raise PlanMismatch(
-                        f"{self.path}: slot {slot} was planned as {stored[slot]}, this run plans {text}"
+                        f"{self.path}: slot {slot} was planned as {stored[slot]}, this run plans {text}", field="plan"
                     )
             db.executemany(
                 "INSERT INTO plan (slot, widths) VALUES (?, ?)",
                 [(s, json.dumps([int(w) for w in ws])) for s, ws in enumerate(plan) if s not in stored],
             )
-
-    def planned(self, n: int | None = None) -> list[tuple[int, ...]]:
-        """The planned widths of slots 0..n-1 (all planned slots when n is None)."""
-        query, args = "SELECT widths FROM plan ORDER BY slot", ()
-        if n is not None:
-            query, args = "SELECT widths FROM plan WHERE slot < ? ORDER BY slot", (n,)
-        return [tuple(json.loads(w)) for (w,) in self._db.execute(query, args)]
 
     def missing_slots(self, n: int) -> list[int]:
         """Slots 0..n-1 that have no sample yet, in order."""
@@ -247,16 +198,12 @@ class SampleStore:
     ) -> int:
         """Store one bench_spec response as a row of `kind`, in its own transaction; its id."""
         if kind not in KINDS:
-            raise StoreError(f"unknown sample kind {kind!r}; known: {', '.join(KINDS)}")
+            raise StoreError(f"unknown sample kind {kind!r}; known: {', '.join(KINDS)}", field="kind")
         times = [float(t) for t in response["times_ms"]]  # type: ignore[union-attr]
         if not times or not all(np.isfinite(times)) or min(times) <= 0:
-            raise StoreError(f"refusing a measurement with empty, non-finite or non-positive times: {times}")
+            raise StoreError(f"refusing a measurement with empty, non-finite or non-positive times: {times}", field="times_ms")
         pair = response.get("pair")
-        pair_ratio = pair_ref = None
-        if pair is not None:
-            pair_ratio, pair_ref = float(pair["ratio_median"]), float(pair["ref_median_ms"])  # type: ignore[index]
-            if not (np.isfinite(pair_ratio) and np.isfinite(pair_ref) and pair_ratio > 0 and pair_ref > 0):
-                raise StoreError(f"refusing a paired measurement with ratio {pair_ratio} and reference {pair_ref} ms")
+        pair_ratio, pair_ref = _pair_values(pair)  # type: ignore[arg-type]
         row = (
             kind,
             slot,
@@ -293,7 +240,7 @@ class SampleStore:
                 return int(cur.lastrowid)
         except sqlite3.IntegrityError as exc:
             what = f"slot {slot}" if kind == "sample" else f"sample {retime_of}" if kind == "retime" else kind
-            raise StoreError(f"{self.path}: {what} is already stored as a {kind} ({exc})") from exc
+            raise StoreError(f"{self.path}: {what} is already stored as a {kind} ({exc})", field=kind) from exc
 
     # --- reading -------------------------------------------------------------------------
 
@@ -356,7 +303,7 @@ class SampleStore:
         stay in the db; `sample_ids` name the original samples.
         """
         if statistic not in STATISTICS:
-            raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+            raise StoreError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}", field="statistic")
         if self.paired:
             return self._paired_training_data(reference_level_ms)
         space = self.space()
@@ -380,11 +327,11 @@ class SampleStore:
         samples, chosen = self._chosen()
         unpaired = [r.id for r in chosen if r.pair_ratio is None]
         if unpaired:
-            raise StoreError(f"{self.path} is a paired db but measurement(s) {unpaired[:5]} have no pair data")
+            raise StoreError(f"{self.path} is a paired db but measurement(s) {unpaired[:5]} have no pair data", field="pair")
         own = self.reference_level_ms()
         level = own if level_ms is None else float(level_ms)
         if level is None or not np.isfinite(level) or level <= 0:
-            raise StoreError(f"{self.path}: no reference level to convert ratios to ms (got {level!r})")
+            raise StoreError(f"{self.path}: no reference level to convert ratios to ms (got {level!r})", field="reference")
         space = self.space()
         values = np.array([r.pair_ratio for r in chosen], dtype=np.float64) * level
         widths = np.array([s.widths for s in samples], dtype=np.int64).reshape(len(samples), space.num_layers)
@@ -420,6 +367,16 @@ class SampleStore:
             "references": references,
             "db": self.path,
         }
+
+
+def _pair_values(pair: Mapping[str, object] | None) -> tuple[float | None, float | None]:
+    """(median ratio, reference median ms) of a paired answer's `pair` block; (None, None) unpaired."""
+    if pair is None:
+        return None, None
+    ratio, ref = float(pair["ratio_median"]), float(pair["ref_median_ms"])  # type: ignore[arg-type]
+    if not (np.isfinite(ratio) and np.isfinite(ref) and ratio > 0 and ref > 0):
+        raise StoreError(f"refusing a paired measurement with ratio {ratio} and reference {ref} ms", field="pair")
+    return ratio, ref
 
 
 class _Transaction:

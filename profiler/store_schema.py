@@ -1,20 +1,44 @@
-"""The sample db's SQL schema, measurement kinds and per-sample statistics (used by profiler.store)."""
+"""The sample db's format: its identity fields, SQL schema and measurement kinds (used by profiler.store).
+
+The per-sample statistics are the agent's (`device_agents.statistics`), so a db's `stats`
+and the values the store computes from its raw repeats are named and computed alike.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
-
-import numpy as np
+import json
 
 KINDS = ("sample", "reference", "retime")
 
-#: per-sample statistic name -> its function of the raw per-repeat times.
-STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
-    "min": lambda t: float(np.min(t)),
-    "median": lambda t: float(np.median(t)),
-    "mean": lambda t: float(np.mean(t)),
-    "p90": lambda t: float(np.percentile(t, 90)),
-}
+FORMAT = "widthwise-samples/1"
+
+#: identity fields compared when a collection opens an existing db, in reporting order.
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "format",
+    "space",
+    "space_params",
+    "device_fingerprint",
+    "runtime",
+    "runtime_version",
+    "threads",
+    "dtype",
+    "delegate",
+    "timing",
+    "statistic",
+    "sampling",
+    "seed",
+)
+#: identity fields added later, compared like the others; a db created before them holds
+#: their default (it was collected unpaired on the wall clock).
+OPTIONAL_IDENTITY: dict[str, object] = {"pairing": False, "clock": "wall", "reference_widths": None}
+#: stored with the identity but not compared (facts that describe, not define, the db).
+DESCRIPTIVE_FIELDS: tuple[str, ...] = ("device", "created")
+
+
+def canonical(value: object) -> object:
+    """A JSON round trip, so that tuples and lists (and int keys) compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",

@@ -14,18 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .objectives import Objective, ObjectiveError
+from .errors import ObjectiveError
+from .objectives import Objective
 from .table import Table
 from .viterbi import min_sum
-
-#: Relative slack when comparing a predicted latency (or params) against a budget.
-BUDGET_RTOL = 1e-9
-
-
-def within(value: float, budget: float) -> bool:
-    """Whether `value` meets `budget`, allowing for float rounding in the sums."""
-    return value <= budget + BUDGET_RTOL * max(1.0, abs(budget))
-
 
 @dataclass(frozen=True, eq=False)
 class Chain:
@@ -41,17 +33,6 @@ class Chain:
     @property
     def num_layers(self) -> int:
         return len(self.choices)
-
-    def indices(self, widths: Sequence[int]) -> tuple[int, ...]:
-        """Choice indices of a width configuration; ValueError naming a width off the grid."""
-        if len(widths) != len(self.choices):
-            raise ValueError(f"expected {len(self.choices)} widths, got {len(widths)}")
-        out = []
-        for k, (w, opts) in enumerate(zip(widths, self.choices)):
-            if w not in opts:
-                raise ValueError(f"width {w} of layer {k} is not one of its choices {list(opts)}")
-            out.append(opts.index(w))
-        return tuple(out)
 
     def widths(self, idx: Sequence[int]) -> tuple[int, ...]:
         return tuple(int(self.choices[k][int(j)]) for k, j in enumerate(idx))
@@ -97,18 +78,21 @@ class Chain:
 def build_chain(table: Table, objective: Objective) -> Chain:
     """Fold the objective's unary costs into the blocks and collect every block's matrices."""
     if len(objective.unary) != table.num_layers:
-        raise ObjectiveError(f"objective has {len(objective.unary)} layers, the table {table.num_layers}")
+        raise ObjectiveError(f"objective has {len(objective.unary)} layers, the table {table.num_layers}",
+                             field="objective")
     cost = []
     for k, block in enumerate(table.blocks):
         shape = block.ms.shape
         c = np.zeros(shape) if objective.pairwise is None else np.array(objective.pairwise[k], dtype=np.float64)
         if c.shape != shape:
-            raise ObjectiveError(f"pairwise cost of block {k} ({block.name}) has shape {c.shape}, expected {shape}")
+            raise ObjectiveError(f"pairwise cost of block {k} ({block.name}) has shape {c.shape}, expected {shape}",
+                                 field="objective")
         if k < table.num_layers:
             u = np.asarray(objective.unary[k], dtype=np.float64)
             if u.shape != (shape[1],):
                 raise ObjectiveError(
-                    f"unary cost of layer {k} ({table.layer_names[k]}) has {u.size} values, expected {shape[1]}"
+                    f"unary cost of layer {k} ({table.layer_names[k]}) has {u.size} values, expected {shape[1]}",
+                    field="objective",
                 )
             c = c + u[None, :]
         cost.append(c)

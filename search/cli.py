@@ -1,7 +1,9 @@
 """`widthwise query`, `widthwise pareto`, `widthwise marginals`: the search from the command line.
 
 Every failure the user can fix (a broken table, a costs file of the wrong shape, a budget
-below the fastest configuration, a NaN budget) is one line on stderr and a non-zero exit.
+below the fastest configuration, a NaN budget) is a typed error, printed as one line on
+stderr with its exit status by `widthwise.errors.cli_errors`. `--json` prints exactly the
+body the daemon answers the same request with (`answers.answer_*`, `answers.encode`).
 """
 
 from __future__ import annotations
@@ -10,30 +12,18 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Sequence
 
 import click
 
-from .engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
+from widthwise.errors import cli_errors
+
+from .answers import Answer, answer_marginals, answer_pareto, answer_query, encode
+from .engine import Searcher, make_objective
+from .errors import ObjectiveError, PlotUnavailable
 from .objectives import NAMED_OBJECTIVES
-from .table import Table, TableError, load_table
-
-#: Errors shown to the user as one line (the message already names what is wrong).
-USER_ERRORS = (TableError, ObjectiveError, InfeasibleBudget, QueryError)
-
-
-def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn the search's typed errors into click's one-line error and exit status 1."""
-
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
-
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
+from .table import Table, load_table
+from .table_store import table_name
 
 
 def _finite_non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -49,14 +39,15 @@ def _read_objective(spec: str) -> str | dict:
     path = Path(spec)
     if not path.exists():
         raise ObjectiveError(
-            f"objective: {spec!r} is neither one of {', '.join(NAMED_OBJECTIVES)} nor an existing costs file"
+            f"objective: {spec!r} is neither one of {', '.join(NAMED_OBJECTIVES)} nor an existing costs file",
+            field="objective",
         )
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
-        raise ObjectiveError(f"{spec}: cannot read the costs file ({exc})") from None
+        raise ObjectiveError(f"{spec}: cannot read the costs file ({exc})", field="objective") from None
     except json.JSONDecodeError as exc:
-        raise ObjectiveError(f"{spec}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ObjectiveError(f"{spec}: not valid JSON ({exc.msg} at line {exc.lineno})", field="objective") from None
 
 
 def _read_loss_samples(path: str) -> list:
@@ -65,21 +56,22 @@ def _read_loss_samples(path: str) -> list:
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ObjectiveError(f"{path}: cannot read the loss samples ({exc})") from None
+        raise ObjectiveError(f"{path}: cannot read the loss samples ({exc})", field="loss_samples") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             samples.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise ObjectiveError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+            raise ObjectiveError(f"{path}: line {number} is not valid JSON ({exc.msg})", field="loss_samples") from None
     return samples
 
 
-def _searcher(table_path: str, objective: str, loss_samples: str | None) -> tuple[Table, Searcher]:
+def _searcher(table_path: str, objective: str, loss_samples: str | None) -> tuple[str, Searcher]:
+    """The table's name (as the daemon serves it) and a Searcher over it and the objective."""
     table = load_table(table_path)
     samples = _read_loss_samples(loss_samples) if loss_samples else None
-    return table, Searcher(table, make_objective(table, _read_objective(objective), samples))
+    return table_name(table_path), Searcher(table, make_objective(table, _read_objective(objective), samples))
 
 
 def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -100,7 +92,7 @@ def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
     )(fn)
 
 
-def _answer_lines(answer: Answer, table: Table) -> list[str]:
+def _answer_lines(answer: Answer) -> list[str]:
     lines = [
         f"widths      {' '.join(str(w) for w in answer.widths)}",
         f"latency_ms  {answer.latency_ms:.6g}",
@@ -123,8 +115,8 @@ def _answer_lines(answer: Answer, table: Table) -> list[str]:
     "--method", type=click.Choice(["exact", "lagrangian", "greedy"]), default="exact", show_default=True
 )
 @click.option("--max-params", type=float, default=None, callback=_finite_non_negative, help="Parameter budget.")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@_user_errors
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (the daemon's /v1/query body).")
+@cli_errors
 def query(
     table_path: str,
     objective: str,
@@ -135,16 +127,15 @@ def query(
     as_json: bool,
 ) -> None:
     """The widths of least cost whose predicted latency is within the budget."""
-    table, searcher = _searcher(table_path, objective, loss_samples)
-    answer = searcher.query(budget_ms, method, max_params)
+    name, searcher = _searcher(table_path, objective, loss_samples)
     if as_json:
-        click.echo(json.dumps({**answer.to_json(), "objective": searcher.objective.description}))
-    else:
-        click.echo("\n".join(_answer_lines(answer, table)))
-        click.echo(f"objective   {searcher.objective.description}")
+        click.echo(encode(answer_query(searcher, name, budget_ms, method, max_params)).decode())
+        return
+    click.echo("\n".join(_answer_lines(searcher.query(budget_ms, method, max_params))))
+    click.echo(f"objective   {searcher.objective.description}")
 
 
-def _write_csv(path: str, front: list[Answer], table: Table) -> None:
+def _write_csv(path: str, front: Sequence[Answer], table: Table) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["latency_ms", "cost", "params", "macs", *table.layer_names])
@@ -152,14 +143,14 @@ def _write_csv(path: str, front: list[Answer], table: Table) -> None:
             writer.writerow([repr(a.latency_ms), repr(a.cost), a.params, a.macs, *a.widths])
 
 
-def _plot(path: str, front: list[Answer], title: str) -> None:
+def _plot(path: str, front: Sequence[Answer], title: str) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise click.ClickException("--plot needs matplotlib (pip install 'widthwise[plot]')") from None
+        raise PlotUnavailable("--plot needs matplotlib (pip install 'widthwise[plot]')", field="plot") from None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.step([a.latency_ms for a in front], [a.cost for a in front], where="post", marker=".", markersize=3)
     ax.set_xlabel("predicted latency (ms)")
@@ -176,8 +167,8 @@ def _plot(path: str, front: list[Answer], title: str) -> None:
 @click.option("--max-params", type=float, default=None, callback=_finite_non_negative, help="Parameter budget.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the front as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Plot cost against latency.")
-@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
-@_user_errors
+@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON (the daemon's /v1/pareto body).")
+@cli_errors
 def pareto(
     table_path: str,
     objective: str,
@@ -188,14 +179,14 @@ def pareto(
     as_json: bool,
 ) -> None:
     """The exact Pareto front of (latency, cost): every configuration no other beats on both."""
-    table, searcher = _searcher(table_path, objective, loss_samples)
+    name, searcher = _searcher(table_path, objective, loss_samples)
     front = searcher.pareto(max_params)
     if csv_path:
-        _write_csv(csv_path, front, table)
+        _write_csv(csv_path, front, searcher.table)
     if plot_path:
-        _plot(plot_path, front, f"{table.space_name}: {searcher.objective.description}")
+        _plot(plot_path, front, f"{searcher.table.space_name}: {searcher.objective.description}")
     if as_json:
-        click.echo(json.dumps([a.to_json() for a in front]))
+        click.echo(encode(answer_pareto(searcher, name, max_params)).decode())
         return
     click.echo(f"{len(front)} Pareto-optimal configurations ({searcher.objective.description})")
     if not (csv_path or plot_path):
@@ -208,18 +199,16 @@ def pareto(
 @_objective_options
 @click.option("--budget-ms", type=float, required=True, callback=_finite_non_negative, help="Latency budget (ms).")
 @click.option("--temperature", type=float, required=True, callback=_finite_non_negative, help="In cost units, > 0.")
-@click.option("--json", "as_json", is_flag=True, help="Print the probabilities as JSON.")
-@_user_errors
+@click.option("--json", "as_json", is_flag=True, help="Print the probabilities as JSON (the daemon's /v1/marginals body).")
+@cli_errors
 def marginals(
     table_path: str, objective: str, loss_samples: str | None, budget_ms: float, temperature: float, as_json: bool
 ) -> None:
     """Per-layer width probabilities of exp(-(cost + gamma * latency) / T), gamma set by the budget."""
-    table, searcher = _searcher(table_path, objective, loss_samples)
-    probs = searcher.marginals(budget_ms, temperature)
+    name, searcher = _searcher(table_path, objective, loss_samples)
     if as_json:
-        layers = [{"name": n, "probs": {str(w): p for w, p in row.items()}} for n, row in zip(table.layer_names, probs)]
-        click.echo(json.dumps({"budget_ms": budget_ms, "temperature": temperature, "layers": layers}))
+        click.echo(encode(answer_marginals(searcher, name, budget_ms, temperature)).decode())
         return
-    for name, row in zip(table.layer_names, probs):
+    for layer, row in zip(searcher.table.layer_names, searcher.marginals(budget_ms, temperature)):
         cells = "  ".join(f"{w}:{p:.3f}" for w, p in row.items())
-        click.echo(f"{name:<12} {cells}")
+        click.echo(f"{layer:<12} {cells}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from widthwise.errors import cli_errors
+
+from .errors import DaemonConfigError
 from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS
 
 
@@ -28,6 +31,7 @@ from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS
               help="Heavy computations run at once, each in a worker thread.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@cli_errors
 def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_body_kb: int,
           max_front_points: int, max_front_mb: int, work_slots: int, log_level: str) -> None:
     """Serve width search over HTTP/JSON: /healthz, /v1/tables, /v1/query, /v1/pareto,
@@ -39,13 +43,11 @@ def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_bod
     from . import daemon
     from .front_limits import FrontLimits
 
+    token = daemon.token_from_file(token_file) if token_file else None
+    daemon.check_bind(host, token)
     try:
-        token = daemon.token_from_file(token_file) if token_file else None
-        daemon.check_bind(host, token)
         daemon.serve(tables_dir, host=host, port=port, token=token, max_body=max_body_kb * 1024,
                      log_level=log_level, limits=FrontLimits(max_front_points, max_front_mb),
                      work_slots=work_slots)
-    except daemon.DaemonConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+        raise DaemonConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}", field="port") from exc

@@ -6,10 +6,13 @@ on the event loop; everything else (building a front, branch and bound, marginal
 loss samples) runs in a few worker threads (daemon_guard.WorkSlots), so /healthz and cached
 answers never wait behind it. Every front a request builds is capped in points and memory.
 The service binds loopback by default; any other address needs a bearer token, checked on
-every request in constant time. Status codes: 404 unknown table, 422 invalid request (the
-field is named; a front over its caps names the cap), 409 infeasible budget (the body states
-the least latency achievable), 413 body too large, 401 missing or wrong token, 503 a table
-whose file is broken or every work slot busy.
+every request in constant time. Answers are built by `answers.answer_*`, the functions the
+CLI prints with `--json`; every error is a typed search error whose code maps to its HTTP
+status in one table (errors.HTTP_STATUS), its body carrying `code`, `field` and `detail`.
+
+The routes are module-level functions over one `DaemonState` (the tables, the work slots,
+the front limits), which `create_app` puts on the FastAPI app; `QueryFastLane` answers a
+query that a cached front answers at once with the same function, before FastAPI routes it.
 """
 
 from __future__ import annotations
@@ -20,16 +23,22 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from widthwise.errors import WidthwiseError
+
 from . import daemon_models as m
-from .daemon_guard import (Busy, DaemonConfigError, GuardMiddleware, WorkSlots, check_bind, is_loopback, replay,
-                           token_from_file)
+from .answers import answer_marginals, answer_pareto, answer_query, encode
+from .daemon_guard import GuardMiddleware, WorkSlots, check_bind, is_loopback, replay, token_from_file
+from .errors import (DaemonConfigError, FrontLimitError, InvalidRequest, TableUnavailable, UnknownTable,
+                     error_body)
+from .front_limits import FrontLimits
 from .table_store import STATUS_ERROR, LoadedTable, TableStore
 
 __all__ = ["DaemonConfigError", "check_bind", "is_loopback", "token_from_file", "create_app", "make_server",
@@ -46,6 +55,8 @@ DEFAULT_WORK_SLOTS = 2
 #: Requests that may wait for a work slot before more are refused with 503.
 DEFAULT_WORK_QUEUE = 32
 
+JSON = "application/json"
+
 
 # --- searchers, cached per (table, objective) ------------------------------------------------
 
@@ -60,231 +71,217 @@ class SearchSlot:
         self.lock = threading.Lock()
         self.pareto_bodies: dict[float | None, bytes] = {}
 
+    def keep_pareto_body(self, max_params: float | None, body: bytes) -> None:
+        """Remember a serialised front (on the event loop), dropping the oldest beyond the cap."""
+        self.pareto_bodies[max_params] = body
+        while len(self.pareto_bodies) > self.MAX_PARETO_BODIES:
+            del self.pareto_bodies[next(iter(self.pareto_bodies))]
 
-def _objective_key(req: m._Request) -> tuple[str, bool, str]:
-    """(cache key, pinned, label) of a request's objective: named ones pinned, inline ones hashed."""
+
+def _objective_key(req: m._Request) -> tuple[str, bool]:
+    """(cache key, pinned) of a request's objective: named ones pinned, inline ones and loss samples hashed."""
     if isinstance(req.objective, str) and req.loss_samples is None:
-        return req.objective, True, req.objective
+        return req.objective, True
     payload = {
         "objective": req.objective if isinstance(req.objective, str) else req.objective.model_dump(),
         "loss_samples": req.loss_samples,
     }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    label = req.objective if isinstance(req.objective, str) else "inline"
-    return digest, False, label
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest(), False
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    """A JSON answer; never a non-finite number (a payload holding one becomes a 500 that says so)."""
-    try:
-        body = json.dumps(payload, allow_nan=False).encode()
-    except ValueError:
-        logger.error("an answer held a non-finite number (status %s); refused to send it", status)
-        body, status = json.dumps({"detail": "the answer holds a non-finite number; the table or the "
-                                             "objective overflows a float"}).encode(), 500
-    return Response(body, status_code=status, media_type="application/json")
+@dataclass
+class DaemonState:
+    """What every route reads: the tables, the work slots for heavy work, the caps on fronts."""
 
+    store: TableStore
+    slots: WorkSlots
+    limits: FrontLimits
 
-def _unprocessable(field: str, message: str, **extra: Any) -> Response:
-    kind = "front_too_large" if "limit" in extra else "value_error"
-    return _json({"detail": [{"loc": ["body", field], "msg": message, "type": kind}], "field": field, **extra}, 422)
-
-
-# --- the app ---------------------------------------------------------------------------------
-
-def create_app(tables: str | os.PathLike | TableStore, *, token: bytes | str | None = None,
-               max_body: int = DEFAULT_MAX_BODY, limits: Any = None, work_slots: int = DEFAULT_WORK_SLOTS,
-               work_queue: int = DEFAULT_WORK_QUEUE) -> GuardMiddleware:
-    """The ASGI app over a tables folder (or a ready TableStore): guard -> query fast lane -> FastAPI.
-
-    `limits` (engine.FrontLimits) caps every front a request builds; heavy work runs in at
-    most `work_slots` worker threads. The FastAPI instance is `create_app(...).app.app`.
-    """
-    from . import engine   # imported here so `widthwise --help` does not pay for it
-
-    limits = limits if limits is not None else engine.FrontLimits()
-    store = tables if isinstance(tables, TableStore) else TableStore(tables)
-    store.load_in_background()
-    slots = WorkSlots(work_slots, work_queue)
-    app = FastAPI(
-        title="widthwise query daemon",
-        version="1",
-        description="Width search under a latency budget over the latency tables of a folder. "
-                    "409 = infeasible budget (the body states min_latency_ms); 422 = invalid request "
-                    "(the body names the field; a front over the size limits says which limit); "
-                    "404 = unknown table; 401 = missing or wrong bearer token; 503 = broken table or busy.",
-    )
-    app.state.store = store
-    app.state.work_slots = slots
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = []
-        for e in exc.errors():
-            loc, msg = list(e.get("loc", ())), str(e.get("msg", ""))
-            if e.get("type") == "json_invalid" and len(loc) > 1:
-                msg, loc = f"{msg} at character {loc[1]}", loc[:1]
-            errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", ""))})
-        first = next((e["loc"] for e in errors if e["loc"]), ["body"])
-        field = ".".join(str(p) for p in first[1:]) if len(first) > 1 else str(first[0])
-        return _json({"detail": errors, "field": field}, 422)
-
-    def version_for(name: str) -> LoadedTable:
-        entry = store.get(name)
+    def version(self, name: str) -> LoadedTable:
+        """The version of table `name` that serves; UnknownTable (404) or TableUnavailable (503)."""
+        entry = self.store.get(name)
         if entry is None:
-            raise HTTPException(404, f"unknown table {name!r}; known: {store.names()}")
+            raise UnknownTable(f"unknown table {name!r}; known: {self.store.names()}", field="table")
         if entry.status == STATUS_ERROR or entry.version is None:
-            raise HTTPException(503, f"table {name!r} cannot be served: {entry.error}")
+            raise TableUnavailable(f"table {name!r} cannot be served: {entry.error}", field="table")
         return entry.version
 
-    def slot_for(version: LoadedTable, req: m._Request) -> SearchSlot:
+    def cached_slot(self, version: LoadedTable, req: m._Request) -> SearchSlot | None:
+        """The request's SearchSlot if it is built already (never builds: the event loop's path)."""
+        return version.searchers.peek(_objective_key(req)[0])
+
+    def cached_query(self, version: LoadedTable, req: m.QueryRequest) -> dict | None:
+        """The answer to `req` when cached structures give it at once, else None (InfeasibleBudget may say why)."""
+        slot = self.cached_slot(version, req)
+        if slot is None:
+            return None
+        return answer_query(slot.searcher, req.table, req.budget_ms, req.method, req.max_params, cached_only=True)
+
+    async def work(self, version: LoadedTable, req: m._Request, fn: Callable[[Any], Any]) -> tuple[Any, SearchSlot]:
+        """`fn(searcher)` in a work slot (never on the event loop), with the slot it ran on."""
+        def run() -> tuple[Any, SearchSlot]:
+            slot = self._slot(version, req)
+            with slot.lock:
+                return fn(slot.searcher), slot
+        return await self.slots.run(run)
+
+    def _slot(self, version: LoadedTable, req: m._Request) -> SearchSlot:
         """The request's SearchSlot, built on a miss (in a worker thread: loss samples are fitted here)."""
-        key, pinned, _ = _objective_key(req)
+        from . import engine   # imported here so `widthwise --help` does not pay for it
+
+        key, pinned = _objective_key(req)
 
         def build() -> SearchSlot:
             objective_arg = req.objective if isinstance(req.objective, str) else req.objective.model_dump()
             samples = [[list(w), float(loss)] for w, loss in req.loss_samples] if req.loss_samples is not None else None
             objective = engine.make_objective(version.table, objective_arg, samples)
-            return SearchSlot(engine.Searcher(version.table, objective, limits))
+            return SearchSlot(engine.Searcher(version.table, objective, self.limits))
         return version.searchers.get_or_build(key, pinned, build)
 
-    async def heavy(req: m._Request, version: LoadedTable, fn: Callable[[Any], Any],
-                    render: Callable[[Any, SearchSlot], Response]) -> Response:
-        """`fn(searcher)` in a work slot (never on the event loop); engine errors mapped to statuses."""
-        def work() -> tuple[Any, SearchSlot]:
-            slot = slot_for(version, req)
-            with slot.lock:
-                return fn(slot.searcher), slot
-        try:
-            result, slot = await slots.run(work)
-        except Busy as exc:
-            return Response(json.dumps({"detail": str(exc)}).encode(), status_code=503,
-                            media_type="application/json", headers={"retry-after": "1"})
-        except engine.InfeasibleBudget as exc:
-            return _infeasible(exc)
-        except engine.FrontLimitError as exc:
-            logger.warning("table %s: %s", req.table, exc)
-            return _unprocessable(exc.field, str(exc), limit=exc.limit)
-        except (engine.ObjectiveError, ValueError) as exc:
-            return _unprocessable(_objective_field(exc, req), str(exc))
-        return render(result, slot)
 
-    @app.get("/healthz", response_model=m.HealthResponse, tags=["service"])
-    async def healthz() -> Response:
-        entries = store.entries()
-        broken = sum(1 for e in entries if e.error is not None)
-        return _json({"status": "ok", "tables": len(entries), "broken": broken})
-
-    @app.get("/v1/tables", response_model=m.TablesResponse, tags=["tables"])
-    async def tables_() -> Response:
-        return _json({"tables": [e.describe() for e in store.entries()]})
-
-    @app.post("/v1/query", response_model=m.QueryResponse, tags=["search"],
-              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
-                         422: {"model": m.LimitBody}, 503: {"model": m.ErrorBody}})
-    async def query(req: m.QueryRequest) -> Response:
-        version = version_for(req.table)
-        key, _, label = _objective_key(req)
-        slot = version.searchers.peek(key)
-        try:
-            found = slot.searcher.lookup(req.budget_ms, req.method, req.max_params) if slot is not None else None
-        except engine.InfeasibleBudget as exc:
-            return _infeasible(exc)
-        if found is not None:
-            return _json(_query_payload(req, label, found))
-        return await heavy(req, version, lambda s: _run_query(s, req),
-                           lambda ans, slot: _json(_query_payload(req, label, ans)))
-
-    @app.post("/v1/pareto", response_model=m.ParetoResponse, tags=["search"],
-              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
-                         422: {"model": m.LimitBody}, 503: {"model": m.ErrorBody}})
-    async def pareto(req: m.ParetoRequest) -> Response:
-        version = version_for(req.table)
-        key, _, label = _objective_key(req)
-        slot = version.searchers.peek(key)
-        body = slot.pareto_bodies.get(req.max_params) if slot is not None else None
-        if body is not None:
-            return Response(body, media_type="application/json")
-
-        def build(searcher: Any) -> bytes:
-            front = searcher.pareto(max_params=req.max_params)
-            try:
-                return json.dumps({"table": req.table, "objective": label, "count": len(front),
-                                   "front": [a.to_json() for a in front]}, allow_nan=False).encode()
-            except ValueError:
-                raise engine.ObjectiveError("objective: the front holds a non-finite number (the costs overflow)") from None
-
-        def render(body: bytes, slot: SearchSlot) -> Response:
-            slot.pareto_bodies[req.max_params] = body
-            while len(slot.pareto_bodies) > SearchSlot.MAX_PARETO_BODIES:
-                del slot.pareto_bodies[next(iter(slot.pareto_bodies))]
-            return Response(body, media_type="application/json")
-        return await heavy(req, version, build, render)
-
-    @app.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"],
-              responses={404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody},
-                         503: {"model": m.ErrorBody}})
-    async def marginals(req: m.MarginalsRequest) -> Response:
-        version = version_for(req.table)
-        label = _objective_key(req)[2]
-
-        def render(per_layer: Any, slot: SearchSlot) -> Response:
-            table = version.table
-            layers = []
-            for name, choices, probs in zip(table.layer_names, table.choices, per_layer):
-                layers.append({"name": name, "widths": list(choices),
-                               "probabilities": [float(probs.get(w, 0.0)) for w in choices]})
-            return _json({"table": req.table, "objective": label, "budget_ms": req.budget_ms,
-                          "temperature": req.temperature, "layers": layers})
-        return await heavy(req, version, lambda s: s.marginals(req.budget_ms, req.temperature), render)
-
-    def answer_cached_query(body: bytes) -> bytes | None:
-        """The response body of a valid query a cached front answers at once; None defers to FastAPI."""
-        try:
-            req = m.QueryRequest.model_validate_json(body)
-        except ValidationError:
-            return None
-        entry = store.get(req.table)
-        version = entry.version if entry is not None else None
-        if version is None:
-            return None
-        key, _, label = _objective_key(req)
-        slot = version.searchers.peek(key)
-        try:
-            found = slot.searcher.lookup(req.budget_ms, req.method, req.max_params) if slot is not None else None
-        except ValueError:
-            found = None   # infeasible: FastAPI's route answers in its documented shape
-        if found is None:
-            return None
-        try:
-            return json.dumps(_query_payload(req, label, found), allow_nan=False).encode()
-        except ValueError:
-            return None
-
-    fast = QueryFastLane(app, answer_cached_query)
-    return GuardMiddleware(fast, token=token, max_body=max_body)
+def _state(request: Request) -> DaemonState:
+    return request.app.state.daemon
 
 
-def _run_query(searcher: Any, req: m.QueryRequest) -> Any:
-    return searcher.query(req.budget_ms, method=req.method, max_params=req.max_params)
+def _json(payload: Any, status: int = 200, headers: Iterable[tuple[bytes, bytes]] = ()) -> Response:
+    """A JSON answer, encoded by the one encoder the CLI prints with (never a non-finite number)."""
+    return Response(encode(payload), status_code=status, media_type=JSON,
+                    headers={name.decode(): value.decode() for name, value in headers})
 
 
-def _query_payload(req: m.QueryRequest, label: str, ans: Any) -> dict:
-    return {"table": req.table, "objective": label, **ans.to_json()}
+# --- the routes --------------------------------------------------------------------------------
+
+router = APIRouter()
+_SEARCH_ERRORS = {404: {"model": m.ErrorBody}, 409: {"model": m.InfeasibleBody}, 422: {"model": m.LimitBody},
+                  503: {"model": m.ErrorBody}}
+
+
+@router.get("/healthz", response_model=m.HealthResponse, tags=["service"])
+async def healthz(request: Request) -> Response:
+    """Liveness, with the count of tables and of broken ones."""
+    entries = _state(request).store.entries()
+    return _json({"status": "ok", "tables": len(entries), "broken": sum(1 for e in entries if e.error is not None)})
+
+
+@router.get("/v1/tables", response_model=m.TablesResponse, tags=["tables"])
+async def tables(request: Request) -> Response:
+    """Every table of the folder: identity, provenance, fit quality, health."""
+    return _json({"tables": [e.describe() for e in _state(request).store.entries()]})
+
+
+@router.post("/v1/query", response_model=m.QueryResponse, tags=["search"], responses=_SEARCH_ERRORS)
+async def query(req: m.QueryRequest, request: Request) -> Response:
+    """The configuration of least cost within the budget: a look-up when cached, else in a work slot."""
+    state = _state(request)
+    version = state.version(req.table)
+    found = state.cached_query(version, req)
+    if found is None:
+        found, _ = await state.work(version, req, lambda searcher: answer_query(
+            searcher, req.table, req.budget_ms, req.method, req.max_params))
+    return _json(found)
+
+
+@router.post("/v1/pareto", response_model=m.ParetoResponse, tags=["search"], responses=_SEARCH_ERRORS)
+async def pareto(req: m.ParetoRequest, request: Request) -> Response:
+    """The exact front, serialised once per (table, objective, max_params) and kept."""
+    state = _state(request)
+    version = state.version(req.table)
+    slot = state.cached_slot(version, req)
+    body = slot.pareto_bodies.get(req.max_params) if slot is not None else None
+    if body is None:
+        body, slot = await state.work(version, req, lambda searcher: encode(
+            answer_pareto(searcher, req.table, req.max_params)))
+        slot.keep_pareto_body(req.max_params, body)
+    return Response(body, media_type=JSON)
+
+
+@router.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"], responses=_SEARCH_ERRORS)
+async def marginals(req: m.MarginalsRequest, request: Request) -> Response:
+    """Per-layer width probabilities at a budget and a temperature, in a work slot."""
+    state = _state(request)
+    version = state.version(req.table)
+    found, _ = await state.work(version, req, lambda searcher: answer_marginals(
+        searcher, req.table, req.budget_ms, req.temperature))
+    return _json(found)
+
+
+async def typed_error(request: Request, exc: WidthwiseError) -> Response:
+    """Any typed error: status and headers by its code (errors.HTTP_STATUS), body `code`, `field`, `detail`."""
+    if isinstance(exc, FrontLimitError):
+        logger.warning("%s: %s", request.url.path, exc)
+    status, body, headers = error_body(exc)
+    return _json(body, status, headers)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """A body the request models refuse, as an InvalidRequest naming the first field at fault."""
+    return await typed_error(request, invalid_request_error(exc.errors()))
+
+
+def invalid_request_error(raw: Any) -> InvalidRequest:
+    """Pydantic's errors as one InvalidRequest: the list of {loc, msg, type}, the first field named."""
+    errors = []
+    for e in raw:
+        loc, msg = list(e.get("loc", ())), str(e.get("msg", ""))
+        if e.get("type") == "json_invalid" and len(loc) > 1:
+            msg, loc = f"{msg} at character {loc[1]}", loc[:1]
+        errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", ""))})
+    first = next((e["loc"] for e in errors if e["loc"]), ["body"])
+    field = ".".join(str(p) for p in first[1:]) if len(first) > 1 else str(first[0])
+    message = next((e["msg"] for e in errors), "invalid request")
+    return InvalidRequest(f"{field}: {message}", field=field, errors=errors)
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+def create_app(tables: str | os.PathLike | TableStore, *, token: bytes | str | None = None,
+               max_body: int = DEFAULT_MAX_BODY, limits: FrontLimits | None = None,
+               work_slots: int = DEFAULT_WORK_SLOTS, work_queue: int = DEFAULT_WORK_QUEUE) -> GuardMiddleware:
+    """The ASGI app over a tables folder (or a ready TableStore): guard -> query fast lane -> FastAPI.
+
+    `limits` caps every front a request builds; heavy work runs in at most `work_slots`
+    worker threads. The FastAPI instance is `create_app(...).app.app`.
+    """
+    store = tables if isinstance(tables, TableStore) else TableStore(tables)
+    store.load_in_background()
+    state = DaemonState(store, WorkSlots(work_slots, work_queue), limits if limits is not None else FrontLimits())
+    app = FastAPI(
+        title="widthwise query daemon",
+        version="1",
+        description="Width search under a latency budget over the latency tables of a folder. Every error "
+                    "body has code, field and detail: 409 = infeasible budget (min_latency_ms states the "
+                    "least achievable); 422 = invalid request (a front over the size limits says which "
+                    "limit); 404 = unknown table; 401 = missing or wrong bearer token; 503 = broken table or busy.",
+    )
+    app.state.daemon = state
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(WidthwiseError, typed_error)
+    app.include_router(router)
+    return GuardMiddleware(QueryFastLane(app, state), token=token, max_body=max_body)
 
 
 class QueryFastLane:
     """ASGI: answers POST /v1/query straight from a cached front, skipping FastAPI's routing.
 
-    Same model, same payload as the FastAPI route; anything else (invalid, unknown table,
-    work to do, infeasible budget) is handed on to FastAPI with the body replayed.
+    Same model, same answering function (`DaemonState.cached_query`) as the route; anything
+    else (invalid, unknown table, work to do, infeasible budget) is handed on to FastAPI with
+    the body replayed, so it is answered there in its documented shape.
     """
 
     PATH = "/v1/query"
 
-    def __init__(self, app: Callable, answer: Callable[[bytes], bytes | None]) -> None:
+    def __init__(self, app: Callable, state: DaemonState) -> None:
         self.app = app
-        self.answer = answer
+        self.state = state
+
+    def answer(self, body: bytes) -> bytes | None:
+        """The response body of a valid query a cached front answers at once; None defers to FastAPI."""
+        try:
+            req = m.QueryRequest.model_validate_json(body)
+            found = self.state.cached_query(self.state.version(req.table), req)
+            return encode(found) if found is not None else None
+        except (ValidationError, WidthwiseError):
+            return None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
@@ -306,39 +303,6 @@ class QueryFastLane:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-
-
-def _infeasible(exc: Exception) -> Response:
-    """409: the budget cannot be met; the body states the least that can."""
-    return _json({"error": "infeasible_budget", "detail": str(exc),
-                  "min_latency_ms": _finite_or_none(getattr(exc, "min_latency_ms", None)),
-                  "min_params": _finite_or_none(getattr(exc, "min_params", None))}, 409)
-
-
-def _finite_or_none(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
-
-
-def _objective_field(exc: Exception, req: m._Request) -> str:
-    """Which request field an objective error is about: the engine's own word, else a best guess."""
-    named = getattr(exc, "field", None)
-    if isinstance(named, str) and named:
-        return named
-    text = str(exc).lower()
-    prefix = text.split(":", 1)[0].strip()
-    if prefix in type(req).model_fields:
-        return prefix
-    if text.startswith(("costs", "objective")):
-        return "objective"
-    if req.loss_samples is not None and ("loss" in text or "sample" in text):
-        return "loss_samples"
-    if getattr(req, "max_params", None) is not None and "param" in text and isinstance(req.objective, str):
-        return "max_params"
-    return "objective"
 
 
 # --- running it ------------------------------------------------------------------------------

@@ -19,12 +19,11 @@ import anyio
 import anyio.to_thread
 
 from widthwise.device_agents import auth
+from widthwise.errors import WidthwiseError
+
+from .errors import BadRequest, BodyTooLarge, Busy, DaemonConfigError, Unauthorized, error_body
 
 logger = logging.getLogger("widthwise.daemon")
-
-
-class DaemonConfigError(ValueError):
-    """The daemon cannot start as configured (non-loopback without a token, bad token file)."""
 
 
 # --- binding and tokens -------------------------------------------------------------------
@@ -39,7 +38,7 @@ def check_bind(host: str, token: bytes | str | None) -> None:
     if not is_loopback(host) and not token:
         raise DaemonConfigError(
             f"--host {host} is not a loopback address: a shared token is required "
-            "(--token-file FILE); every request must then carry 'Authorization: Bearer <token>'")
+            "(--token-file FILE); every request must then carry 'Authorization: Bearer <token>'", field="host")
 
 
 def token_from_file(path: str | os.PathLike) -> bytes:
@@ -47,17 +46,13 @@ def token_from_file(path: str | os.PathLike) -> bytes:
     try:
         token = auth.load_token(path)
     except auth.ConfigError as exc:
-        raise DaemonConfigError(str(exc)) from None
+        raise DaemonConfigError(str(exc), field="token_file") from None
     if not auth.token_file_is_private(path):
         logger.warning("token file %s is readable by group or others; chmod 600 it", path)
     return token
 
 
 # --- work slots: heavy computations off the event loop -------------------------------------
-
-class Busy(RuntimeError):
-    """Every work slot is taken and the queue in front of them is full."""
-
 
 class WorkSlots:
     """Runs heavy computations in worker threads, at most `slots` at once and `queue` more waiting.
@@ -88,6 +83,7 @@ class WorkSlots:
 
     @property
     def admitted(self) -> int:
+        """Requests running or waiting for a slot now (what a probe of the queue reads)."""
         return self._admitted
 
 
@@ -112,25 +108,28 @@ class GuardMiddleware:
                 client = scope.get("client") or ("?", 0)
                 logger.warning("refused %s %s from %s:%s: %s", scope.get("method"), scope.get("path"),
                                client[0], client[1], problem)
-                await send_json(send, 401, {"detail": problem}, [(b"www-authenticate", b"Bearer")])
+                await send_error(send, Unauthorized(problem, field="authorization"))
                 return
         length = headers.get(b"content-length")
         if length is not None:
             try:
                 too_big = int(length) > self.max_body
             except ValueError:
-                await send_json(send, 400, {"detail": "Content-Length is not a number"})
+                await send_error(send, BadRequest("Content-Length is not a number", field="content-length"))
                 return
             if too_big:
-                await send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+                await send_error(send, self._too_large())
                 return
             await self.app(scope, receive, send)
             return
         body = await self._read_capped(receive)
         if body is None:
-            await send_json(send, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+            await send_error(send, self._too_large())
             return
         await self.app(scope, replay(body, receive), send)
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"request body larger than {self.max_body} bytes", field="body")
 
     def _auth_problem(self, header: bytes | None) -> str | None:
         if not header:
@@ -168,7 +167,14 @@ def replay(body: bytes, receive: Callable) -> Callable:
     return receive_again
 
 
+async def send_error(send: Callable, error: WidthwiseError) -> None:
+    """Answer with a typed error: its status and headers from errors.HTTP_STATUS, its body from `error_body`."""
+    status, payload, headers = error_body(error)
+    await send_json(send, status, payload, headers)
+
+
 async def send_json(send: Callable, status: int, payload: dict, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer with a JSON body straight on the ASGI channel (before any framework sees the request)."""
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -85,7 +85,7 @@ class MarginalsRequest(_Request):
 
 
 class AnswerBody(BaseModel):
-    """One configuration as the search returns it."""
+    """One configuration as the search returns it (`answers.Answer.to_json`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -98,14 +98,22 @@ class AnswerBody(BaseModel):
     gamma: float | None = None
 
 
+OBJECTIVE_NAME = Field(description='The objective searched: "flops", "params", "costs" (an inline '
+                                   'widthwise-costs/1 object) or "loss-samples" (fitted loss samples).')
+
+
 class QueryResponse(AnswerBody):
+    """`answers.answer_query`: the table and objective, then the answer's fields."""
+
     table: str
-    objective: str = Field(description='"flops", "params" or "inline".')
+    objective: str = OBJECTIVE_NAME
 
 
 class ParetoResponse(BaseModel):
+    """`answers.answer_pareto`: the table and objective, then `answers.Front.to_json`."""
+
     table: str
-    objective: str
+    objective: str = OBJECTIVE_NAME
     count: int
     front: list[AnswerBody]
 
@@ -117,24 +125,30 @@ class LayerMarginals(BaseModel):
 
 
 class MarginalsResponse(BaseModel):
+    """`answers.answer_marginals`: per layer, each width's probability."""
+
     table: str
-    objective: str
+    objective: str = OBJECTIVE_NAME
     budget_ms: float
     temperature: float
     layers: list[LayerMarginals]
 
 
-class InfeasibleBody(BaseModel):
+class ErrorBody(BaseModel):
+    """Every error: its code (errors.HTTP_STATUS maps it to the status), the request field, what is wrong."""
+
+    code: str
+    field: str | None = None
+    detail: Any
+
+
+class InfeasibleBody(ErrorBody):
     """409: no configuration meets the budget; states the least that is achievable."""
 
-    error: Literal["infeasible_budget"] = "infeasible_budget"
+    code: Literal["infeasible_budget"] = "infeasible_budget"
     detail: str
     min_latency_ms: float | None = None
     min_params: float | None = None
-
-
-class ErrorBody(BaseModel):
-    detail: Any
 
 
 class FrontLimit(BaseModel):
@@ -147,8 +161,8 @@ class FrontLimit(BaseModel):
     blocks: int
 
 
-class LimitBody(BaseModel):
-    """422: an invalid request; when a front passed a size cap, `limit` says which cap and how far it got."""
+class LimitBody(ErrorBody):
+    """422: an invalid request (detail: a list of {loc, msg, type}); a front over a size cap says which cap."""
 
     detail: list[dict]
     field: str

@@ -1,6 +1,6 @@
-"""The search engine (contract C4): one `Searcher` per (table, objective), answering budget queries.
+"""The search engine: one `Searcher` per (table, objective), answering budget queries.
 
-The CLI and the daemon both go through here. A Searcher builds the chain arrays once and
+The CLI and the daemon both go through here (by way of `answers.answer_*`). A Searcher builds the chain arrays once and
 caches, lazily and thread-safely, the exact Pareto front (per parameter budget) and the
 Lagrangian's hull path, so after the first query of a kind every later one is a look-up
 (`lookup` answers from those caches alone, or says there is work). Every front it builds
@@ -12,24 +12,27 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from .chain import Chain, build_chain, within
-from .constrained import SearchTooLarge, SuffixFronts, best_within, suffix_fronts
+from .answers import Answer, Front
+from .branch_bound import SearchTooLarge, SuffixFronts, best_within, suffix_fronts
+from .budget import within
+from .chain import Chain, build_chain
+from .errors import FrontLimitError, InfeasibleBudget, ObjectiveError, QueryError
 from .front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
 from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
 from .marginals import marginals as chain_marginals
-from .objectives import Objective, ObjectiveError, build_objective
-from .pareto import Front, FrontTooLarge, build_front
+from .objectives import Objective, build_objective
+from .pareto_front import FrontArrays, FrontTooLarge, build_front
 from .table import Table
 from .viterbi import min_sum
 
 __all__ = [
     "Answer",
+    "Front",
     "FrontLimitError",
     "FrontLimits",
     "InfeasibleBudget",
@@ -45,61 +48,6 @@ __all__ = [
 PARAMS_FRONTS_KEPT = 8
 
 
-class InfeasibleBudget(ValueError):
-    """No configuration meets the budget; `.min_latency_ms` (and `.min_params`) say what would."""
-
-    def __init__(self, message: str, min_latency_ms: float, min_params: float | None = None) -> None:
-        super().__init__(message)
-        self.min_latency_ms = min_latency_ms
-        self.min_params = min_params
-
-
-class QueryError(ValueError):
-    """A query's parameters are invalid (a budget that is not a finite number >= 0, an unknown method).
-
-    `.field` names the parameter: budget_ms, max_params, method or temperature.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.field = message.split(":", 1)[0]
-
-
-class FrontLimitError(QueryError):
-    """A front the answer needs passes a size cap; `.limit` says which cap, its value and how far it got."""
-
-    def __init__(self, exc: FrontLimitExceeded, field: str) -> None:
-        hint = ("the lagrangian method (method 'lagrangian') answers budget queries without the exact front"
-                if field == "objective" else "drop max_params, or use the greedy method")
-        super().__init__(f"{field}: {exc}; {hint}")
-        self.field = field
-        self.limit = exc.to_json()
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One configuration: its widths, predicted latency, objective cost, and how it was found."""
-
-    widths: tuple[int, ...]
-    latency_ms: float
-    cost: float
-    method: str
-    params: float | None
-    macs: float | None
-    gamma: float | None
-
-    def to_json(self) -> dict:
-        return {
-            "widths": list(self.widths),
-            "latency_ms": self.latency_ms,
-            "cost": self.cost,
-            "method": self.method,
-            "params": self.params,
-            "macs": self.macs,
-            "gamma": self.gamma,
-        }
-
-
 def make_objective(table: Table, objective: str | dict = "flops", loss_samples: list | None = None) -> Objective:
     """The objective over `table`: "flops", "params", a parsed widthwise-costs/1 dict, or fitted loss samples."""
     return build_objective(table, objective, loss_samples)
@@ -107,8 +55,17 @@ def make_objective(table: Table, objective: str | dict = "flops", loss_samples: 
 
 def _check_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise QueryError(f"{name}: must be a finite number >= 0, got {value!r}")
+        raise QueryError(f"{name}: must be a finite number >= 0, got {value!r}", field=name)
     return float(value)
+
+
+def _check_params_budget(chain: Chain, max_params: float | None) -> float | None:
+    if max_params is None:
+        return None
+    max_params = _check_number(max_params, "max_params")
+    if chain.params is None:
+        raise QueryError("max_params: the table has no params, so a params budget cannot be checked", field="max_params")
+    return max_params
 
 
 class Searcher:
@@ -121,10 +78,10 @@ class Searcher:
         self.chain: Chain = build_chain(table, objective)
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self._fronts: OrderedDict[float | None, tuple[Front, list[Answer]]] = OrderedDict()
+        self._fronts: OrderedDict[float | None, tuple[FrontArrays, Front]] = OrderedDict()
         self._path: tuple[LagrangianPath, list[Answer]] | None = None
-        self._latency_params_front: Front | None = None
-        self._params_front: Front | None = None
+        self._latency_params_front: FrontArrays | None = None
+        self._params_front: FrontArrays | None = None
         self._slowest: float | None = None
         self._suffixes: tuple[SuffixFronts, SuffixFronts] | None = None
         self._min_latency: float | None = None
@@ -136,11 +93,11 @@ class Searcher:
 
     # --- cached structures -------------------------------------------------------------
 
-    def front(self, max_params: float | None = None) -> Front:
-        """The exact Pareto front (built once on first use, by one thread, then kept)."""
+    def front(self, max_params: float | None = None) -> FrontArrays:
+        """The exact Pareto front as arrays (built once on first use, by one thread, then kept)."""
         return self._front_entry(max_params)[0]
 
-    def _front_entry(self, max_params: float | None) -> tuple[Front, list[Answer]]:
+    def _front_entry(self, max_params: float | None) -> tuple[FrontArrays, Front]:
         """The front with its points already made Answers, so a query is a binary search and an index."""
         entry = self._cached_front(max_params)
         if entry is not None:
@@ -149,14 +106,15 @@ class Searcher:
             entry = self._cached_front(max_params)
             if entry is None:
                 front = build_front(self.chain, max_params, self.limits)
-                entry = (front, self._answers_of(front.configs, front.latency, front.cost, "exact"))
+                answers = self._answers_of(front.configs, front.latency, front.cost, "exact")
+                entry = (front, Front(tuple(answers), max_params))
                 with self._lock:
                     self._fronts[max_params] = entry
                     while len(self._fronts) > PARAMS_FRONTS_KEPT + 1:
                         del self._fronts[next(k for k in self._fronts if k is not None)]
         return entry
 
-    def _cached_front(self, max_params: float | None) -> tuple[Front, list[Answer]] | None:
+    def _cached_front(self, max_params: float | None) -> tuple[FrontArrays, Front] | None:
         with self._lock:
             entry = self._fronts.get(max_params)
             if entry is not None:
@@ -227,6 +185,7 @@ class Searcher:
                 f"{what}no configuration has at most {max_params:g} params (the fewest is {min_params:.6g})",
                 min_lat,
                 min_params,
+                field="max_params",
             )
         fastest = self._fastest_within_params(max_params)
         return InfeasibleBudget(
@@ -250,7 +209,7 @@ class Searcher:
             self._slowest = self.chain.latency_of(min_sum([-m for m in self.chain.latency])[1])
         return self._slowest
 
-    def _params_cost_front(self) -> Front:
+    def _params_cost_front(self) -> FrontArrays:
         """The Pareto front of (params, cost), for params budgets under a latency budget that cannot bind."""
         if self._params_front is None:
             chain = self.chain
@@ -271,7 +230,7 @@ class Searcher:
                     self._latency_params_front = build_front(as_cost, None, self.limits.memory_only(),
                                                              "(latency, params) front")
         front = self._latency_params_front
-        fits = np.flatnonzero(front.cost <= max_params + 1e-9 * max(1.0, max_params))
+        fits = np.flatnonzero(within(front.cost, max_params))
         return float(front.latency[fits[0]]) if fits.size else float("nan")
 
     def _exact(self, budget_ms: float, max_params: float | None) -> Answer:
@@ -302,14 +261,16 @@ class Searcher:
         try:
             best = best_within(self.chain, self.front(), budget_ms, max_params, self._suffix_fronts())
         except SearchTooLarge as exc:
-            raise QueryError(f"max_params: the search within both budgets is too large for this table ({exc})") from None
+            raise QueryError(f"max_params: the search within both budgets is too large for this table ({exc})",
+                             field="max_params") from None
         if best is None:
             raise self._infeasible(budget_ms, max_params)
         return self._answer(best.idx, "exact", None, best.latency_ms, best.cost)
 
     def _lagrangian(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
-            raise QueryError("max_params: the lagrangian method has no parameter budget; use exact or greedy")
+            raise QueryError("max_params: the lagrangian method has no parameter budget; use exact or greedy",
+                             field="max_params")
         path, answers = self._path_entry()
         try:
             return answers[path.position(budget_ms)]
@@ -330,18 +291,15 @@ class Searcher:
             ) from None
         return self._answer(idx, "greedy", None)
 
-    # --- contract C4 -----------------------------------------------------------------------
+    # --- the queries ---------------------------------------------------------------------
 
     def query(self, budget_ms: float, method: str = "exact", max_params: float | None = None) -> Answer:
         """The least-cost configuration within the latency (and optional params) budget, by `method`."""
         budget_ms = _check_number(budget_ms, "budget_ms")
-        if max_params is not None:
-            max_params = _check_number(max_params, "max_params")
-            if self.chain.params is None:
-                raise QueryError("max_params: the table has no params, so a params budget cannot be checked")
+        max_params = _check_params_budget(self.chain, max_params)
         solve = self._methods.get(method)
         if solve is None:
-            raise QueryError(f"method: unknown {method!r}; use one of {', '.join(self._methods)}")
+            raise QueryError(f"method: unknown {method!r}; use one of {', '.join(self._methods)}", field="method")
         try:
             return solve(budget_ms, max_params)
         except FrontLimitExceeded as exc:
@@ -364,25 +322,22 @@ class Searcher:
             raise self._infeasible(budget_ms, None)
         return None   # the message needs work (the least latency within max_params)
 
-    def pareto(self, max_params: float | None = None) -> list[Answer]:
+    def pareto(self, max_params: float | None = None) -> Front:
         """The exact Pareto front of (latency, cost), sorted by latency."""
-        if max_params is not None:
-            max_params = _check_number(max_params, "max_params")
-            if self.chain.params is None:
-                raise QueryError("max_params: the table has no params, so a params budget cannot be checked")
+        max_params = _check_params_budget(self.chain, max_params)
         try:
-            return list(self._front_entry(max_params)[1])
+            return self._front_entry(max_params)[1]
         except FrontLimitExceeded as exc:
             raise _limit_error(exc) from None
         except FrontTooLarge as exc:
-            raise QueryError(f"max_params: {exc}") from None
+            raise QueryError(f"max_params: {exc}", field="max_params") from None
 
     def marginals(self, budget_ms: float, temperature: float) -> list[dict[int, float]]:
         """Per layer, width -> probability under exp(-(cost + gamma * latency) / T), gamma from the budget."""
         budget_ms = _check_number(budget_ms, "budget_ms")
         temperature = _check_number(temperature, "temperature")
         if temperature == 0:
-            raise QueryError("temperature: must be > 0")
+            raise QueryError("temperature: must be > 0", field="temperature")
         try:
             found = self.lagrangian_path().query(budget_ms)
         except LagrangianInfeasible:
@@ -394,8 +349,11 @@ class Searcher:
 
 
 def _limit_error(exc: FrontLimitExceeded) -> FrontLimitError:
-    """The request field a front cap is about: the objective for the exact front, else max_params."""
-    return FrontLimitError(exc, "objective" if exc.what == "exact front" else "max_params")
+    """A front over its cap, about the objective for the exact front, else about max_params."""
+    field = "objective" if exc.what == "exact front" else "max_params"
+    hint = ("the lagrangian method (method 'lagrangian') answers budget queries without the exact front"
+            if field == "objective" else "drop max_params, or use the greedy method")
+    return FrontLimitError(f"{field}: {exc}; {hint}", field=field, limit=exc.to_json())
 
 
 def _path_position(path: LagrangianPath, budget_ms: float) -> int:

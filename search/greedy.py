@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chain import Chain, within
+from .budget import within
+from .chain import Chain
 
 
 class GreedyStuck(ValueError):

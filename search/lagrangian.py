@@ -16,7 +16,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .chain import BUDGET_RTOL, Chain, within
+from .budget import BUDGET_RTOL, within
+from .chain import Chain
 from .viterbi import LagrangianViterbi, compiled_kernels
 
 #: Relative margin by which a configuration must beat a hull edge to count as a new vertex.

@@ -43,11 +43,3 @@ def marginals(chain: Chain, gamma: float, temperature: float) -> list[np.ndarray
         out.append(probs / probs.sum())
     return out
 
-
-def log_partition(chain: Chain, gamma: float, temperature: float) -> float:
-    """log Z of the distribution (for tests and diagnostics)."""
-    logs = log_potentials(chain, gamma, temperature)
-    value = logs[0][0]
-    for m in logs[1:]:
-        value = _logsumexp(value[:, None] + m, axis=0)
-    return float(value[0])

@@ -14,22 +14,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import ObjectiveError
 from .table import Table
+
+__all__ = ["COSTS_FORMAT", "NAMED_OBJECTIVES", "Objective", "ObjectiveError", "build_objective",
+           "costs_objective", "loss_samples_objective"]
 
 COSTS_FORMAT = "widthwise-costs/1"
 #: Ridge weight of the loss-sample fit, relative to the number of samples.
 RIDGE = 1e-3
-
-
-class ObjectiveError(ValueError):
-    """An objective does not fit the table or cannot be built; the message names the layer or field.
-
-    `.field` is the request field at fault: "objective" or "loss_samples".
-    """
-
-    def __init__(self, message: str, field: str = "objective") -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +49,7 @@ def _count_objective(table: Table, key: str) -> Objective:
         if getattr(block, key) is None:
             raise ObjectiveError(
                 f"blocks[{k}] ({block.name}): the table has no '{key}', so the '{_NAMES[key]}' objective "
-                "cannot be used; give a costs file or loss samples"
+                "cannot be used; give a costs file or loss samples", field="objective"
             )
     scale = _widest_total(table, key) or 1.0
     pairwise = tuple(-np.asarray(getattr(b, key), dtype=np.float64) / scale for b in table.blocks)
@@ -80,36 +73,41 @@ NAMED_OBJECTIVES: dict[str, Callable[[Table], Objective]] = {
 }
 
 
-def _number(value: object, where: str) -> float:
+def _bad_objective(message: str) -> ObjectiveError:
+    """An error about the request's objective (a name or a costs object)."""
+    return ObjectiveError(message, field="objective")
+
+
+def _number(value: object, where: str, field: str = "objective") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ObjectiveError(f"{where}: must be a finite number, got {value!r}")
+        raise ObjectiveError(f"{where}: must be a finite number, got {value!r}", field=field)
     return float(value)
 
 
 def _vector(value: object, length: int, where: str) -> np.ndarray:
     if not isinstance(value, list) or len(value) != length:
         got = len(value) if isinstance(value, list) else type(value).__name__
-        raise ObjectiveError(f"{where}: expected {length} values (one per width choice), got {got}")
+        raise _bad_objective(f"{where}: expected {length} values (one per width choice), got {got}")
     return np.array([_number(v, f"{where}[{j}]") for j, v in enumerate(value)], dtype=np.float64)
 
 
 def costs_objective(table: Table, costs: dict) -> Objective:
     """Validate a parsed `widthwise-costs/1` object against the table and wrap it."""
     if not isinstance(costs, dict):
-        raise ObjectiveError(f"costs: must be a JSON object, got {type(costs).__name__}")
+        raise _bad_objective(f"costs: must be a JSON object, got {type(costs).__name__}")
     unknown = sorted(set(costs) - {"format", "space", "unary", "pairwise", "description"})
     if unknown:
-        raise ObjectiveError(f"costs.{unknown[0]}: unknown field")
+        raise _bad_objective(f"costs.{unknown[0]}: unknown field")
     if costs.get("format") != COSTS_FORMAT:
-        raise ObjectiveError(f"costs.format: unknown format {costs.get('format')!r}; expected {COSTS_FORMAT!r}")
+        raise _bad_objective(f"costs.format: unknown format {costs.get('format')!r}; expected {COSTS_FORMAT!r}")
     space = costs.get("space")
     if space not in (None, "") and table.space_name and space != table.space_name:
-        raise ObjectiveError(f"costs.space: costs are for space {space!r} but the table is {table.space_name!r}")
+        raise _bad_objective(f"costs.space: costs are for space {space!r} but the table is {table.space_name!r}")
     unary_raw = costs.get("unary")
     choices, names = table.choices, table.layer_names
     if not isinstance(unary_raw, list) or len(unary_raw) != len(choices):
         got = len(unary_raw) if isinstance(unary_raw, list) else type(unary_raw).__name__
-        raise ObjectiveError(f"costs.unary: expected {len(choices)} layers (one list per layer), got {got}")
+        raise _bad_objective(f"costs.unary: expected {len(choices)} layers (one list per layer), got {got}")
     unary = tuple(
         _vector(row, len(choices[k]), f"costs.unary[{k}] (layer {names[k]})") for k, row in enumerate(unary_raw)
     )
@@ -118,13 +116,13 @@ def costs_objective(table: Table, costs: dict) -> Objective:
         raw = costs["pairwise"]
         if not isinstance(raw, list) or len(raw) != len(table.blocks):
             got = len(raw) if isinstance(raw, list) else type(raw).__name__
-            raise ObjectiveError(f"costs.pairwise: expected {len(table.blocks)} blocks, got {got}")
+            raise _bad_objective(f"costs.pairwise: expected {len(table.blocks)} blocks, got {got}")
         mats = []
         for k, (rows, block) in enumerate(zip(raw, table.blocks)):
             where = f"costs.pairwise[{k}] (block {block.name})"
             if not isinstance(rows, list) or len(rows) != len(block.in_widths):
                 got = len(rows) if isinstance(rows, list) else type(rows).__name__
-                raise ObjectiveError(f"{where}: expected {len(block.in_widths)} rows (one per input width), got {got}")
+                raise _bad_objective(f"{where}: expected {len(block.in_widths)} rows (one per input width), got {got}")
             mats.append(np.stack([_vector(r, len(block.out_widths), f"{where}[{i}]") for i, r in enumerate(rows)]))
         pairwise = tuple(mats)
     description = str(costs.get("description") or "user costs (widthwise-costs/1)")
@@ -138,27 +136,24 @@ def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray
     rows, losses = [], []
     for s, sample in enumerate(samples):
         if not isinstance(sample, (list, tuple)) or len(sample) != 2:
-            raise ObjectiveError(f"loss sample {s}: must be [[w_0, ..., w_{len(choices) - 1}], loss]", "loss_samples")
+            raise ObjectiveError(f"loss sample {s}: must be [[w_0, ..., w_{len(choices) - 1}], loss]", field="loss_samples")
         widths, loss = sample
         if not isinstance(widths, (list, tuple)) or len(widths) != len(choices):
             got = len(widths) if isinstance(widths, (list, tuple)) else type(widths).__name__
-            raise ObjectiveError(f"loss sample {s}: expected {len(choices)} widths, got {got}", "loss_samples")
+            raise ObjectiveError(f"loss sample {s}: expected {len(choices)} widths, got {got}", field="loss_samples")
         row = []
         for k, w in enumerate(widths):
             j = lookup[k].get(w) if isinstance(w, int) and not isinstance(w, bool) else None
             if j is None:
                 raise ObjectiveError(
                     f"loss sample {s}: width {w!r} of layer {k} ({names[k]}) is not one of its choices {list(choices[k])}",
-                    "loss_samples",
+                    field="loss_samples",
                 )
             row.append(j)
         rows.append(row)
-        try:
-            losses.append(_number(loss, f"loss sample {s}: loss"))
-        except ObjectiveError as exc:
-            raise ObjectiveError(str(exc), "loss_samples") from None
+        losses.append(_number(loss, f"loss sample {s}: loss", "loss_samples"))
     if not rows:
-        raise ObjectiveError("loss samples: none given", "loss_samples")
+        raise ObjectiveError("loss samples: none given", field="loss_samples")
     return np.asarray(rows, dtype=np.int64), np.asarray(losses)
 
 
@@ -200,15 +195,16 @@ def build_objective(table: Table, objective: str | dict = "flops", loss_samples:
     """The objective for a table: a name, a parsed costs object, or (when given) fitted loss samples."""
     if loss_samples is not None:
         if objective not in ("flops", None):
-            raise ObjectiveError("objective: give either an objective or loss samples, not both")
+            raise _bad_objective("objective: give either an objective or loss samples, not both")
         return loss_samples_objective(table, loss_samples)
     if isinstance(objective, str):
         builder = NAMED_OBJECTIVES.get(objective)
         if builder is None:
             raise ObjectiveError(
-                f"objective: unknown name {objective!r}; use one of {', '.join(NAMED_OBJECTIVES)} or a costs object"
+                f"objective: unknown name {objective!r}; use one of {', '.join(NAMED_OBJECTIVES)} or a costs object",
+                field="objective",
             )
         return builder(table)
     if isinstance(objective, dict):
         return costs_objective(table, objective)
-    raise ObjectiveError(f"objective: must be a name or a widthwise-costs/1 object, got {type(objective).__name__}")
+    raise _bad_objective(f"objective: must be a name or a widthwise-costs/1 object, got {type(objective).__name__}")

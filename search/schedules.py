@@ -18,23 +18,21 @@ import math
 from dataclasses import MISSING, asdict, dataclass
 from typing import Mapping, Union
 
-
-class ScheduleError(ValueError):
-    """A schedule parameter or a step is invalid; the message names it."""
+from .errors import ScheduleError
 
 
 def _finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ScheduleError(f"{name} must be a finite number, got {value!r}")
+        raise ScheduleError(f"{name} must be a finite number, got {value!r}", field=name)
     return float(value)
 
 
 def _integer(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise ScheduleError(f"{name} must be an integer, got {value!r}")
+        raise ScheduleError(f"{name} must be an integer, got {value!r}", field=name)
     number = int(value)  # accepts numpy integers too
     if number < minimum:
-        raise ScheduleError(f"{name} must be at least {minimum}, got {number}")
+        raise ScheduleError(f"{name} must be at least {minimum}, got {number}", field=name)
     return number
 
 
@@ -59,22 +57,18 @@ class CyclicallyAnnealedLR:
         lo = _finite("lr_min", self.lr_min)
         hi = _finite("lr_max", self.lr_max)
         if lo < 0:
-            raise ScheduleError(f"lr_min must be >= 0, got {lo}")
+            raise ScheduleError(f"lr_min must be >= 0, got {lo}", field="lr_min")
         if hi <= lo:
-            raise ScheduleError(f"lr_max ({hi}) must be greater than lr_min ({lo})")
+            raise ScheduleError(f"lr_max ({hi}) must be greater than lr_min ({lo})", field="lr_max")
         _integer("cycle_steps", self.cycle_steps, 2)
         d = _finite("decay", self.decay)
         if not 0.0 < d < 1.0:
-            raise ScheduleError(f"decay must be in (0, 1) so that every cycle's peak is lower, got {d}")
+            raise ScheduleError(f"decay must be in (0, 1) so that every cycle's peak is lower, got {d}", field="decay")
 
     @property
     def rise_steps(self) -> int:
         """Steps from a cycle's start to its peak."""
         return self.cycle_steps // 2
-
-    def cycle(self, step: int) -> int:
-        """The cycle (0-based) a step falls in."""
-        return _step(step) // self.cycle_steps
 
     def peak(self, cycle: int) -> float:
         """The highest learning rate of a cycle: lr_min + (lr_max − lr_min) · decay^cycle."""
@@ -104,9 +98,10 @@ class GeometricTemperature:
         start = _finite("t_start", self.t_start)
         end = _finite("t_end", self.t_end)
         if end <= 0:
-            raise ScheduleError(f"t_end must be positive, got {end}")
+            raise ScheduleError(f"t_end must be positive, got {end}", field="t_end")
         if start < end:
-            raise ScheduleError(f"t_start ({start}) must be at least t_end ({end}): the temperature anneals")
+            raise ScheduleError(f"t_start ({start}) must be at least t_end ({end}): the temperature anneals",
+                                field="t_start")
         _integer("steps", self.steps, 1)
 
     def __call__(self, step: int) -> float:
@@ -128,26 +123,26 @@ SCHEDULES: dict[str, type] = {
 def make_schedule(config: Mapping[str, object]) -> Schedule:
     """Build a schedule from {"kind": ..., parameters...}; an unknown kind or key is named."""
     if not isinstance(config, Mapping):
-        raise ScheduleError(f"a schedule config must be an object, got {type(config).__name__}")
+        raise ScheduleError(f"a schedule config must be an object, got {type(config).__name__}", field="config")
     params = dict(config)
     kind = params.pop("kind", None)
     cls = SCHEDULES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ScheduleError(f"unknown schedule kind {kind!r}; known: {', '.join(sorted(SCHEDULES))}")
+        raise ScheduleError(f"unknown schedule kind {kind!r}; known: {', '.join(sorted(SCHEDULES))}", field="kind")
     fields = cls.__dataclass_fields__
     for key in params:
         if key not in fields:
-            raise ScheduleError(f"schedule {kind} has no parameter {key!r}; it takes {', '.join(fields)}")
+            raise ScheduleError(f"schedule {kind} has no parameter {key!r}; it takes {', '.join(fields)}", field=key)
     missing = [
         name for name, f in fields.items() if name not in params and f.default is MISSING and f.default_factory is MISSING
     ]
     if missing:
-        raise ScheduleError(f"schedule {kind} is missing {', '.join(missing)}")
+        raise ScheduleError(f"schedule {kind} is missing {', '.join(missing)}", field=missing[0])
     return cls(**params)
 
 
 def schedule_to_json(schedule: Schedule) -> dict:
-    """The config object that `make_schedule` turns back into this schedule."""
+    """The config object that `make_schedule` turns back into this schedule (docs/lowrank.md: logged with a run)."""
     kind = next(name for name, cls in SCHEDULES.items() if isinstance(schedule, cls))
     return {"kind": kind, **asdict(schedule)}
 

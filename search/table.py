@@ -18,19 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from widthwise.device_agents.statistics import FIT_STATISTICS
+
+from .errors import TableError, WidthsError
+
+__all__ = ["FORMAT", "Block", "Table", "TableError", "WidthsError", "load_table"]
+
 FORMAT = "widthwise-table/1"
-STATISTICS = ("median", "min", "mean")
-
-
-class TableError(ValueError):
-    """A table file is not a valid `widthwise-table/1`; the message names the field."""
-
-    def __init__(self, field_path: str, problem: str, source: str | None = None) -> None:
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{field_path}: {problem}")
-        self.field = field_path
-        self.problem = problem
-        self.source = source
 
 
 @dataclass
@@ -93,17 +87,18 @@ class Table:
         return str(self.runtime.get("statistic", "median"))
 
     def indices(self, widths: Sequence[int]) -> list[int]:
-        """Each width's index among its layer's choices; ValueError naming a bad one."""
+        """Each width's index among its layer's choices; WidthsError naming a bad one."""
         choices = self.choices
         if len(widths) != len(choices):
-            raise ValueError(f"table has {len(choices)} layers, got {len(widths)} widths")
+            raise WidthsError(f"table has {len(choices)} layers, got {len(widths)} widths", field="widths")
         out = []
         for k, (w, opts) in enumerate(zip(widths, choices)):
             try:
                 out.append(opts.index(int(w)))
             except ValueError:
-                raise ValueError(
-                    f"width {w} of layer {k} ({self.layer_names[k]}) is not one of its choices {list(opts)}"
+                raise WidthsError(
+                    f"width {w} of layer {k} ({self.layer_names[k]}) is not one of its choices {list(opts)}",
+                    field=f"widths[{k}]",
                 ) from None
         return out
 
@@ -151,6 +146,7 @@ class Table:
 
     @classmethod
     def from_json(cls, obj: object, source: str | None = None) -> "Table":
+        """Validate a parsed table object (the inverse of `to_json`, for tables that are not files)."""
         return _parse(obj, source)
 
 
@@ -224,6 +220,7 @@ def _matrix(value: object, rows: int, cols: int, where: str, source: str | None,
 
 
 def _parse(obj: object, source: str | None) -> Table:
+    """A validated Table from a parsed JSON object; TableError naming the first faulty field."""
     bad = _non_finite(obj)
     if bad is not None:
         raise TableError(bad[0], f"non-finite number ({bad[1]}): the file is corrupt", source)
@@ -235,7 +232,22 @@ def _parse(obj: object, source: str | None) -> Table:
     unit = obj.get("unit", "ms")
     if unit != "ms":
         raise TableError("unit", f"must be 'ms', got {unit!r}", source)
-    space = obj.get("space")
+    space, choices = _space(obj.get("space"), source)
+    blocks = _blocks(obj.get("blocks"), space, choices, source)
+    constant = obj.get("constant_ms", 0.0)
+    if isinstance(constant, bool) or not isinstance(constant, (int, float)) or not math.isfinite(constant) or constant < 0:
+        raise TableError("constant_ms", f"must be a finite number >= 0, got {constant!r}", source)
+    meta = _metadata(obj, source)
+    created = obj.get("created")
+    if created is not None and not isinstance(created, str):
+        raise TableError("created", "must be a string (ISO 8601 time)", source)
+    return Table(space=space, blocks=blocks, constant_ms=float(constant), unit="ms", device=meta["device"],
+                 runtime=meta["runtime"], fit=meta["fit"], created=created,
+                 extra={k: v for k, v in obj.items() if k not in _KNOWN})
+
+
+def _space(space: object, source: str | None) -> tuple[dict, list[tuple[int, ...]]]:
+    """The validated `space` object and each layer's width choices."""
     if not isinstance(space, dict):
         raise TableError("space", "missing or not an object", source)
     for key in ("input_channels", "output_channels"):
@@ -253,32 +265,35 @@ def _parse(obj: object, source: str | None) -> Table:
         if len(set(ch)) != len(ch):
             raise TableError(f"space.layers[{k}].choices", "has repeated widths", source)
         choices.append(ch)
-    blocks_raw = obj.get("blocks")
-    n_blocks = len(layers) + 1
-    if not isinstance(blocks_raw, list) or len(blocks_raw) != n_blocks:
-        got = len(blocks_raw) if isinstance(blocks_raw, list) else type(blocks_raw).__name__
+    return space, choices
+
+
+def _blocks(raw_blocks: object, space: dict, choices: list[tuple[int, ...]], source: str | None) -> list[Block]:
+    """The validated blocks: one per layer plus the output, each matching the widths around it."""
+    n_blocks = len(choices) + 1
+    if not isinstance(raw_blocks, list) or len(raw_blocks) != n_blocks:
+        got = len(raw_blocks) if isinstance(raw_blocks, list) else type(raw_blocks).__name__
         raise TableError("blocks", f"expected {n_blocks} blocks (layers + 1), got {got}", source)
     chain = [(space["input_channels"],), *choices, (space["output_channels"],)]
     blocks = []
-    for k, raw in enumerate(blocks_raw):
+    for k, raw in enumerate(raw_blocks):
         where = f"blocks[{k}]"
         if not isinstance(raw, dict):
             raise TableError(where, "must be an object", source)
         ins = _width_list(raw.get("in"), f"{where}.in", source)
         outs = _width_list(raw.get("out"), f"{where}.out", source)
-        if ins != tuple(chain[k]):
-            raise TableError(f"{where}.in", f"must equal {list(chain[k])}, got {list(ins)}", source)
-        if outs != tuple(chain[k + 1]):
-            raise TableError(f"{where}.out", f"must equal {list(chain[k + 1])}, got {list(outs)}", source)
+        for key, got, expected in (("in", ins, chain[k]), ("out", outs, chain[k + 1])):
+            if got != tuple(expected):
+                raise TableError(f"{where}.{key}", f"must equal {list(expected)}, got {list(got)}", source)
         ms = _matrix(raw.get("ms"), len(ins), len(outs), f"{where}.ms", source, np.float64)
-        extra = {}
-        for key in ("macs", "params"):
-            if raw.get(key) is not None:
-                extra[key] = _matrix(raw[key], len(ins), len(outs), f"{where}.{key}", source, np.float64)
-        blocks.append(Block(str(raw.get("name", f"block{k}")), ins, outs, ms, extra.get("macs"), extra.get("params")))
-    constant = obj.get("constant_ms", 0.0)
-    if isinstance(constant, bool) or not isinstance(constant, (int, float)) or not math.isfinite(constant) or constant < 0:
-        raise TableError("constant_ms", f"must be a finite number >= 0, got {constant!r}", source)
+        counts = {key: _matrix(raw[key], len(ins), len(outs), f"{where}.{key}", source, np.float64)
+                  for key in ("macs", "params") if raw.get(key) is not None}
+        blocks.append(Block(str(raw.get("name", f"block{k}")), ins, outs, ms, counts.get("macs"), counts.get("params")))
+    return blocks
+
+
+def _metadata(obj: dict, source: str | None) -> dict[str, dict]:
+    """The `device`, `runtime` and `fit` objects (empty when absent); the statistic must be a fit one."""
     meta = {}
     for key in ("device", "runtime", "fit"):
         value = obj.get(key)
@@ -288,19 +303,6 @@ def _parse(obj: object, source: str | None) -> Table:
             raise TableError(key, "must be an object", source)
         meta[key] = value
     stat = meta["runtime"].get("statistic", "median")
-    if stat not in STATISTICS:
-        raise TableError("runtime.statistic", f"must be one of {', '.join(STATISTICS)}, got {stat!r}", source)
-    created = obj.get("created")
-    if created is not None and not isinstance(created, str):
-        raise TableError("created", "must be a string (ISO 8601 time)", source)
-    return Table(
-        space=space,
-        blocks=blocks,
-        constant_ms=float(constant),
-        unit="ms",
-        device=meta["device"],
-        runtime=meta["runtime"],
-        fit=meta["fit"],
-        created=created,
-        extra={k: v for k, v in obj.items() if k not in _KNOWN},
-    )
+    if stat not in FIT_STATISTICS:
+        raise TableError("runtime.statistic", f"must be one of {', '.join(FIT_STATISTICS)}, got {stat!r}", source)
+    return meta

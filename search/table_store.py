@@ -223,7 +223,7 @@ class TableStore:
                 continue   # removed between listing and stat
             if not stat.S_ISREG(st.st_mode):
                 continue
-            seen[item.name[: -len(".json")]] = (Path(item.path), st)
+            seen[table_name(item.name)] = (Path(item.path), st)
         for name in list(self._entries):
             if name not in seen:
                 del self._entries[name]
@@ -277,6 +277,12 @@ class TableStore:
             entry.error = result
             kept = "; the previous version keeps serving" if entry.version is not None else ""
             logger.warning("table %s refused: %s%s", entry.name, result, kept)
+
+
+def table_name(path: str | os.PathLike) -> str:
+    """The name a table file is served under: its file name without `.json` (the CLI's `--json` uses it too)."""
+    name = Path(path).name
+    return name[: -len(".json")] if name.endswith(".json") else name
 
 
 def _short_error(exc: TableError, path: Path) -> str:

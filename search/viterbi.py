@@ -15,6 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .budget import BUDGET_RTOL
+from .errors import JitModeError, JitUnavailable
+
 #: Environment variable choosing the compiled kernels: "auto" (when numba imports), "on" or "off".
 JIT_ENV = "WIDTHWISE_JIT"
 JIT_MODES = ("auto", "on", "off")
@@ -23,15 +26,11 @@ _kernels: dict[str, object] = {}
 _kernels_lock = threading.Lock()
 
 
-class JitUnavailable(RuntimeError):
-    """The compiled kernels were required (WIDTHWISE_JIT=on or compiled=True) but numba did not import."""
-
-
 def jit_mode() -> str:
-    """The compiled-kernel policy from WIDTHWISE_JIT (default "auto"); ValueError naming a bad value."""
+    """The compiled-kernel policy from WIDTHWISE_JIT (default "auto"); JitModeError naming a bad value."""
     mode = os.environ.get(JIT_ENV, "auto").strip().lower() or "auto"
     if mode not in JIT_MODES:
-        raise ValueError(f"{JIT_ENV}={mode!r} is not one of {', '.join(JIT_MODES)}")
+        raise JitModeError(f"{JIT_ENV}={mode!r} is not one of {', '.join(JIT_MODES)}", field=JIT_ENV)
     return mode
 
 
@@ -49,7 +48,7 @@ def _load_kernels() -> dict[str, object]:
         # The argument types of the real calls (float64 C arrays, int64 index, Python floats
         # and ints), so this compiles exactly the signatures later calls use.
         viterbi_jit.viterbi(tiny.flat, tiny.index, 1.0, False)
-        viterbi_jit.bracket_walk(tiny.flat, tiny.index, 0.0, 1.0, 1e-9, 1e-10, 200)
+        viterbi_jit.bracket_walk(tiny.flat, tiny.index, 0.0, 1.0, BUDGET_RTOL, BUDGET_RTOL, 200)
     except Exception as exc:  # noqa: BLE001 - a numba or LLVM failure of any kind means: use numpy
         return {"module": None, "error": exc}
     return {"module": viterbi_jit}
@@ -77,7 +76,7 @@ def compiled_kernels(required: bool | None = None) -> ModuleType | None:
     if not isinstance(module, ModuleType):
         module = None
     if module is None and required:
-        raise JitUnavailable(f"the compiled kernels (numba) are unavailable: {_kernels.get('error')}")
+        raise JitUnavailable(f"the compiled kernels (numba) are unavailable: {_kernels.get('error')}", field=JIT_ENV)
     return module
 
 

@@ -29,10 +29,6 @@ class _Reader:
         if pos < 0 or pos + n > self.size:
             raise BadModel(f"not a valid TFLite model: {what} points outside the file (offset {pos}, size {self.size})")
 
-    def u8(self, pos: int, what: str) -> int:
-        self._need(pos, 1, what)
-        return self.data[pos]
-
     def u16(self, pos: int, what: str) -> int:
         self._need(pos, 2, what)
         return struct.unpack_from("<H", self.data, pos)[0]

@@ -17,12 +17,9 @@ import numpy as np
 
 from widthwise.device_agents.spaces import Space
 
+from ..errors import UnknownSampler
+
 Widths = tuple[int, ...]
-
-
-class UnknownSampler(ValueError):
-    """The sampling strategy asked for is not registered."""
-
 
 class Sampler(ABC):
     """A seeded, deterministic source of width configurations on a space's grid."""
@@ -73,7 +70,7 @@ def sampler_class(name: str) -> type[Sampler]:
     """The Sampler subclass registered under `name`."""
     module_name = SAMPLER_MODULES.get(name)
     if module_name is None:
-        raise UnknownSampler(f"unknown sampling {name!r}; known: {', '.join(sorted(SAMPLER_MODULES))}")
+        raise UnknownSampler(f"unknown sampling {name!r}; known: {', '.join(sorted(SAMPLER_MODULES))}", field="sampling")
     return importlib.import_module(module_name).SAMPLER
 
 
@@ -82,8 +79,14 @@ def make_sampler(name: str, space: Space, *, seed: int = 0) -> Sampler:
     return sampler_class(name)(space, seed=seed)
 
 
+def chain_terms(indices: list[int]) -> list[tuple[int, int, int]]:
+    """The (block, in-index, out-index) terms of a configuration given as choice indices, one per
+    block (the first block's input and the last block's output have a single choice)."""
+    chain = [0, *indices, 0]
+    return [(k, chain[k], chain[k + 1]) for k in range(len(indices) + 1)]
+
+
 def block_terms(space: Space, widths: Widths) -> list[tuple[int, int, int]]:
-    """The (block, in-index, out-index) terms a configuration exercises, one per block."""
-    idx = [layer.choices.index(w) for layer, w in zip(space.layers, widths)]
-    chain = [0, *idx, 0]
-    return [(k, chain[k], chain[k + 1]) for k in range(space.num_layers + 1)]
+    """The terms a configuration given as widths exercises (kept for callers that hold widths,
+    such as a check of a plan's coverage: the samplers count terms by index)."""
+    return chain_terms([layer.choices.index(w) for layer, w in zip(space.layers, widths)])

@@ -11,7 +11,7 @@ from widthwise.device_agents.build_onnx import build_onnx
 from widthwise.device_agents.build_tflite import build_tflite, tflite_input_shape
 from widthwise.device_agents.errors import BadRequest, BadWidths
 from widthwise.device_agents.spaces import make_space
-from widthwise.device_agents.tflite_reference import forward
+from widthwise.device_agents.int8_calibration import forward
 from widthwise.device_agents.weights import block_weights
 
 OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -87,10 +87,10 @@ def test_operator_codes_above_127_keep_the_placeholder_in_the_old_field():
     x = w.tensor("x", (1, 4), "float32")
     y = w.tensor("y", (1, 4), "float32")
     w.op(150, [x], [y])
-    w.op(fb.OP_SOFTMAX, [y], [x], fb.softmax_options(1.0))
+    w.op(fb.OP_MEAN, [y], [x], fb.reducer_options(False))
     m = _parse(w.finish([x], [y]))
     codes = {m.OperatorCodes(i).BuiltinCode(): m.OperatorCodes(i).DeprecatedBuiltinCode() for i in range(2)}
-    assert codes == {150: 127, fb.OP_SOFTMAX: fb.OP_SOFTMAX}
+    assert codes == {150: 127, fb.OP_MEAN: fb.OP_MEAN}
 
 
 def _data(m: tflite.Model, name: str, dtype) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The C1 handlers, called in-process with real networks on real onnxruntime sessions."""
+"""The request handlers, called in-process with real networks on real onnxruntime sessions."""
 
 import pytest
 
@@ -215,7 +215,7 @@ def test_the_agent_side_imports_nothing_the_board_lacks():
     assert out.stdout.strip() == "[]"
 
 
-# --- pair_with and clock (optional extensions of C1) -----------------------------------------
+# --- pair_with and clock (optional protocol fields) --------------------------------------------
 
 REFERENCE = dict(SMALL, widths=[8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 20])
 WIDER = dict(SMALL, widths=[16, 32, 48, 48, 64, 64, 96, 96, 96, 96, 96, 96, 160, 160])

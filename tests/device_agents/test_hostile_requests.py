@@ -22,7 +22,8 @@ from onnx import TensorProto, helper
 
 from widthwise.device_agents import tflite_schema
 from widthwise.device_agents.errors import AgentError
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
+from tests.support.onnx_models import external_tensor, onnx_model
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,28 +96,10 @@ def leaked(err: AgentError) -> bool:
 # --- ONNX models that reference data outside their bytes -----------------------------------
 
 
-def external_tensor(name: str, location: str, count: int = 6) -> TensorProto:
-    """An int64 tensor whose data is `count` x 8 bytes of the file at `location`."""
-    tensor = TensorProto(name=name, data_type=TensorProto.INT64, dims=[count], data_location=TensorProto.EXTERNAL)
-    for key, value in (("location", location), ("offset", "0"), ("length", str(8 * count))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    return tensor
-
-
-def _model(nodes, initializers=(), sparse=(), inputs=None) -> bytes:
-    graph = helper.make_graph(
-        nodes, "hostile", inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=list(initializers),
-        sparse_initializer=list(sparse),
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
 def reshape_by_file(location: str) -> bytes:
     """The issue's attack: the file's bytes as a Reshape's shape; an Identity in between keeps
     shape inference from reading it at load, so the runtime reads it when the graph runs."""
-    return _model(
+    return onnx_model(
         [helper.make_node("Identity", ["shape"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])],
         [external_tensor("shape", location)],
     )
@@ -137,14 +120,14 @@ def subgraph_by_file(location: str) -> bytes:
                          else_branch=branch(inner)),
         helper.make_node("Reshape", ["x", "s"], ["y"]),
     ]
-    return _model(nodes)
+    return onnx_model(nodes)
 
 
 def attribute_by_file(location: str) -> bytes:
     """The file read as a Constant node's `value` attribute tensor."""
     nodes = [helper.make_node("Constant", [], ["s"], value=external_tensor("const_shape", location)),
              helper.make_node("Reshape", ["x", "s"], ["y"])]
-    return _model(nodes)
+    return onnx_model(nodes)
 
 
 def sparse_by_file(location: str) -> bytes:
@@ -153,7 +136,7 @@ def sparse_by_file(location: str) -> bytes:
     values.data_type = TensorProto.FLOAT
     indices = helper.make_tensor("sparse_indices", TensorProto.INT64, [1], [0])
     sparse = helper.make_sparse_tensor(values, indices, [4])
-    return _model([helper.make_node("Add", ["x", "sparse_values"], ["y"])], sparse=[sparse])
+    return onnx_model([helper.make_node("Add", ["x", "sparse_values"], ["y"])], sparse=[sparse])
 
 
 @pytest.mark.parametrize(
@@ -183,7 +166,7 @@ def test_a_runtime_error_text_is_cut_before_it_is_forwarded(board):
     url, _, _ = board
     long_name = "n" * 10_000  # onnxruntime names the failing node in its error text
     shape = helper.make_tensor("shape", TensorProto.INT64, [1], [7])  # 4 elements cannot take the shape [7]
-    model = _model([helper.make_node("Identity", ["shape"], ["s"]),
+    model = onnx_model([helper.make_node("Identity", ["shape"], ["s"]),
                     helper.make_node("Reshape", ["x", "s"], ["y"], name=long_name)], [shape])
     err = refused(url, lambda c: c.bench_model(model, fmt="onnx", timing=FAST, options={"graph_optimization": "disable"}))
     assert err.code == "bench_failed"
@@ -304,7 +287,7 @@ def test_requests_over_a_cap_are_refused_before_any_work(board, case):
 
 def test_a_sent_model_with_huge_inputs_is_refused(board):
     url, _, _ = board
-    model = _model([helper.make_node("Relu", ["x"], ["y"])],
+    model = onnx_model([helper.make_node("Relu", ["x"], ["y"])],
                    inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16384, 16384])])
     err = refused(url, lambda c: c.bench_model(model, fmt="onnx", timing=FAST))
     assert err.code == "limit_exceeded" and err.details["field"] == "inputs"
@@ -339,73 +322,3 @@ def test_serve_flags_set_the_caps(tmp_path):
         assert body["stats"]["count"] == 2
     finally:
         stop_agent(proc)
-
-
-# --- the ONNX check in-process: where else a tensor can hide ---------------------------------
-
-
-def test_tensors_in_functions_and_training_graphs_are_found():
-    from widthwise.device_agents.errors import ExternalDataRefused
-    from widthwise.device_agents.model_check import check_onnx
-
-    function = helper.make_function(
-        "local", "F", ["a"], ["b"], [helper.make_node("Constant", [], ["b"], value=external_tensor("in_function", "t"))],
-        [helper.make_opsetid("", 17)],
-    )
-    model = helper.make_model(
-        helper.make_graph([helper.make_node("F", ["x"], ["y"], domain="local")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
-        functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
-    )
-    with pytest.raises(ExternalDataRefused, match="'in_function' at functions\\[0\\].node\\[0\\].attribute\\[0\\].t"):
-        check_onnx(model.SerializeToString())
-    training = onnx.TrainingInfoProto()
-    training.algorithm.CopyFrom(helper.make_graph([], "a", [], [], initializer=[external_tensor("in_training", "t")]))
-    plain = onnx.load_from_string(reshape_tflite_free_model())
-    plain.training_info.append(training)
-    with pytest.raises(ExternalDataRefused, match="'in_training' at training_info\\[0\\].algorithm.initializer\\[0\\]"):
-        check_onnx(plain.SerializeToString())
-
-
-def reshape_tflite_free_model() -> bytes:
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 2])
-    return _model([helper.make_node("Reshape", ["x", "shape"], ["y"])], [shape])
-
-
-def test_a_data_location_alone_or_an_entry_alone_is_external():
-    from widthwise.device_agents.errors import ExternalDataRefused
-    from widthwise.device_agents.model_check import check_onnx
-
-    model = onnx.load_from_string(reshape_tflite_free_model())
-    check_onnx(model.SerializeToString())  # self-contained: accepted
-    model.graph.initializer[0].data_location = TensorProto.EXTERNAL
-    with pytest.raises(ExternalDataRefused, match="'shape'"):
-        check_onnx(model.SerializeToString())
-    model.graph.initializer[0].data_location = TensorProto.DEFAULT
-    model.graph.initializer[0].external_data.add(key="location", value="elsewhere")
-    with pytest.raises(ExternalDataRefused, match="'shape'"):
-        check_onnx(model.SerializeToString())
-
-
-def test_subgraphs_nested_too_deep_are_refused():
-    from widthwise.device_agents.errors import BadModel
-    from widthwise.device_agents.model_check import MAX_GRAPH_DEPTH, check_onnx
-
-    graph = helper.make_graph([], "leaf", [], [])
-    for _ in range(MAX_GRAPH_DEPTH + 1):
-        leaf = helper.make_graph([], "leaf", [], [])
-        graph = helper.make_graph([helper.make_node("If", ["c"], ["o"], then_branch=graph, else_branch=leaf)], "g", [], [])
-    model = helper.make_model(graph).SerializeToString()
-    with pytest.raises(BadModel, match=f"more than {MAX_GRAPH_DEPTH} deep"):
-        check_onnx(model)
-
-
-@pytest.mark.parametrize("junk", [b"this is not a model", b"\x00" * 64, b"\x3a\xff\xff\xff\xff\x0f", b"\x08\xff"])
-def test_bytes_that_are_not_protobuf_are_a_bad_model(junk):
-    from widthwise.device_agents.errors import BadModel, ExternalDataRefused
-    from widthwise.device_agents.model_check import check_onnx
-
-    with pytest.raises(BadModel, match="not a valid ONNX protobuf") as exc:
-        check_onnx(junk)
-    assert not isinstance(exc.value, ExternalDataRefused)

@@ -7,19 +7,7 @@ import pytest
 
 from widthwise.device_agents.pair_timing import PairMeasurement, time_pair
 from widthwise.device_agents.timing import Measurement, TimingSettings
-
-
-def _spin(ms: float) -> None:
-    end = time.perf_counter_ns() + int(ms * 1e6)
-    while time.perf_counter_ns() < end:
-        pass
-
-
-def _cpu_spin(ms: float) -> None:
-    """Burn `ms` of this thread's CPU time: load on the machine stretches it in wall time only."""
-    end = time.thread_time_ns() + int(ms * 1e6)
-    while time.thread_time_ns() < end:
-        pass
+from tests.support.spin import cpu_spin, spin
 
 
 def test_pairs_alternate_which_network_goes_first():
@@ -57,13 +45,13 @@ def test_ratio_is_the_work_ratio_on_the_thread_clock():
 
 def test_calibration_gives_each_network_its_own_number():
     settings = TimingSettings(warmup=0, repeat=2, number=0, min_repeat_ms=4.0, clock="thread_cpu")
-    pair = time_pair(lambda: _cpu_spin(2.0), lambda: _cpu_spin(0.25), settings)
+    pair = time_pair(lambda: cpu_spin(2.0), lambda: cpu_spin(0.25), settings)
     assert pair.target.number < pair.reference.number
 
 
 def test_max_total_s_bounds_the_pairs():
     settings = TimingSettings(warmup=0, repeat=100, number=1, max_total_s=0.1)
-    pair = time_pair(lambda: _spin(10), lambda: _spin(10), settings)
+    pair = time_pair(lambda: spin(10), lambda: spin(10), settings)
     assert 1 <= pair.target.count < 100 and pair.reference.count == pair.target.count
     assert any("max_total_s" in w for w in pair.target.warnings)
 

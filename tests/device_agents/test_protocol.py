@@ -16,12 +16,12 @@ from widthwise.device_agents.protocol import (
     MAX_HEADER_BYTES,
     Frame,
     FrameDecoder,
-    decode_all,
     encode_frame,
     error_header,
     negotiate_version,
     request_header,
 )
+from tests.support.frames import decode_all
 
 
 def frames_of(events: list) -> list[Frame]:

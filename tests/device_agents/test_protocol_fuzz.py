@@ -22,15 +22,14 @@ from hypothesis import strategies as st
 from widthwise.device_agents.errors import ERRORS_BY_CODE, AgentError
 from widthwise.device_agents.protocol import (
     MAGIC,
-    PREFIX,
     TRAILER,
     Frame,
     FrameDecoder,
-    decode_all,
     encode_frame,
     error_header,
     request_header,
 )
+from tests.support.frames import decode_all
 
 CAP = 1 << 16
 #: examples per fuzz test: 10,500 inputs in all, the same on every run (derandomized).

@@ -6,16 +6,11 @@ start `python -m widthwise.device_agents serve` as a real process.
 
 from __future__ import annotations
 
-import os
-import select
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import tty
-import zlib
 from pathlib import Path
 
 import pytest
@@ -31,11 +26,12 @@ from widthwise.device_agents.auth import (
     seal,
     verify_answer,
 )
+from widthwise.device_agents.connections import Connection, ServerConfig
 from widthwise.device_agents.errors import ERRORS_BY_CODE, AgentAuthError, BadWidths
-from widthwise.device_agents.protocol import MAGIC, Frame, FrameDecoder, decode_all, encode_frame, encode_raw_frame, request_header
-from widthwise.device_agents.server import AgentServer, ServerConfig, Session, write_port_file
+from widthwise.device_agents.protocol import Frame, encode_frame, encode_raw_frame, request_header
+from widthwise.device_agents.server import AgentServer
 from widthwise.device_agents.transport import FrameChannel, open_tcp
-from tests.support.procs import read_line
+from tests.support.frames import decode_all
 
 TOKEN = b"s3cret-token-for-tests"
 REPO = Path(__file__).resolve().parents[2]
@@ -322,33 +318,6 @@ def test_non_loopback_bind_needs_a_token() -> None:
 # --- the real process ------------------------------------------------------------------
 
 
-def run_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "widthwise.device_agents", "serve", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
-
-
-def test_process_refuses_a_public_bind_without_a_token() -> None:
-    result = run_agent("--host", "0.0.0.0", "--port", "0")
-    assert result.returncode == 2
-    assert "refusing to listen on 0.0.0.0" in result.stderr and "--token-file" in result.stderr
-
-
-def test_process_refuses_an_unreadable_or_short_token(tmp_path: Path) -> None:
-    result = run_agent("--token-file", str(tmp_path / "missing"), "--port", "0")
-    assert result.returncode == 2 and "cannot read token file" in result.stderr
-    short = tmp_path / "short"
-    short.write_text("fifteen-bytes-x\n")
-    result = run_agent("--token-file", str(short), "--port", "0")
-    assert result.returncode == 2 and "holds 15 bytes" in result.stderr and "at least 16 bytes" in result.stderr
-    binary = tmp_path / "binary"
-    binary.write_bytes(bytes(range(256)))
-    result = run_agent("--token-file", str(binary), "--port", "0")
-    assert result.returncode == 2 and "non-printable byte 0x00" in result.stderr and "base64" in result.stderr
-    result = run_agent("--max-frame-bytes", "100", "--port", "0")
-    assert result.returncode == 2 and "--max-frame-bytes must be at least 4096" in result.stderr
-
-
 def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_bytes(TOKEN + b"\n")
@@ -383,46 +352,6 @@ def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
     assert TOKEN.decode() not in err
 
 
-def test_process_on_a_pty_answers_bad_bytes_with_error_frames_and_keeps_serving() -> None:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "widthwise.device_agents", "serve", "--serial", os.ttyname(slave)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-    )
-    decoder = FrameDecoder()
-
-    def next_answer(timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            event = decoder.next_event()
-            if isinstance(event, Frame):
-                return event.header
-            if select.select([master], [], [], 0.1)[0]:
-                decoder.feed(os.read(master, 65536))
-        raise AssertionError("no answer from the agent")
-
-    try:
-        assert "serving serial://" in read_line(proc, 60)
-        os.write(master, b"AT+RESET\r\n")
-        assert next_answer()["error"]["code"] == "bad_frame"
-        lengths = struct.pack(">II", 100, 20 << 20)  # 20 MiB: above the 16 MiB serial cap
-        os.write(master, MAGIC + lengths + struct.pack(">I", zlib.crc32(MAGIC + lengths)))
-        answer = next_answer()
-        assert answer["error"]["code"] == "frame_too_large" and str(16 << 20) in answer["error"]["message"]
-        os.write(master, encode_frame(request_header("challenge", 1))[:-8])  # then the line goes quiet
-        answer = next_answer()
-        assert answer["error"]["code"] == "bad_frame" and "truncated" in answer["error"]["message"]
-        os.write(master, encode_frame(request_header("hello", 2)))
-        answer = next_answer(30)
-        assert answer["id"] == 2 and answer["type"] == "result" and answer["body"]["protocol"]["max_frame_bytes"] == 16 << 20
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        os.close(master)
-        os.close(slave)
-
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
@@ -440,7 +369,7 @@ json_values = st.recursive(
 )
 def test_any_json_header_gets_an_encodable_answer(header: dict, payload: bytes, secure: bool) -> None:
     server = AgentServer(Handlers(), ServerConfig(token=TOKEN if secure else None))
-    raw = server.answer(Session("fuzz"), Frame(header, payload), 1 << 20)  # always a frame the server can send
+    raw = server.answer(Connection("fuzz"), Frame(header, payload), 1 << 20)  # always a frame the server can send
     (frame,) = decode_all(raw)
     answer = frame.header
     assert answer["type"] in ("result", "error")
@@ -448,17 +377,3 @@ def test_any_json_header_gets_an_encodable_answer(header: dict, payload: bytes, 
         assert answer["error"]["code"] in ERRORS_BY_CODE
     if secure:  # nothing but the handshake before authentication
         assert answer["type"] == "error" or header.get("type") == "challenge"
-
-
-def test_the_port_file_is_written_without_following_a_symlink(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    target = tmp_path / "port"
-    # the temporary name an older agent used, planted as a symlink, and the target itself a symlink
-    (tmp_path / f".port.{os.getpid()}.tmp").symlink_to(victim)
-    target.symlink_to(victim)
-    write_port_file(target, 4321)
-    assert victim.read_text() == "precious\n"
-    assert not target.is_symlink() and target.read_text() == "4321\n"
-    leftovers = sorted(p.name for p in tmp_path.iterdir())
-    assert leftovers == sorted(["victim", "port", f".port.{os.getpid()}.tmp"])

@@ -109,3 +109,39 @@ def test_numpy_integer_widths_are_accepted():
     widths = np.array(space.base_widths(), dtype=np.int64)
     assert space.validate_widths(list(widths)) == space.base_widths()
     assert all(type(w) is int for w in space.validate_widths(list(widths)))
+
+
+# --- block kinds: six registries keyed by kind, one set of kinds ---------------------------------
+
+
+def test_every_registry_of_block_kinds_has_the_same_kinds():
+    from widthwise.device_agents.build_onnx import EMITTERS
+    from widthwise.device_agents.build_tflite import BLOCK_WRITERS
+    from widthwise.device_agents.int8_calibration import FORWARDS
+    from widthwise.device_agents.spaces import BLOCK_COUNTERS
+    from widthwise.device_agents.weights import WEIGHT_MAKERS
+    from widthwise.profiler.fit_design import ACTIVATION_COUNTERS
+
+    registries = {
+        "spaces.BLOCK_COUNTERS": BLOCK_COUNTERS,
+        "weights.WEIGHT_MAKERS": WEIGHT_MAKERS,
+        "build_onnx.EMITTERS": EMITTERS,
+        "build_tflite.BLOCK_WRITERS": BLOCK_WRITERS,
+        "int8_calibration.FORWARDS": FORWARDS,
+        "profiler.fit_design.ACTIVATION_COUNTERS": ACTIVATION_COUNTERS,
+    }
+    used = {t.kind for factory in SPACES.values() for t in factory.build().templates}
+    for name, registry in registries.items():
+        assert set(registry) == set(BLOCK_COUNTERS), f"{name} has {sorted(registry)}, the counters {sorted(BLOCK_COUNTERS)}"
+    assert used == set(BLOCK_COUNTERS), "every kind a space uses is registered, and every registered kind is used"
+
+
+def test_a_kind_the_fit_design_lacks_is_an_error_naming_it():
+    from widthwise.device_agents.spaces import BlockSpec
+    from widthwise.profiler.fit_design import block_activations
+
+    lstm = BlockSpec(0, "rnn", "lstm", 8, 16, 1, 1, 4, 4)
+    with pytest.raises(UnknownSpace, match="'lstm'"):
+        block_activations(lstm)
+    with pytest.raises(UnknownSpace, match="'lstm'"):
+        block_counts(lstm)

@@ -9,6 +9,7 @@ import pytest
 
 from widthwise.device_agents.errors import BadRequest
 from widthwise.device_agents.runtimes import InputSpec
+from widthwise.device_agents.statistics import FIT_STATISTICS, STATISTICS
 from widthwise.device_agents.timing import (
     DriftInjector,
     Measurement,
@@ -17,19 +18,7 @@ from widthwise.device_agents.timing import (
     time_callable,
     time_session,
 )
-
-
-def _spin(ms: float) -> None:
-    end = time.perf_counter_ns() + int(ms * 1e6)
-    while time.perf_counter_ns() < end:
-        pass
-
-
-def _cpu_spin(ms: float) -> None:
-    """Burn `ms` of this thread's CPU time: load on the machine stretches it in wall time only."""
-    end = time.thread_time_ns() + int(ms * 1e6)
-    while time.thread_time_ns() < end:
-        pass
+from tests.support.spin import cpu_spin, spin
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -92,6 +81,20 @@ def test_statistics_agree_with_numpy_on_known_timings():
     assert set(body["stats"]) == {"min", "median", "mean", "p90", "iqr", "std", "count"}
 
 
+def test_stats_are_the_one_definition_of_the_statistics():
+    # device_agents.statistics is the only definition (the host imports it): the answer's
+    # `stats` holds each of its statistics, computed by its function, plus `count`
+    times = (3.0, 1.2, 0.9, 1.1, 5.0, 1.05)
+    m = Measurement(times, number=4, warmup=1)
+    stats = m.stats()
+    assert list(stats) == [*STATISTICS, "count"]
+    assert stats["count"] == len(times)
+    for name, fn in STATISTICS.items():
+        assert stats[name] == fn(np.asarray(times)), name
+        assert getattr(m, name) == stats[name], name
+    assert set(FIT_STATISTICS) <= set(STATISTICS)
+
+
 def test_single_repeat_has_zero_spread():
     m = Measurement((2.5,), number=1, warmup=0)
     assert (m.median, m.p90, m.iqr, m.std, m.count) == (2.5, 2.5, 0.0, 0.0, 1)
@@ -117,7 +120,7 @@ def test_empty_measurement_is_refused():
 def test_number_grows_until_a_repeat_lasts_min_repeat_ms():
     calls = []
     settings = TimingSettings(warmup=2, repeat=3, min_repeat_ms=5, clock="thread_cpu")
-    m = time_callable(lambda: calls.append(_cpu_spin(0.2)), settings)
+    m = time_callable(lambda: calls.append(cpu_spin(0.2)), settings)
     # 5 ms of >= 0.2 ms runs on the thread's CPU clock (which a descheduled thread does not advance):
     # grown past 1, and never past 5 / 0.2 x 1.05
     assert 2 <= m.number <= 27
@@ -138,7 +141,7 @@ def test_zero_min_repeat_ms_means_one_run_per_repeat():
 
 
 def test_measured_time_is_the_run_time():
-    m = time_callable(lambda: _spin(2.0), TimingSettings(warmup=1, repeat=3, number=2))
+    m = time_callable(lambda: spin(2.0), TimingSettings(warmup=1, repeat=3, number=2))
     assert m.min >= 2.0  # a lower bound: a busy machine can only lengthen a spin
 
 
@@ -151,19 +154,19 @@ def test_gc_is_off_in_the_timed_region_and_restored():
 
 
 def test_warmup_is_bounded_by_max_total_s():
-    m = time_callable(lambda: _spin(30), TimingSettings(warmup=20, repeat=2, number=1, max_total_s=0.1))
+    m = time_callable(lambda: spin(30), TimingSettings(warmup=20, repeat=2, number=1, max_total_s=0.1))
     assert any("warm-up cut" in w for w in m.warnings) and m.count == 1
     assert 1 <= m.warmup < 20  # the warm-up runs actually made
 
 
 def test_max_total_s_stops_early_with_a_warning():
-    m = time_callable(lambda: _spin(20), TimingSettings(warmup=0, repeat=50, number=1, max_total_s=0.1))
+    m = time_callable(lambda: spin(20), TimingSettings(warmup=0, repeat=50, number=1, max_total_s=0.1))
     assert 1 <= m.count < 50
     assert any("max_total_s" in w for w in m.warnings)
 
 
 def test_calibration_respects_max_total_s():
-    m = time_callable(lambda: _spin(1), TimingSettings(warmup=0, repeat=5, min_repeat_ms=10_000, max_total_s=0.3))
+    m = time_callable(lambda: spin(1), TimingSettings(warmup=0, repeat=5, min_repeat_ms=10_000, max_total_s=0.3))
     assert m.number * m.count * 1.0 < 1000  # never plans 10 s repeats within a 0.3 s bound
 
 
@@ -171,8 +174,8 @@ def test_drift_injection_slows_runs_down():
     started_a_minute_ago = time.perf_counter_ns() - 60 * 10**9
     drift = DriftInjector(1.0, start_ns=started_a_minute_ago)  # +100% of run time per minute
     settings = TimingSettings(warmup=0, repeat=3, number=2)
-    plain = time_callable(lambda: _spin(1.0), settings)
-    drifted = time_callable(lambda: _spin(1.0), settings, drift=drift)
+    plain = time_callable(lambda: spin(1.0), settings)
+    drifted = time_callable(lambda: spin(1.0), settings, drift=drift)
     # lower bounds only (a busy machine can only lengthen a spin): each run spins >= 1 ms, and
     # after a minute at rate 1.0 the injector spins at least as long again after every run
     assert plain.min >= 1.0 and drifted.min >= 2.0
@@ -244,7 +247,7 @@ def test_thread_cpu_clock_is_refused_with_more_than_one_thread():
 def test_thread_cpu_clock_leaves_out_sleeping_but_counts_computing():
     settings = TimingSettings(warmup=0, repeat=3, number=1, clock="thread_cpu")
     asleep = time_callable(lambda: time.sleep(0.005), settings)
-    busy = time_callable(lambda: _cpu_spin(3.0), settings)
+    busy = time_callable(lambda: cpu_spin(3.0), settings)
     wall_asleep = time_callable(lambda: time.sleep(0.005), TimingSettings(warmup=0, repeat=3, number=1))
     assert asleep.median < 1.0 <= wall_asleep.median * 0.5  # a sleep costs the thread no CPU
     assert busy.median >= 2.9  # 3 ms of the thread's CPU burnt per run, whatever the load
@@ -256,7 +259,7 @@ def test_thread_cpu_clock_leaves_out_sleeping_but_counts_computing():
 def test_the_time_budget_stops_runs_inside_a_repeat():
     calls = []
     settings = TimingSettings(warmup=0, repeat=3, number=1_000_000, max_total_s=0.05)
-    m = time_callable(lambda: calls.append(_spin(2.0)), settings)
+    m = time_callable(lambda: calls.append(spin(2.0)), settings)
     # 10^6 runs of 2 ms would take half an hour: runs stop once the 50 ms budget is spent
     assert m.count == 1 and m.number == 1_000_000
     assert 1 <= len(calls) < 1_000_000

@@ -11,7 +11,7 @@ import pytest
 
 from widthwise.device_agents.errors import AgentConnectionError, AgentTimeout, FrameError, FrameTooLarge
 from widthwise.device_agents.protocol import Frame, encode_frame
-from widthwise.device_agents.transport import FrameChannel, default_cap, open_serial, open_tcp
+from widthwise.device_agents.transport import FrameChannel, default_cap, open_serial, open_tcp, write_port_file
 
 
 @pytest.fixture
@@ -125,3 +125,17 @@ def test_missing_serial_device_is_a_connection_error(tmp_path) -> None:
 def test_caps_by_transport() -> None:
     assert default_cap("tcp") == 256 << 20
     assert default_cap("serial") == 16 << 20
+
+
+def test_the_port_file_is_written_without_following_a_symlink(tmp_path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "port"
+    # the temporary name an older agent used, planted as a symlink, and the target itself a symlink
+    (tmp_path / f".port.{os.getpid()}.tmp").symlink_to(victim)
+    target.symlink_to(victim)
+    write_port_file(target, 4321)
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "4321\n"
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == sorted(["victim", "port", f".port.{os.getpid()}.tmp"])

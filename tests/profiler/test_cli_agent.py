@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from widthwise.device_agents.errors import AgentError
 
 from widthwise.device_agents.protocol import PROTOCOL_VERSION
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.cli import main
 from tests.support.procs import read_line
 
@@ -73,7 +73,7 @@ def test_bench_defaults_to_the_base_widths(agent_url: str) -> None:
     [
         (["--widths", "8,8,8"], "bad_widths: space mobilenet_v1 has 14 searchable layers, got 3 widths"),
         (["--widths", ",".join(["8"] * 13 + ["0"])], "must be positive"),
-        (["--widths", "8,eight"], "--widths: item 1 ('eight') is not an integer"),
+        (["--widths", "8,eight"], "item 1 ('eight') is not an integer"),
         (["--space", "resnet", "--widths", "8"], "unknown_space"),
     ],
 )

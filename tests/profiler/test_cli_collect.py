@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from profiler.cli import main
-from profiler.cli_collect import EXIT_INTERRUPTED, parse_assignments
+from widthwise.profiler.cli import main
+from widthwise.errors import EXIT_STATUS
+from widthwise.profiler.cli_collect import parse_assignments
 
 BASE = ["collect", "--resolution", "32", "--levels", "4", "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
         "--timing", "target_ms=15",
@@ -128,7 +129,7 @@ def test_ctrl_c_stops_consistently_and_the_same_command_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert proc.returncode == EXIT_STATUS["interrupted"] == 130, err
     assert "stopped after" in err and "run the same command again to resume" in err
     stopped = json.loads(out.strip().splitlines()[-1])
     before = slots(db)

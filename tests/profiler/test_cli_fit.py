@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from widthwise.device_agents.spaces import make_space
 from widthwise.profiler.cli import main
-from widthwise.profiler.fit_synthetic import make_ground_truth, random_widths
+from tests.support.fit_synthetic import make_ground_truth, random_widths
 from widthwise.profiler.store import SampleStore
 from widthwise.search.table import load_table
 
@@ -104,7 +104,7 @@ def test_predict_refuses_widths_off_the_grid(table_path, space):
     short = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,8"])
     assert short.exit_code == 1 and "got 2 widths" in short.output
     junk = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,x"])
-    assert junk.exit_code != 0 and "'x' is not an integer" in junk.output
+    assert junk.exit_code == 2 and "item 1 ('x') is not an integer" in junk.output
 
 
 def test_corrupt_table_is_one_line_naming_the_field(table_path, tmp_path):
@@ -192,3 +192,12 @@ def test_paired_table_carries_its_reference_and_validate_uses_it(space, tmp_path
 
         own = error_report(table, store.training_data())
     assert own["within_5pct"] < 0.5 and own["mape"] > 0.05
+
+
+def test_fit_accepts_the_former_method_names_and_refuses_unknown_ones(dbs, tmp_path):
+    out = tmp_path / "alias.json"
+    result = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--method", "paper", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["method"] == "nnls-monotone" == load_table(out).fit["method"]
+    bad = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--method", "magic"])
+    assert bad.exit_code == 1 and "unknown method 'magic'" in bad.output and "pooled-prior" in bad.output

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import (
     OUTLIER_NOTE,
     CollectError,
@@ -30,6 +30,12 @@ from widthwise.profiler.store import IdentityMismatch, SampleStore
 
 SPACE_PARAMS = {"resolution": 32, "levels": 4}
 FAST_TIMING = {"warmup": 1, "repeat": 4, "min_repeat_ms": 2.0}
+
+
+def stored_plan(db: str) -> list[tuple[int, ...]]:
+    """The plan table as the db holds it, read with plain SQLite."""
+    with sqlite3.connect(db) as con:
+        return [tuple(json.loads(w)) for (w,) in con.execute("SELECT widths FROM plan ORDER BY slot")]
 
 
 def settings(db: Path, samples: int, **changes: object) -> CollectSettings:
@@ -72,7 +78,7 @@ def test_collects_then_resumes_only_what_is_missing(agent, tmp_path):
     plan = make_sampler("coverage", space, seed=0).plan(10)
     with SampleStore(db) as store:
         assert [r.widths for r in store.rows("sample")] == plan
-        assert store.planned() == plan
+        assert stored_plan(store.path) == plan
         refs = store.rows("reference")
         assert refs and all(r.widths == reference_widths(space) for r in refs)
         assert {r.agent_fingerprint for r in store.rows()} == {agent.hello()["fingerprint"]}

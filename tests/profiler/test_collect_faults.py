@@ -24,9 +24,9 @@ import pytest
 from widthwise.device_agents.errors import AgentAuthError
 from widthwise.device_agents.protocol import Frame, encode_header, encode_raw_frame
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import CollectIncomplete, CollectSettings, collect
-from widthwise.profiler.ptylink import FaultInjector, PtyLink
+from tests.support.ptylink import FaultInjector, PtyLink
 from widthwise.profiler.sampling import make_sampler
 from tests.support.procs import read_line
 

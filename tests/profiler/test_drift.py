@@ -33,7 +33,8 @@ def test_a_burst_on_one_reference_does_not_move_the_trend():
     ref = np.full(12, 5.0)
     ref[6] = 8.0  # one reference caught in a burst
     trend = fit_trend(t, ref)
-    np.testing.assert_allclose(trend.level_ms(t), 5.0, rtol=1e-9)
+    np.testing.assert_allclose(trend.factor(t), 1.0, rtol=1e-9)  # the trend stays at its level throughout
+    assert np.exp(trend.log_scale) == pytest.approx(5.0)
 
 
 def test_order_and_bad_values_are_handled():

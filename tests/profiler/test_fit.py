@@ -19,9 +19,9 @@ from widthwise.profiler.fit import (
     table_predictions,
 )
 from widthwise.profiler.fit_design import term_layout
-from widthwise.profiler.fit_models import METHODS, PRIOR_GRID
+from widthwise.profiler.fit_solvers import METHODS, PRIOR_GRID
 from widthwise.profiler.fit_monotone import monotone_matrix
-from widthwise.profiler.fit_synthetic import make_ground_truth, random_widths, synthetic_samples
+from tests.support.fit_synthetic import make_ground_truth, random_widths, synthetic_samples
 from widthwise.search.table import FORMAT, Table, TableError, load_table
 
 
@@ -50,7 +50,7 @@ def test_recovers_a_table_inside_the_prior_from_300_samples(mobilenet):
     assert np.mean(err) < 0.006
 
 
-def test_shipped_beats_the_baselines_on_a_table_outside_the_prior(mobilenet):
+def test_pooled_prior_beats_the_baselines_on_a_table_outside_the_prior(mobilenet):
     # tile-padded pointwise work and per-term jitter: the prior alone cannot express it
     truth = make_ground_truth(mobilenet, seed=1)
     run = synthetic_samples(truth, 300, seed=2)
@@ -58,9 +58,9 @@ def test_shipped_beats_the_baselines_on_a_table_outside_the_prior(mobilenet):
     for method in METHODS:
         table = fit_table(run.data, holdout=0.0, method=method).table
         within5[method] = float(np.mean(_fresh_error(table, truth, mobilenet) <= 0.05))
-    assert within5["shipped"] >= 0.97, within5
-    assert within5["shipped"] > max(within5["paper"], within5["nnls"], within5["flops"]), within5
-    assert within5["paper"] > within5["nnls"], within5
+    assert within5["pooled-prior"] >= 0.97, within5
+    assert within5["pooled-prior"] > max(within5["nnls-monotone"], within5["nnls"], within5["flops"]), within5
+    assert within5["nnls-monotone"] > within5["nnls"], within5
 
 
 def test_holdout_metrics_are_computed_on_unseen_samples(small):
@@ -145,7 +145,7 @@ def test_table_file_has_the_format_fields(small, tmp_path):
     assert raw["runtime"]["statistic"] == "median" and raw["runtime"]["name"] == "synthetic"
     assert raw["device"]["name"] == "synthetic"
     assert set(raw["fit"]["holdout"]) == {"mape", "rmse_ms", "within_5pct", "within_10pct", "count"}
-    assert raw["fit"]["method"] == "shipped" and raw["fit"]["samples"] == 64
+    assert raw["fit"]["method"] == "pooled-prior" and raw["fit"]["samples"] == 64
     assert raw["created"].endswith("Z")
     table = load_table(path)
     for k, block in enumerate(table.blocks):
@@ -227,7 +227,7 @@ def test_shared_prior_basis_pools_the_blocks_of_a_kind(small):
 
 
 def test_block_penalty_follows_the_data(mobilenet, pooled_fit):
-    from widthwise.profiler.fit_models import BLOCK_PENALTY_GRID
+    from widthwise.profiler.fit_solvers import BLOCK_PENALTY_GRID
 
     _, pooled = pooled_fit
     assert pooled.solution.info["block_penalty"] == BLOCK_PENALTY_GRID[-1]

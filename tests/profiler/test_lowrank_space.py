@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.agents import connect
+from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import CollectSettings, collect
 from widthwise.profiler.fit import fit_table, split_holdout, table_predictions, table_reference
 from widthwise.profiler.store import SampleStore

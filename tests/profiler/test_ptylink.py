@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from widthwise.profiler.agents import connect
-from widthwise.profiler.ptylink import FaultInjector, PtyLink
+from widthwise.profiler.agent_client import connect
+from tests.support.ptylink import FaultInjector, PtyLink
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from widthwise.profiler.cli import main
 from widthwise.search.engine import Searcher, make_objective
-from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
+from tests.support.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_loss_samples_file(tmp_path, table_file):
     samples.write_text("\n".join(lines) + "\n\n")
     result = run("query", "--table", table_file, "--budget-ms", 9, "--loss-samples", samples, "--json")
     assert result.exit_code == 0, result.output
-    assert "loss samples" in json.loads(result.output)["objective"]
+    assert json.loads(result.output)["objective"] == "loss-samples"
     samples.write_text(lines[0] + "\n[[1, 2], oops\n")
     result = run("query", "--table", table_file, "--budget-ms", 9, "--loss-samples", samples)
     assert result.exit_code == 1 and "line 2 is not valid JSON" in result.output
@@ -117,14 +117,15 @@ def test_pareto_csv_plot_and_json(tmp_path, table_file):
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"{len(rows)} Pareto-optimal" in result.output
     as_json = json.loads(run("pareto", "--table", table_file, "--json").output)
-    assert [a["latency_ms"] for a in as_json] == pytest.approx(lats)
+    assert as_json["count"] == len(rows) and as_json["table"] == "mb" and as_json["objective"] == "flops"
+    assert [a["latency_ms"] for a in as_json["front"]] == pytest.approx(lats)
 
 
 def test_marginals_json_sums_to_one(table_file):
     result = run("marginals", "--table", table_file, "--budget-ms", 9, "--temperature", 0.05, "--json")
     assert result.exit_code == 0, result.output
     layers = json.loads(result.output)["layers"]
-    assert len(layers) == 14 and all(sum(layer["probs"].values()) == pytest.approx(1.0) for layer in layers)
+    assert len(layers) == 14 and all(sum(layer["probabilities"]) == pytest.approx(1.0) for layer in layers)
     result = run("marginals", "--table", table_file, "--budget-ms", 9, "--temperature", 0)
     assert result.exit_code == 1 and "temperature" in result.output
 

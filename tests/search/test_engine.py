@@ -1,4 +1,4 @@
-"""Contract C4: the Searcher's queries, validation, errors and caching."""
+"""The Searcher: queries, validation, errors and caching."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from widthwise.search.engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
-from widthwise.search.synthetic import mobilenet_v1_table, random_table
+from tests.support.synthetic import mobilenet_v1_table, random_table
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,17 @@ def test_errors_name_the_request_field(searcher):
     with pytest.raises(ObjectiveError) as err:
         make_objective(table, loss_samples=[[[1] * table.num_layers, 0.5]])
     assert err.value.field == "loss_samples"
+    for kwargs, field in (({"method": "viterbi"}, "method"), ({"method": "lagrangian", "max_params": 1e6}, "max_params"),
+                          ({"max_params": -1.0}, "max_params")):
+        with pytest.raises(QueryError) as err:
+            searcher.query(10.0, **kwargs)
+        assert err.value.field == field and err.value.code == "invalid_query"
+    with pytest.raises(InfeasibleBudget) as err:
+        searcher.query(searcher.min_latency_ms / 2)
+    assert err.value.field == "budget_ms" and err.value.code == "infeasible_budget"
+    with pytest.raises(InfeasibleBudget) as err:
+        searcher.query(1e9, max_params=searcher.chain.min_params() / 2)
+    assert err.value.field == "max_params"
 
 
 def test_lookup_answers_from_the_caches_alone_and_equals_query() -> None:

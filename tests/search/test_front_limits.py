@@ -9,8 +9,8 @@ import pytest
 from widthwise.search.chain import build_chain
 from widthwise.search.engine import FrontLimitError, Searcher, make_objective
 from widthwise.search.front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
-from widthwise.search.pareto import build_front
-from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table
+from widthwise.search.pareto_front import build_front
+from tests.support.synthetic import anti_latency_costs, mobilenet_v1_table
 from widthwise.search.table import load_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"

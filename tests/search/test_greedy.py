@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widthwise.search.chain import within
+from widthwise.search.budget import within
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 from widthwise.search.greedy import GreedyStuck, greedy
-from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_table
+from tests.support.synthetic import mobilenet_v1_table, random_costs, random_table
 from widthwise.search.table import Block
 
 cases = st.tuples(

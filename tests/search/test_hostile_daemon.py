@@ -20,7 +20,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from widthwise.search.synthetic import anti_latency_costs, mobilenet_v1_table, synthetic_table
+from tests.support.synthetic import anti_latency_costs, mobilenet_v1_table, synthetic_table
 from tests.support.procs import read_line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"

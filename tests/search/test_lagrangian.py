@@ -2,44 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widthwise.search.chain import build_chain, within
+from widthwise.search.budget import within
+from widthwise.search.chain import build_chain
 from widthwise.search.engine import InfeasibleBudget, QueryError, Searcher, make_objective
 from widthwise.search.lagrangian import LagrangianInfeasible, LagrangianPath, solve
-from widthwise.search.synthetic import mobilenet_v1_table, random_objective, random_table
-
-cases = st.tuples(
-    st.integers(0, 10**6),
-    st.integers(1, 4),
-    st.integers(1, 4),
-    st.sampled_from(["flops", "unary", "pairwise"]),
-    st.booleans(),
-)
-
-
-def instance(seed, layers, choices, kind, integer):
-    table = random_table(seed, layers, choices, integer=integer)
-    return table, make_objective(table, random_objective(table, seed + 1, kind, integer=integer))
-
-
-def all_points(chain):
-    return [
-        (idx, chain.latency_of(idx), chain.cost_of(idx))
-        for idx in itertools.product(*(range(len(c)) for c in chain.choices))
-    ]
-
+from tests.search.brute import CASES, enumerate_chain, instance
+from tests.support.synthetic import mobilenet_v1_table, random_table
 
 @settings(max_examples=150, deadline=None)
-@given(cases, st.floats(0.0, 1.0))
+@given(CASES, st.floats(0.0, 1.0))
 def test_lagrangian_meets_budget_and_never_beats_exact(case, where):
     table, objective = instance(*case)
     searcher = Searcher(table, objective)
-    points = all_points(searcher.chain)
+    points = enumerate_chain(searcher.chain)
     lats = sorted(p[1] for p in points)
     budget = lats[0] + where * (lats[-1] - lats[0])
     exact = searcher.query(budget, "exact")
@@ -48,14 +27,14 @@ def test_lagrangian_meets_budget_and_never_beats_exact(case, where):
     assert answer.cost >= exact.cost - 1e-9
     # The answer minimises cost + gamma * latency over every configuration (a hull vertex).
     value = answer.cost + answer.gamma * answer.latency_ms
-    assert value <= min(c + answer.gamma * lat for _, lat, c in points) + 1e-7 * (1 + abs(value))
+    assert value <= min(c + answer.gamma * lat for _, lat, c, _ in points) + 1e-7 * (1 + abs(value))
     # From scratch (bracket splitting) and the cached path agree (ties in cost may differ in latency).
     fresh = solve(searcher.chain, budget)
     assert fresh.cost == pytest.approx(answer.cost) and within(fresh.latency_ms, budget)
 
 
 @settings(max_examples=80, deadline=None)
-@given(cases)
+@given(CASES)
 def test_path_is_the_lower_convex_staircase(case):
     table, objective = instance(*case)
     chain = build_chain(table, objective)
@@ -96,4 +75,4 @@ def test_mobilenet_gap_to_exact_is_never_negative():
         budget = lo + (hi - lo) * i / 7
         lag, exact = searcher.query(budget, "lagrangian"), searcher.query(budget, "exact")
         assert within(lag.latency_ms, budget) and lag.cost >= exact.cost - 1e-12
-        assert solve(searcher.chain, budget).idx == searcher.chain.indices(lag.widths)
+        assert solve(searcher.chain, budget).idx == tuple(table.indices(lag.widths))

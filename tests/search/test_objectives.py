@@ -7,7 +7,7 @@ import pytest
 
 from widthwise.search.chain import build_chain
 from widthwise.search.engine import ObjectiveError, make_objective
-from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_table
+from tests.support.synthetic import mobilenet_v1_table, random_costs, random_table
 from widthwise.search.table import Block
 
 

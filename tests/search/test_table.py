@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from widthwise.search.synthetic import mobilenet_v1_table, random_table
-from widthwise.search.table import Table, TableError, load_table
+from tests.support.synthetic import mobilenet_v1_table, random_table
+from widthwise.device_agents.statistics import FIT_STATISTICS
+from widthwise.search.table import Table, TableError, WidthsError, load_table
 
 
 @pytest.fixture()
@@ -34,8 +35,17 @@ def test_predict_is_constant_plus_block_terms():
     idx = [0, *table.indices(widths), 0]
     expected = table.constant_ms + sum(b.ms[idx[k], idx[k + 1]] for k, b in enumerate(table.blocks))
     assert table.predict(widths) == pytest.approx(expected)
-    with pytest.raises(ValueError, match=r"width 7 of layer 1 \(layer1\) is not one of its choices"):
+    with pytest.raises(WidthsError, match=r"width 7 of layer 1 \(layer1\) is not one of its choices") as err:
         table.predict([widths[0], 7, widths[2]])
+    assert err.value.field == "widths[1]" and isinstance(err.value, ValueError)
+    with pytest.raises(WidthsError, match="table has 3 layers, got 2 widths"):
+        table.predict(widths[:2])
+
+
+@pytest.mark.parametrize("statistic", FIT_STATISTICS)
+def test_every_fit_statistic_is_a_table_statistic(good, statistic):
+    good["runtime"]["statistic"] = statistic
+    assert Table.from_json(good).statistic == statistic
 
 
 @pytest.mark.parametrize(
@@ -64,7 +74,7 @@ def test_validation_names_the_field(good, mutate, field):
     mutate(good)
     with pytest.raises(TableError) as err:
         Table.from_json(good, source="x.json")
-    assert err.value.field == field
+    assert err.value.field == field and err.value.code == "table_invalid"
     assert str(err.value).startswith(f"x.json: {field}:")
 
 

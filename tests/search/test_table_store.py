@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from widthwise.search import table_store
-from widthwise.search.synthetic import synthetic_table
+from tests.support.synthetic import synthetic_table
 from widthwise.search.table_store import SearcherCache, TableStore
 
 CHOICES = [[8, 16], [16, 32, 48], [32, 64]]

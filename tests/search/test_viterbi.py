@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from widthwise.search.chain import build_chain
 from widthwise.search.engine import make_objective
-from widthwise.search.synthetic import random_costs, random_table
+from tests.support.synthetic import random_costs, random_table
 from widthwise.search.viterbi import LagrangianViterbi, min_sum
 
 

@@ -13,10 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from widthwise.search.budget import BUDGET_RTOL, margin, slack, within
 from widthwise.search.chain import build_chain
+from widthwise.search.errors import JitModeError
 from widthwise.search.engine import make_objective
 from widthwise.search.lagrangian import Evaluator, LagrangianInfeasible, solve
-from widthwise.search.synthetic import mobilenet_v1_table, random_objective, random_table
+from tests.support.synthetic import mobilenet_v1_table, random_objective, random_table
 from widthwise.search.viterbi import JIT_ENV, JitUnavailable, LagrangianViterbi, compiled_kernels, jit_mode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +82,14 @@ def test_compiled_pass_equals_numpy_pass(kernels, case, gamma):
     assert solver.fastest(compiled=True) == solver.fastest(compiled=False)
 
 
+@pytest.mark.parametrize("limit", [0.0, 1e-3, 1.0, 7.5, 1e6])
+def test_the_compiled_tolerance_is_the_budget_tolerance(kernels, limit):
+    """numba cannot call search.budget, so `_within` repeats it: it must agree at and around the margin."""
+    for value in (limit, slack(limit), np.nextafter(slack(limit), np.inf), limit + 0.5 * margin(limit),
+                  limit + 2 * margin(limit), limit - 1.0):
+        assert kernels._within(float(value), limit, BUDGET_RTOL) == within(float(value), limit)
+
+
 def test_all_equal_entries_tie_on_the_first_state(kernels):
     """Every configuration costs and takes the same: both paths pick state 0 everywhere."""
     chain = make_chain(3, 4, 5, "flops", True)
@@ -106,8 +116,9 @@ def test_policy_from_the_environment(monkeypatch):
     monkeypatch.setenv(JIT_ENV, "off")
     assert jit_mode() == "off" and compiled_kernels() is None
     monkeypatch.setenv(JIT_ENV, "sometimes")
-    with pytest.raises(ValueError, match=JIT_ENV):
+    with pytest.raises(JitModeError, match=JIT_ENV) as err:
         compiled_kernels()
+    assert err.value.field == JIT_ENV and isinstance(err.value, ValueError)
     monkeypatch.setenv(JIT_ENV, "auto")
     assert compiled_kernels(False) is None
 
@@ -115,10 +126,12 @@ def test_policy_from_the_environment(monkeypatch):
 FALLBACK = """
 import json, sys
 sys.modules["numba"] = None  # numba cannot be imported, as on a board without it
+from widthwise.search.budget import BUDGET_RTOL, margin, slack, within
 from widthwise.search.chain import build_chain
+from widthwise.search.errors import JitModeError
 from widthwise.search.engine import make_objective
 from widthwise.search.lagrangian import solve
-from widthwise.search.synthetic import mobilenet_v1_table
+from tests.support.synthetic import mobilenet_v1_table
 from widthwise.search.viterbi import JitUnavailable, compiled_kernels
 table = mobilenet_v1_table(seed=2)
 chain = build_chain(table, make_objective(table, "flops"))

@@ -2,41 +2,38 @@
 
 The latency of a block follows its multiply-accumulate count with a per-block overhead, a
 penalty for widths that do not fill a SIMD lane, and seeded noise, so the search sees the
-irregular, non-convex trade-offs a measured table has. Nothing here imports device_agents:
-the MobileNet-V1 shape is restated so the search stays a leaf package.
+irregular, non-convex trade-offs a measured table has. Layer kinds, strides, base widths,
+the width grid and the exact MAC and parameter counts all come from the agent's space
+definitions (widthwise.device_agents.spaces): a fixture cannot disagree with the space.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .table import Block, Table
-
-#: (kind, stride, base width) of MobileNet-V1's 14 searchable layers: the stem, then 13 dw-separable.
-MOBILENET_V1_SHAPE: tuple[tuple[str, int, int], ...] = (
-    ("conv", 2, 32),
-    ("dwsep", 1, 64),
-    ("dwsep", 2, 128),
-    ("dwsep", 1, 128),
-    ("dwsep", 2, 256),
-    ("dwsep", 1, 256),
-    ("dwsep", 2, 512),
-    ("dwsep", 1, 512),
-    ("dwsep", 1, 512),
-    ("dwsep", 1, 512),
-    ("dwsep", 1, 512),
-    ("dwsep", 1, 512),
-    ("dwsep", 2, 1024),
-    ("dwsep", 1, 1024),
+from widthwise.device_agents.spaces import (
+    BLOCK_COUNTERS,
+    MOBILENET_V1_LAYERS,
+    BlockSpec,
+    Space,
+    block_counts,
+    mobilenet_v1,
+    width_grid,
 )
+from widthwise.search.table import Block, Table
+
+#: (kind, stride, base width) of MobileNet-V1's 14 searchable layers: the space's own rows.
+MOBILENET_V1_SHAPE: tuple[tuple[str, int, int], ...] = MOBILENET_V1_LAYERS
+
+BlockAt = Callable[[int, int, int], BlockSpec]  # (block index, in-width, out-width) -> the block
 
 
 @dataclass(frozen=True)
 class BlockShape:
-    """What a synthetic block computes: its kind and its spatial size (output side)."""
+    """What a synthetic block computes: its kind (a kind of the spaces' counters) and its output side."""
 
     kind: str
     out_hw: int
@@ -44,28 +41,52 @@ class BlockShape:
 
 
 def grid_widths(base: int, levels: int, lo: float = 0.2, hi: float = 1.5, multiple: int = 8) -> list[int]:
-    """`base x linspace(lo, hi, levels)` rounded to multiples of `multiple` (at least it), deduplicated."""
-    out: list[int] = []
-    for m in np.linspace(lo, hi, levels):
-        w = max(multiple, int(math.floor(base * float(m) / multiple + 0.5)) * multiple)
-        if w not in out:
-            out.append(w)
-    return out
+    """The space's width grid of one layer (`spaces.width_grid`), as a list."""
+    return list(width_grid(base, levels, lo, hi, multiple))
 
 
-def _counts(shape: BlockShape, cin: int, cout: int) -> tuple[float, float]:
-    """Exact MACs and parameters of one block, by kind (same conventions as the agent's spaces)."""
-    hw2 = shape.out_hw * shape.out_hw
-    kk = shape.kernel * shape.kernel
-    if shape.kind == "conv":
-        weights = kk * cin * cout
-        return float(hw2 * weights), float(weights + cout)
-    if shape.kind == "dwsep":
-        dw, pw = kk * cin, cin * cout
-        return float(hw2 * (dw + pw)), float(dw + cin + pw + cout)
-    if shape.kind == "dense":
-        return float(cin * cout), float(cin * cout + cout)
-    raise ValueError(f"unknown synthetic block kind {shape.kind!r}")
+def _shape_block(k: int, shape: BlockShape, cin: int, cout: int) -> BlockSpec:
+    """Block k of a shape-described chain; the counters of conv, dwsep and dense read only its output side."""
+    if shape.kind not in BLOCK_COUNTERS:
+        raise ValueError(f"unknown synthetic block kind {shape.kind!r}; known: {', '.join(sorted(BLOCK_COUNTERS))}")
+    return BlockSpec(k, f"block{k}", shape.kind, cin, cout, 1, shape.kernel, shape.out_hw, shape.out_hw)
+
+
+def _latency_blocks(
+    chain: Sequence[Sequence[int]],
+    block_at: BlockAt,
+    names: Sequence[str],
+    seed: int,
+    *,
+    ns_per_mac: float,
+    overhead_ms: float,
+    noise: float,
+    lane: int,
+) -> list[Block]:
+    """One table block per link of `chain` (widths per position), with exact counts and noisy latencies."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for k, name in enumerate(names):
+        ins, outs = chain[k], chain[k + 1]
+        counts = np.array([[block_counts(block_at(k, cin, cout)) for cout in outs] for cin in ins], dtype=np.float64)
+        macs, params = counts[..., 0], counts[..., 1]
+        # Widths off the SIMD lane pay for a partly filled vector; the noise is multiplicative.
+        ragged = np.add.outer([cin % lane != 0 for cin in ins], [cout % lane != 0 for cout in outs])
+        ms = overhead_ms + ns_per_mac * 1e-6 * macs * (1.0 + 0.15 * ragged)
+        ms = ms * np.exp(noise * rng.standard_normal(ms.shape))
+        blocks.append(Block(name, tuple(ins), tuple(outs), np.round(ms, 6), macs, params))
+    return blocks
+
+
+def _table(space: dict, blocks: list[Block], constant_ms: float, seed: int) -> Table:
+    return Table(
+        space=space,
+        blocks=blocks,
+        constant_ms=constant_ms,
+        device={"name": "synthetic", "cpu": "none", "cores": 1, "os": "none"},
+        runtime={"name": "synthetic", "version": "0", "threads": 1, "dtype": "float32", "statistic": "median"},
+        fit={"samples": 0, "method": "synthetic", "seed": seed},
+    )
 
 
 def synthetic_table(
@@ -100,66 +121,56 @@ def synthetic_table(
         shapes.append(BlockShape("dense", 1))
     if len(shapes) != n_layers + 1:
         raise ValueError(f"shapes must describe {n_layers + 1} blocks, got {len(shapes)}")
-    rng = np.random.default_rng(seed)
     chain = [[input_channels], *[list(c) for c in choices], [output_channels]]
-    blocks = []
-    for k in range(n_layers + 1):
-        ins, outs = chain[k], chain[k + 1]
-        macs = np.zeros((len(ins), len(outs)))
-        params = np.zeros_like(macs)
-        for i, cin in enumerate(ins):
-            for j, cout in enumerate(outs):
-                macs[i, j], params[i, j] = _counts(shapes[k], cin, cout)
-        # Widths off the SIMD lane pay for a partly filled vector; the noise is multiplicative.
-        ragged = np.add.outer([cin % lane != 0 for cin in ins], [cout % lane != 0 for cout in outs])
-        ms = overhead_ms + ns_per_mac * 1e-6 * macs * (1.0 + 0.15 * ragged)
-        ms = ms * np.exp(noise * rng.standard_normal(ms.shape))
-        name = "classifier" if k == n_layers else f"layer{k}"
-        blocks.append(Block(name, tuple(ins), tuple(outs), np.round(ms, 6), macs, params))
+    names = [*(f"layer{k}" for k in range(n_layers)), "classifier"]
+    blocks = _latency_blocks(
+        chain, lambda k, cin, cout: _shape_block(k, shapes[k], cin, cout), names, seed,
+        ns_per_mac=ns_per_mac, overhead_ms=overhead_ms, noise=noise, lane=lane,
+    )
     space = {
         "name": space_name,
         "input_channels": int(input_channels),
         "output_channels": int(output_channels),
         "layers": [{"name": blocks[k].name, "choices": [int(w) for w in choices[k]]} for k in range(n_layers)],
     }
-    return Table(
-        space=space,
-        blocks=blocks,
-        constant_ms=constant_ms,
-        device={"name": "synthetic", "cpu": "none", "cores": 1, "os": "none"},
-        runtime={"name": "synthetic", "version": "0", "threads": 1, "dtype": "float32", "statistic": "median"},
-        fit={"samples": 0, "method": "synthetic", "seed": seed},
+    return _table(space, blocks, constant_ms, seed)
+
+
+def space_table(
+    space: Space,
+    seed: int = 0,
+    *,
+    ns_per_mac: float = 0.05,
+    overhead_ms: float = 0.02,
+    noise: float = 0.08,
+    lane: int = 16,
+    constant_ms: float = 0.3,
+) -> Table:
+    """A synthetic table of an agent space: its widths, block names and exact counts, noisy latencies."""
+    chain = [space.block_in_choices(k) for k in range(space.num_layers + 1)] + [(space.output_channels,)]
+    names = [t.name for t in space.templates]
+    blocks = _latency_blocks(
+        chain, space.block_at, names, seed, ns_per_mac=ns_per_mac, overhead_ms=overhead_ms, noise=noise, lane=lane
     )
+    obj: dict = {
+        "name": space.name,
+        "input_channels": space.input_channels,
+        "output_channels": space.output_channels,
+        "layers": [{"name": layer.name, "choices": list(layer.choices)} for layer in space.layers],
+    }
+    if space.resolution is not None:
+        obj["resolution"] = space.resolution
+    return _table(obj, blocks, constant_ms, seed)
 
 
 def mobilenet_v1_choices(levels: int = 14) -> list[list[int]]:
     """Per-layer width grids of the 14-layer MobileNet-V1 space (0.2x to 1.5x the base widths)."""
-    return [grid_widths(base, levels) for _, _, base in MOBILENET_V1_SHAPE]
+    return [list(layer.choices) for layer in mobilenet_v1(levels=levels).layers]
 
 
 def mobilenet_v1_table(seed: int = 0, resolution: int = 224, levels: int = 14) -> Table:
-    """A synthetic table shaped like the 14-layer, `levels`-level MobileNet-V1 space (3 in, 1000 out)."""
-    shapes = []
-    hw = resolution
-    for kind, stride, _ in MOBILENET_V1_SHAPE:
-        hw = -(-hw // stride)
-        shapes.append(BlockShape(kind, hw))
-    shapes.append(BlockShape("dense", 1))
-    table = synthetic_table(
-        mobilenet_v1_choices(levels),
-        seed,
-        input_channels=3,
-        output_channels=1000,
-        shapes=shapes,
-        ns_per_mac=0.02,
-        space_name="mobilenet_v1",
-    )
-    names = ["conv0", *[f"dwsep{k}" for k in range(1, len(MOBILENET_V1_SHAPE))]]
-    for layer, block, name in zip(table.space["layers"], table.blocks, names):
-        layer["name"] = name
-        block.name = name
-    table.space["resolution"] = resolution
-    return table
+    """A synthetic table of the 14-layer, `levels`-level MobileNet-V1 space (3 in, 1000 out)."""
+    return space_table(mobilenet_v1(resolution, levels), seed, ns_per_mac=0.02)
 
 
 def random_table(

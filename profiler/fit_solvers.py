@@ -1,8 +1,9 @@
-"""Solvers of the latency system, a registry by name: shipped, paper, nnls, flops.
+"""Solvers of the latency system, a registry by name: pooled-prior, nnls-monotone, nnls, flops.
 
 Each method takes the term layout, the training widths and latencies and returns every
 term's latency plus a constant. Regularisation strengths are chosen from the training
-samples alone (cross-validation or a validation split of them), never hand-set.
+samples alone (cross-validation or a validation split of them), never hand-set. The
+names `shipped` and `paper` (of pooled-prior and nnls-monotone) are accepted as aliases.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class Solution:
 
 Method = Callable[[TermLayout, np.ndarray, np.ndarray, np.random.Generator], Solution]
 METHODS: dict[str, Method] = {}
+#: former method names, still accepted: alias -> the method's name.
+METHOD_ALIASES: dict[str, str] = {"shipped": "pooled-prior", "paper": "nnls-monotone"}
 
-#: relative residual beyond which the shipped fit's loss grows linearly (bursts, outliers)
+#: relative residual beyond which the pooled-prior fit's loss grows linearly (bursts, outliers)
 HUBER_REL = 0.04
 #: reweighting rounds of the Huber loss
 HUBER_ROUNDS = 4
@@ -44,8 +47,8 @@ PRIOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: candidate penalties on the per-block part of the prior's coefficients, in increasing order
 #: (0: free per-block coefficients; the last: nearly pooled per block kind)
 BLOCK_PENALTY_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
-#: candidate strengths of the paper's monotonicity penalty
-PAPER_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
+#: candidate strengths of the nnls-monotone fit's monotonicity penalty
+MONOTONE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 CV_FOLDS = 5
 
 
@@ -59,6 +62,14 @@ def register_method(name: str) -> Callable[[Method], Method]:
     return deco
 
 
+def resolve_method(name: str) -> str:
+    """The registered name of a method given by its name or a former alias; KeyError if neither."""
+    name = METHOD_ALIASES.get(name, name)
+    if name not in METHODS:
+        raise KeyError(name)
+    return name
+
+
 def _folds(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     return [np.sort(order[i::k]) for i in range(min(k, n))]
@@ -70,7 +81,7 @@ def selection_score(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(r * r))
 
 
-# --- shipped: pairwise terms = structured prior + ridge deviation, solved in closed form ----------
+# --- pooled-prior: pairwise terms = structured prior + ridge deviation, solved in closed form ----------
 #
 # The prior of a term is a non-negative combination of its features with coefficients shared by
 # every block of its kind, plus per-block coefficients held near zero by `block_penalty`. Free
@@ -88,7 +99,7 @@ def _prior_coefficients(collapsed: np.ndarray, y: np.ndarray, weight: np.ndarray
 
 @dataclass(frozen=True)
 class PriorProblem:
-    """What the shipped fit needs of a training set, computed once for every strength tried."""
+    """What the pooled-prior fit needs of a training set, computed once for every strength tried."""
 
     layout: TermLayout
     y: np.ndarray
@@ -145,7 +156,7 @@ class PriorProblem:
 
 @dataclass(frozen=True)
 class PriorSelection:
-    """Cross-validation of the shipped model: every (block penalty, strength) tried, its
+    """Cross-validation of the pooled-prior model: every (block penalty, strength) tried, its
     out-of-fold predictions and score, and the pair chosen."""
 
     candidates: tuple[tuple[float, float], ...]
@@ -206,14 +217,14 @@ def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.
 def cross_validated_predictions(
     layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Out-of-fold predictions of the shipped model for every (block penalty, strength) pair
+    """Out-of-fold predictions of the pooled-prior model for every (block penalty, strength) pair
     `select_prior` tried, (tried, N), their selection scores, and the number of folds."""
     selection = select_prior(layout, widths, y, rng)
     return selection.predictions, selection.scores, selection.folds
 
 
-@register_method("shipped")
-def fit_shipped(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+@register_method("pooled-prior")
+def fit_pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
     """Pairwise terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
     per block kind with penalised per-block parts), relative Huber loss, both strengths by k-fold
     CV, then projected onto monotone tables."""
@@ -231,10 +242,10 @@ def fit_shipped(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.r
     return Solution(terms, raw.constant_ms, info)
 
 
-# --- paper: NNLS with a monotonicity penalty ---------------------------------------------------
+# --- nnls-monotone: NNLS with a monotonicity penalty --------------------------------------------
 
 
-def _fit_paper_once(layout: TermLayout, widths: np.ndarray, y: np.ndarray, strength: float) -> Solution:
+def _fit_monotone_penalty(layout: TermLayout, widths: np.ndarray, y: np.ndarray, strength: float) -> Solution:
     """Least squares in ms over terms and constant >= 0, plus strength x squared monotonicity violations."""
     design = layout.design(widths)
     design_t = design.T.tocsr()
@@ -268,19 +279,21 @@ def _fit_paper_once(layout: TermLayout, widths: np.ndarray, y: np.ndarray, stren
     return Solution(res.x[:p].copy(), float(res.x[-1]))
 
 
-@register_method("paper")
-def fit_paper(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """The paper's fit: NNLS with monotonicity regularisation, strength chosen on a validation split."""
+@register_method("nnls-monotone")
+def fit_nnls_monotone(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """The fit of the AOWS width-search paper (Berman et al., "AOWS: Adaptive and Optimal Network Width
+    Search with Latency Constraints", CVPR 2020): NNLS over the pairwise terms with a penalty on
+    monotonicity violations, its strength chosen on a validation split."""
     order = rng.permutation(len(y))
     n_val = max(1, len(y) // 5)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
     scores = [
-        selection_score(_fit_paper_once(layout, widths[train], y[train], s).predict(layout, widths[val]), y[val])
-        for s in PAPER_GRID
+        selection_score(_fit_monotone_penalty(layout, widths[train], y[train], s).predict(layout, widths[val]), y[val])
+        for s in MONOTONE_GRID
     ]
-    best = PAPER_GRID[int(np.argmin(scores))]
-    sol = _fit_paper_once(layout, widths, y, best)
-    info = {"monotonicity_strength": best, "validation_scores": {f"{g:g}": v for g, v in zip(PAPER_GRID, scores)}}
+    best = MONOTONE_GRID[int(np.argmin(scores))]
+    sol = _fit_monotone_penalty(layout, widths, y, best)
+    info = {"monotonicity_strength": best, "validation_scores": {f"{g:g}": v for g, v in zip(MONOTONE_GRID, scores)}}
     return Solution(sol.term_ms, sol.constant_ms, info)
 
 

@@ -1,10 +1,10 @@
-"""The numpy reference pass used for int8 calibration: its convolutions and the ranges it reports."""
+"""The numpy forward pass used for int8 calibration: its convolutions and the ranges it reports."""
 
 import numpy as np
 import pytest
 import threadpoolctl  # a dependency of widthwise (setup.cfg): its absence must fail, not skip
 
-from widthwise.device_agents import tflite_reference as ref
+from widthwise.device_agents import int8_calibration as calib
 from widthwise.device_agents.spaces import make_space
 from widthwise.device_agents.weights import block_weights
 
@@ -38,7 +38,7 @@ def test_dense_convolution_matches_a_pixel_by_pixel_one(size, stride):
     x = rng.standard_normal((2, size, size + 1, 3)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
-    got = ref.conv2d(x, w, b, stride)
+    got = calib.conv2d(x, w, b, stride)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, _naive_same_conv(x, w, b, stride, depthwise=False), rtol=1e-5, atol=1e-5)
 
@@ -49,7 +49,7 @@ def test_depthwise_convolution_matches_a_pixel_by_pixel_one(size, stride):
     x = rng.standard_normal((1, size, size, 6)).astype(np.float32)
     w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
-    got = ref.depthwise(x, w, b, stride)
+    got = calib.depthwise(x, w, b, stride)
     np.testing.assert_allclose(got, _naive_same_conv(x, w, b, stride, depthwise=True), rtol=1e-5, atol=1e-5)
 
 
@@ -62,7 +62,7 @@ def mobilenet():
 
 def test_ranges_cover_every_role_and_respect_relu6(mobilenet):
     space, blocks, weights = mobilenet
-    ranges = ref.activation_ranges(space, blocks, weights, seed=3)
+    ranges = calib.activation_ranges(space, blocks, weights, seed=3)
     expected = {blocks[0].name} | {f"{b.name}.{part}" for b in blocks if b.kind == "dwsep" for part in ("dw", "pw")}
     expected |= {f"{blocks[-1].name}.logits"}
     assert set(ranges) == expected
@@ -102,7 +102,7 @@ def _path_lengths(blocks) -> dict[str, int]:
     return out
 
 
-def _range_tolerance(blocks, seen: ref.Observed) -> dict[str, float]:
+def _range_tolerance(blocks, seen: calib.Observed) -> dict[str, float]:
     """Role -> how far two float32 passes may put its extremes apart: eps32 x K_path x |extreme|.
 
     Two machines run the same numpy code except for the order in which BLAS adds up each
@@ -125,9 +125,9 @@ def _range_tolerance(blocks, seen: ref.Observed) -> dict[str, float]:
 
 def test_ranges_are_the_float_pass_extremes_widened(mobilenet):
     space, blocks, weights = mobilenet
-    seen: ref.Observed = {}
-    ref.forward(blocks, weights, ref.calibration_input(space, 3), seen)  # BLAS threads as they are, not limited
-    ranges = ref.activation_ranges(space, blocks, weights, seed=3, margin=1.5)
+    seen: calib.Observed = {}
+    calib.forward(blocks, weights, calib.calibration_input(space, 3), seen)  # BLAS threads as they are, not limited
+    ranges = calib.activation_ranges(space, blocks, weights, seed=3, margin=1.5)
     assert set(ranges) == set(seen)
     tolerance = _range_tolerance(blocks, seen)
     for role, (least, greatest, bound) in seen.items():
@@ -138,12 +138,12 @@ def test_ranges_are_the_float_pass_extremes_widened(mobilenet):
 
 def test_one_blas_thread_changes_no_range(mobilenet, monkeypatch):
     space, blocks, weights = mobilenet
-    limited = ref.activation_ranges(space, blocks, weights, seed=3)
-    monkeypatch.setattr(ref, "CALIBRATION_BLAS_THREADS", None)
-    free = ref.activation_ranges(space, blocks, weights, seed=3)
+    limited = calib.activation_ranges(space, blocks, weights, seed=3)
+    monkeypatch.setattr(calib, "CALIBRATION_BLAS_THREADS", None)
+    free = calib.activation_ranges(space, blocks, weights, seed=3)
     assert limited.keys() == free.keys()
-    seen: ref.Observed = {}
-    ref.forward(blocks, weights, ref.calibration_input(space, 3), seen)
+    seen: calib.Observed = {}
+    calib.forward(blocks, weights, calib.calibration_input(space, 3), seen)
     tolerance = _range_tolerance(blocks, seen)  # another thread count only reorders the BLAS sums
     for role in limited:
         assert limited[role] == pytest.approx(free[role], rel=0.0, abs=1.25 * tolerance[role]), role  # default margin
@@ -153,7 +153,7 @@ def test_blas_is_limited_inside_the_calibration_context():
     blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     if not blas:
         pytest.skip("numpy here has no BLAS that threadpoolctl can see")
-    with ref._blas_threads(1):
+    with calib._blas_threads(1):
         assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
     assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == \
         [p["num_threads"] for p in blas]

@@ -15,7 +15,7 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 
 from .errors import UnknownSpace
-from .spaces import BlockSpec, Space
+from .spaces import BlockSpec, Space, kind_registry
 from .weights import BlockWeights
 
 #: role (tensor) name -> (least and greatest activation seen in a pass, known upper bound or None).
@@ -29,14 +29,7 @@ IMAGE_SAMPLES = 1  # pooled features of a random-input image hardly vary from on
 TEXT_SAMPLES = 16
 
 
-def register_forward(kind: str) -> Callable[[Forward], Forward]:
-    """Register the numpy forward of a block kind."""
-
-    def deco(fn: Forward) -> Forward:
-        FORWARDS[kind] = fn
-        return fn
-
-    return deco
+register_forward = kind_registry(FORWARDS)  # @register_forward("kind"): the numpy forward of a kind
 
 
 def _same_pad(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""The host client against real agent processes: TCP loopback, a pty serial line, `local`."""
+"""The host client against real agent processes: TCP loopback, a pty serial line, `local`.
+
+(URL parsing and the local agent subprocess on their own: test_agent_endpoint.py.)"""
 
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from widthwise.device_agents.errors import (
     UnknownSpace,
 )
 from widthwise.device_agents.protocol import FrameDecoder, encode_frame
-from widthwise.profiler.agents import AgentClient, connect, parse_url
-from widthwise.profiler.ptylink import PtyLink
+from widthwise.profiler.agent_client import AgentClient, connect
+from tests.support.ptylink import PtyLink
 from tests.support.procs import read_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,17 +60,6 @@ def tcp_agent(tmp_path_factory):
     proc, port = start_agent(tmp_path_factory.mktemp("agent"))
     yield f"tcp://127.0.0.1:{port}"
     stop(proc)
-
-
-def test_parse_url() -> None:
-    assert parse_url("local") == ("local", {})
-    assert parse_url("tcp://10.0.0.2:7345") == ("tcp", {"host": "10.0.0.2", "port": 7345})
-    assert parse_url("serial:///dev/ttyUSB0?baud=921600") == ("serial", {"device": "/dev/ttyUSB0", "baud": 921600})
-    assert parse_url("serial:///dev/ttyACM1")[1]["baud"] == 115200
-    for bad, text in [("tcp://host", "host and a port"), ("tcp://host:99999", "host and a port"), ("http://x:1", "unknown agent URL"),
-                      ("serial:///dev/x?speed=1", "unknown parameter"), ("serial:///dev/x?baud=fast", "integer")]:
-        with pytest.raises(BadRequest, match=text):
-            parse_url(bad)
 
 
 def test_hello_and_bench_over_tcp(tcp_agent: str) -> None:
@@ -259,7 +250,7 @@ def _running(pid: int) -> bool:
 def test_a_local_agent_does_not_outlive_a_killed_host() -> None:
     host = subprocess.Popen(
         [sys.executable, "-c",
-         "import time; from widthwise.profiler.agents import connect; c = connect('local', timeout=60); "
+         "import time; from widthwise.profiler.agent_client import connect; c = connect('local', timeout=60); "
          "print(c.local.proc.pid, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
@@ -293,7 +284,7 @@ def test_bench_spec_paired_with_a_reference(tcp_agent: str) -> None:
 
 def test_token_files_are_read_with_the_agents_checks(tmp_path: Path) -> None:
     from widthwise.device_agents.auth import ConfigError
-    from widthwise.profiler.agents import token_from_file
+    from widthwise.profiler.agent_client import token_from_file
 
     good = tmp_path / "good.token"
     good.write_text(f"  {TOKEN}\n")

@@ -1,14 +1,16 @@
-"""Exact search: dynamic programming over Pareto sets of (latency, cost) per chain state.
+"""The exact Pareto front of (latency, cost) of a chain, by dynamic programming over Pareto sets.
 
 After block k, every state (a width of layer k) keeps the partial configurations that no
 other partial configuration ending in the same state beats on both latency and cost; a
 dominated prefix cannot start an optimal configuration, so the last block's set is the
 exact Pareto front of the whole chain, found in one pass. Each set is a flat numpy array
 grouped by state, with a back-pointer per point to recover the configurations at the end.
+The Searcher answers every exact single-budget query from this front by a binary search.
 
 With a parameter budget the parameters become a third criterion: a prefix is also dropped
 when even the leanest completion would exceed the budget, and the dominance test compares
-all three, so the front is exact under that budget too.
+all three, so the front is exact under that budget too. The pruning helpers here are shared
+with the branch and bound under two budgets (`branch_bound.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chain import Chain, within
+from .budget import within
+from .chain import Chain
 from .front_limits import DEFAULT_LIMITS, FrontLimits
 
 #: Candidate sets smaller than this are sorted directly, without the binned pre-filter.
@@ -38,8 +41,8 @@ class FrontTooLarge(RuntimeError):
 
 
 @dataclass(frozen=True, eq=False)
-class Front:
-    """Pareto-optimal configurations sorted by latency (strictly falling cost), with their indices."""
+class FrontArrays:
+    """Pareto-optimal configurations sorted by latency (strictly falling cost), as arrays of choice indices."""
 
     latency: np.ndarray
     cost: np.ndarray
@@ -186,71 +189,87 @@ def _rest_min(mats: tuple[np.ndarray, ...]) -> list[np.ndarray]:
 
 
 def build_front(chain: Chain, max_params: float | None = None, limits: FrontLimits = DEFAULT_LIMITS,
-                what: str = "exact front") -> Front:
+                what: str = "exact front") -> FrontArrays:
     """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`.
 
     `limits` is checked at every step (FrontLimitExceeded names the cap and how far it got).
     """
     if max_params is not None and chain.params is None:
         raise ValueError("max_params: the table has no params")
-    lat_m, cost_m = chain.latency, chain.cost
-    par_m = chain.params if max_params is not None else None
-    rest = _rest_min(par_m) if par_m is not None else None
-    lat = chain.constant_ms + lat_m[0][0]
-    cost = cost_m[0][0].copy()
-    state = np.arange(lat.size)
-    par = par_m[0][0].copy() if par_m is not None else None
-    parents: list[np.ndarray] = [np.full(lat.size, -1)]
-    states: list[np.ndarray] = [state]
-    if par is not None:
-        feasible = np.flatnonzero(par + rest[0] <= max_params + 1e-9 * max(1.0, max_params))
-        lat, cost, par, state = lat[feasible], cost[feasible], par[feasible], state[feasible]
-        parents[0], states[0] = parents[0][feasible], state
-    blocks, kept = len(lat_m), lat.size
-    limits.after_step(lat.size, 0, blocks, what)
+    dp = _FrontDP(chain, max_params)
+    blocks = len(chain.latency)
+    limits.after_step(dp.lat.size, 0, blocks, what)
+    kept = dp.lat.size
     for k in range(1, blocks):
-        limits.before_step(lat.size * lat_m[k].shape[1], kept, k, blocks, what)
-        # candidates[j, p]: point p extended to state j of the next layer
+        limits.before_step(dp.lat.size * chain.latency[k].shape[1], kept, k, blocks, what)
+        dp.step(k)
+        limits.after_step(dp.lat.size, k, blocks, what)
+        kept += dp.lat.size
+    return dp.front()
+
+
+class _FrontDP:
+    """The state of the front DP after each block: the kept points, their states and back-pointers."""
+
+    def __init__(self, chain: Chain, max_params: float | None) -> None:
+        self.chain, self.max_params = chain, max_params
+        self.par_m = chain.params if max_params is not None else None
+        self.rest = _rest_min(self.par_m) if self.par_m is not None else None
+        self.lat = chain.constant_ms + chain.latency[0][0]
+        self.cost = chain.cost[0][0].copy()
+        self.state = np.arange(self.lat.size)
+        self.par = self.par_m[0][0].copy() if self.par_m is not None else None
+        self.parents: list[np.ndarray] = [np.full(self.lat.size, -1)]
+        self.states: list[np.ndarray] = [self.state]
+        if self.par is not None:
+            feasible = np.flatnonzero(within(self.par + self.rest[0], max_params))
+            self.lat, self.cost, self.par = self.lat[feasible], self.cost[feasible], self.par[feasible]
+            self.state = self.state[feasible]
+            self.parents[0], self.states[0] = self.parents[0][feasible], self.state
+
+    def step(self, k: int) -> None:
+        """Extend every kept point by block k and keep the non-dominated ones per state."""
+        if self.par is not None and self.lat.size * self.chain.latency[k].shape[1] > MAX_PARAMS_CANDIDATES:
+            raise FrontTooLarge(
+                f"the front within {self.max_params:g} params needs over {MAX_PARAMS_CANDIDATES} prefixes "
+                f"at block {k}; query single budgets instead"
+            )
+        # candidates[j, p]: point p extended to state j of the next layer,
         # gathered from transposed copies so that rows (states) are contiguous
-        cand_lat = np.ascontiguousarray(lat_m[k].T)[:, state]
-        cand_lat += lat
-        cand_cost = np.ascontiguousarray(cost_m[k].T)[:, state]
-        cand_cost += cost
-        if par is None:
+        cand_lat = np.ascontiguousarray(self.chain.latency[k].T)[:, self.state]
+        cand_lat += self.lat
+        cand_cost = np.ascontiguousarray(self.chain.cost[k].T)[:, self.state]
+        cand_cost += self.cost
+        if self.par is None:
             rows, cols = _prune_2d(cand_lat, cand_cost)
         else:
-            if lat.size * lat_m[k].shape[1] > MAX_PARAMS_CANDIDATES:
-                raise FrontTooLarge(
-                    f"the front within {max_params:g} params needs over {MAX_PARAMS_CANDIDATES} prefixes at block {k}; "
-                    "query single budgets instead"
-                )
-            cand_par = np.ascontiguousarray(par_m[k].T)[:, state]
-            cand_par += par
-            alive = cand_par + rest[k][:, None] <= max_params + 1e-9 * max(1.0, max_params)
+            cand_par = np.ascontiguousarray(self.par_m[k].T)[:, self.state]
+            cand_par += self.par
+            alive = within(cand_par + self.rest[k][:, None], self.max_params)
             rows, cols = _prune_3d(cand_lat, cand_cost, cand_par, alive)
-            par = cand_par[rows, cols]
-        limits.after_step(rows.size, k, blocks, what)
-        kept += rows.size
-        lat, cost, state = cand_lat[rows, cols], cand_cost[rows, cols], rows
-        del cand_lat, cand_cost
-        parents.append(cols)
-        states.append(rows)
-    # The last block has one output state; tidy ties in latency (keep the cheapest of each).
-    if lat.size:
-        order = np.lexsort((cost, lat))
-        lat, cost, tail = lat[order], cost[order], parents[-1][order]
-        best = np.minimum.accumulate(cost)
-        keep = np.ones(lat.size, dtype=bool)
-        keep[1:] = cost[1:] < best[:-1]
-        lat, cost, tail = lat[keep], cost[keep], tail[keep]
-        par = par[order][keep] if par is not None else None
-    else:
-        tail = np.zeros(0, dtype=np.int64)
-    configs = np.empty((lat.size, chain.num_layers), dtype=np.int64)
-    pointer = tail
-    for k in range(chain.num_layers - 1, -1, -1):
-        configs[:, k] = states[k][pointer]
-        pointer = parents[k][pointer]
-    if par is None and chain.params is not None:
-        par = chain.totals(chain.params, configs)
-    return Front(lat, cost, par, configs, max_params)
+            self.par = cand_par[rows, cols]
+        self.lat, self.cost, self.state = cand_lat[rows, cols], cand_cost[rows, cols], rows
+        self.parents.append(cols)
+        self.states.append(rows)
+
+    def front(self) -> FrontArrays:
+        """The last block's points, ties in latency tidied (the cheapest of each kept), configurations traced back."""
+        lat, cost, par, chain = self.lat, self.cost, self.par, self.chain
+        if lat.size:
+            order = np.lexsort((cost, lat))
+            lat, cost, tail = lat[order], cost[order], self.parents[-1][order]
+            best = np.minimum.accumulate(cost)
+            keep = np.ones(lat.size, dtype=bool)
+            keep[1:] = cost[1:] < best[:-1]
+            lat, cost, tail = lat[keep], cost[keep], tail[keep]
+            par = par[order][keep] if par is not None else None
+        else:
+            tail = np.zeros(0, dtype=np.int64)
+        configs = np.empty((lat.size, chain.num_layers), dtype=np.int64)
+        pointer = tail
+        for k in range(chain.num_layers - 1, -1, -1):
+            configs[:, k] = self.states[k][pointer]
+            pointer = self.parents[k][pointer]
+        if par is None and chain.params is not None:
+            par = chain.totals(chain.params, configs)
+        return FrontArrays(lat, cost, par, configs, self.max_params)

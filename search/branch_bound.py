@@ -1,6 +1,6 @@
-"""Exact search under a latency budget and a parameter budget at once, by branch and bound.
+"""The least-cost configuration under a latency budget and a parameter budget at once, by branch and bound.
 
-The three-criterion Pareto DP of `pareto.build_front` is exact but its sets grow fast on a
+The three-criterion Pareto DP of `pareto_front.build_front` is exact but its sets grow fast on a
 wide chain. For one (latency, params) budget pair this module runs the same DP with three
 extra, exact prunings: a prefix whose leanest completion misses either budget; a prefix whose
 Lagrangian lower bound on the total cost cannot beat the best known feasible configuration
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chain import Chain, within
+from .budget import margin, slack, within
+from .chain import Chain
 from .front_limits import DEFAULT_LIMITS, FrontLimits
 from .lagrangian import LagrangianInfeasible, solve
+from .pareto_front import FrontArrays, _prune_2d, _prune_3d, _rest_min
 from .viterbi import min_sum
-from .pareto import Front, _prune_2d, _prune_3d, _rest_min
 
 #: Candidate points one DP step may hold before the search gives up (bounds memory).
 MAX_CANDIDATES = 4_000_000
@@ -108,10 +109,6 @@ def suffix_fronts(chain: Chain, limits: FrontLimits = DEFAULT_LIMITS) -> tuple[S
             SuffixFronts(chain.params, chain.cost, limits, "params suffix front"))
 
 
-def _budget(value: float) -> float:
-    return value + 1e-9 * max(1.0, abs(value))
-
-
 def _prices(chain: Chain, budget_ms: float, max_params: float) -> tuple[float, float]:
     """The single-budget Lagrangian prices of latency and of params: the scales of the multiplier grid."""
     prices = []
@@ -159,7 +156,7 @@ def _backward_values(chain: Chain, pairs: np.ndarray) -> list[np.ndarray]:
 
 def best_within(
     chain: Chain,
-    front: Front,
+    front: FrontArrays,
     budget_ms: float,
     max_params: float,
     suffixes: tuple[SuffixFronts, SuffixFronts] | None = None,
@@ -169,10 +166,11 @@ def best_within(
         raise ValueError("max_params: the table has no params")
     incumbent: Best | None = None
     if len(front):
-        ok = (front.latency <= _budget(budget_ms)) & (front.params <= _budget(max_params))
+        ok = within(front.latency, budget_ms) & within(front.params, max_params)
         if ok.any():
             i = int(np.flatnonzero(ok)[np.argmin(front.cost[ok])])
-            incumbent = Best(tuple(int(v) for v in front.configs[i]), float(front.latency[i]), float(front.cost[i]), float(front.params[i]))
+            incumbent = Best(tuple(int(v) for v in front.configs[i]), float(front.latency[i]), float(front.cost[i]),
+                             float(front.params[i]))
             pos = front.position(budget_ms)
             if pos == i:  # the unconstrained optimum already fits the params budget
                 return incumbent
@@ -196,8 +194,8 @@ def _bounded_dp(
     lat_m, cost_m, par_m = chain.latency, chain.cost, chain.params
     rest_lat, rest_par = _rest_min(lat_m), _rest_min(par_m)
     bounds = _backward_values(chain, pairs)
-    cap_lat, cap_par = _budget(budget_ms), _budget(max_params)
-    ceiling = np.inf if incumbent is None else incumbent.cost - 1e-9 * max(1.0, abs(incumbent.cost))
+    cap_lat, cap_par = slack(budget_ms), slack(max_params)
+    ceiling = np.inf if incumbent is None else incumbent.cost - margin(incumbent.cost)
     last = len(lat_m) - 1
 
     def alive_mask(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, k: int) -> np.ndarray:
@@ -232,7 +230,7 @@ def _bounded_dp(
         lat, cost, par, state = cand_lat[rows, cols], cand_cost[rows, cols], cand_par[rows, cols], rows
         parents.append(cols)
         states.append(rows)
-    ok = np.flatnonzero([within(a, budget_ms) and within(b, max_params) for a, b in zip(lat.tolist(), par.tolist())])
+    ok = np.flatnonzero(within(lat, budget_ms) & within(par, max_params))
     if ok.size == 0:
         return None
     best = int(ok[np.argmin(cost[ok])])

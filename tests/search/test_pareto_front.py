@@ -1,4 +1,4 @@
-"""Exact search (Pareto DP) against brute-force enumeration on many small random chains."""
+"""The exact Pareto front (the DP of pareto_front.py) and the two-budget branch and bound, against brute force."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import widthwise.search.pareto as pareto
-from widthwise.search.chain import build_chain, within
+import widthwise.search.pareto_front as pareto_front
+from widthwise.search.budget import within
+from widthwise.search.chain import build_chain
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
-from widthwise.search.synthetic import mobilenet_v1_table, random_costs, random_objective, random_table
-
-
-def enumerate_chain(chain):
-    """Every configuration with its latency, cost and params, summed in chain order."""
-    out = []
-    for idx in itertools.product(*(range(len(c)) for c in chain.choices)):
-        out.append((idx, chain.latency_of(idx), chain.cost_of(idx), chain.params_of(idx)))
-    return out
+from tests.search.brute import CASES, enumerate_chain, instance
+from tests.support.synthetic import mobilenet_v1_table, random_costs, random_table
 
 
 def brute_best(points, budget, max_params=None):
@@ -38,22 +32,8 @@ def brute_front(points, max_params=None):
     return front
 
 
-def instance(seed, layers, choices, objective_kind, integer=True):
-    table = random_table(seed, layers, choices, integer=integer)
-    return table, make_objective(table, random_objective(table, seed + 1, objective_kind))
-
-
-cases = st.tuples(
-    st.integers(0, 10**6),
-    st.integers(1, 4),
-    st.integers(1, 4),
-    st.sampled_from(["flops", "unary", "pairwise"]),
-    st.booleans(),
-)
-
-
 @settings(max_examples=120, deadline=None)
-@given(cases)
+@given(CASES)
 def test_front_equals_brute_force_front(case):
     table, objective = instance(*case)
     searcher = Searcher(table, objective)
@@ -67,7 +47,7 @@ def test_front_equals_brute_force_front(case):
 
 
 @settings(max_examples=120, deadline=None)
-@given(cases, st.floats(0.0, 1.0))
+@given(CASES, st.floats(0.0, 1.0))
 def test_exact_query_equals_brute_force(case, where):
     table, objective = instance(*case)
     searcher = Searcher(table, objective)
@@ -86,7 +66,7 @@ def test_exact_query_equals_brute_force(case, where):
 
 
 @settings(max_examples=120, deadline=None)
-@given(cases, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+@given(CASES, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
 def test_exact_with_params_budget_equals_brute_force(case, where_lat, where_par):
     table, objective = instance(*case)
     searcher = Searcher(table, objective)
@@ -108,17 +88,17 @@ def test_exact_with_params_budget_equals_brute_force(case, where_lat, where_par)
 
 
 @settings(max_examples=60, deadline=None)
-@given(cases)
+@given(CASES)
 def test_prefilter_changes_nothing(case):
     table, objective = instance(*case)
     chain = build_chain(table, objective)
-    plain = pareto.build_front(chain)
-    saved = pareto.PREFILTER_MIN
-    pareto.PREFILTER_MIN = 0  # force the binned pre-filter on even for tiny candidate sets
+    plain = pareto_front.build_front(chain)
+    saved = pareto_front.PREFILTER_MIN
+    pareto_front.PREFILTER_MIN = 0  # force the binned pre-filter on even for tiny candidate sets
     try:
-        filtered = pareto.build_front(chain)
+        filtered = pareto_front.build_front(chain)
     finally:
-        pareto.PREFILTER_MIN = saved
+        pareto_front.PREFILTER_MIN = saved
     assert filtered.latency.tolist() == plain.latency.tolist()
     assert filtered.cost.tolist() == plain.cost.tolist()
 
@@ -144,8 +124,8 @@ def test_medium_chain_equals_vectorised_brute_force(seed):
     lat = chain.totals(chain.latency, configs, chain.constant_ms)
     cost = chain.totals(chain.cost, configs)
     par = chain.totals(chain.params, configs)
-    saved = pareto.PREFILTER_MIN
-    pareto.PREFILTER_MIN = 0
+    saved = pareto_front.PREFILTER_MIN
+    pareto_front.PREFILTER_MIN = 0
     try:
         rng = np.random.default_rng(seed)
         for _ in range(6):
@@ -160,4 +140,4 @@ def test_medium_chain_equals_vectorised_brute_force(seed):
                 with pytest.raises(InfeasibleBudget):
                     searcher.query(budget, max_params=max_params)
     finally:
-        pareto.PREFILTER_MIN = saved
+        pareto_front.PREFILTER_MIN = saved

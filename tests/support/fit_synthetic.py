@@ -14,8 +14,8 @@ import numpy as np
 
 from widthwise.device_agents.spaces import Space
 
-from .dataset import TrainingData
-from .fit_design import TermLayout, block_activations, term_layout
+from widthwise.profiler.dataset import TrainingData
+from widthwise.profiler.fit_design import TermLayout, block_activations, term_layout
 
 
 @dataclass(frozen=True)

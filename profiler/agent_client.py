@@ -1,8 +1,6 @@
-"""Host client of the device agent: URL -> connection, typed errors, retries, timeouts.
+"""Host client of the device agent: a connection by URL, typed errors, retries, timeouts.
 
-URLs: `tcp://HOST:PORT`, `serial:///dev/ttyUSB0?baud=115200`, and `local`, which starts
-`python -m widthwise.device_agents serve --port 0` as a subprocess and stops it on close. With a
-token, every request is tagged and every answer's tag is checked before anything in it is
+URLs and the `local` agent subprocess are profiler.agent_endpoint's. With a token, every request is tagged and every answer's tag is checked before anything in it is
 used (PROTOCOL.md section 4): an answer that fails is an AgentAuthError. Errors
 come back as the agent's typed classes; retryable ones (timeouts, dropped connections,
 corrupt frames) are retried after a reconnect, since every request is idempotent.
@@ -14,15 +12,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence, TypeVar
-from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from widthwise.device_agents import auth
 from widthwise.device_agents.errors import (
@@ -31,7 +23,6 @@ from widthwise.device_agents.errors import (
     AgentError,
     AgentTimeout,
     AuthError,
-    BadRequest,
     FrameTooLarge,
     ProtocolVersionError,
     clip_text,
@@ -40,119 +31,19 @@ from widthwise.device_agents.errors import (
 from widthwise.device_agents.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, encode_frame, request_header
 from widthwise.device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
 
+from .agent_endpoint import LocalAgent, parse_url
+from .errors import TokenFileError
+
+__all__ = ["AgentClient", "ClientStats", "LocalAgent", "connect", "parse_url", "token_from_file"]
+
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10.0
-LOCAL_START_TIMEOUT_S = 60.0
 #: A half-received frame stalled this long is treated as truncated (TCP, serial).
 FRAME_STALL_S = {"tcp": 10.0, "serial": 1.0}
 #: Time allowed beyond a request's own `timing.max_total_s` for building and loading the network.
 BENCH_MARGIN_S = 30.0
 #: Resends of one request on the same connection after the agent reports an unreadable frame.
 MAX_RESENDS = 3
-
-
-def _parse_tcp(url: str, parts: SplitResult) -> dict:
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None:
-        raise BadRequest(f"agent URL {url!r} needs a host and a port (0-65535): tcp://HOST:PORT")
-    return {"host": parts.hostname, "port": port}
-
-
-def _parse_serial(url: str, parts: SplitResult) -> dict:
-    device = parts.path or parts.netloc
-    if not device:
-        raise BadRequest(f"agent URL {url!r} names no device: serial:///dev/ttyUSB0?baud=115200")
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"baud"}
-    if unknown:
-        raise BadRequest(f"agent URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only baud")
-    try:
-        baud = int(query.get("baud", ["115200"])[0])
-    except ValueError:
-        raise BadRequest(f"agent URL {url!r}: baud must be an integer") from None
-    return {"device": device, "baud": baud}
-
-
-#: URL scheme -> parser of the rest of the URL into connection parameters.
-URL_PARSERS: dict[str, Callable[[str, SplitResult], dict]] = {"tcp": _parse_tcp, "serial": _parse_serial}
-
-
-def parse_url(url: str) -> tuple[str, dict]:
-    """Split an agent URL into its kind ("tcp", "serial", "local") and parameters."""
-    if url == "local":
-        return "local", {}
-    parts = urlsplit(url)
-    parser = URL_PARSERS.get(parts.scheme)
-    if parser is None:
-        raise BadRequest(f"unknown agent URL {url!r}: use tcp://HOST:PORT, serial:///DEV?baud=N or local")
-    return parts.scheme, parser(url, parts)
-
-
-class LocalAgent:
-    """An agent subprocess on this machine, listening on a free loopback port."""
-
-    def __init__(self, args: Sequence[str] = ()) -> None:
-        self.args = list(args)
-        self.workdir = Path(tempfile.mkdtemp(prefix="widthwise-agent-"))
-        self.port_file = self.workdir / "port"
-        self.log_path = self.workdir / "agent.log"
-        self.proc: subprocess.Popen | None = None
-        self.port: int | None = None
-
-    def start(self) -> int:
-        """Start the subprocess and wait for its port; AgentConnectionError if it does not come up."""
-        self.port_file.unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        # -P, no PYTHONPATH and a private cwd: the installed widthwise is what runs, and nothing in the
-        # user's working directory (a logging.py, a device_agents.py) is importable
-        cmd = [sys.executable, "-P", "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(self.port_file),
-               "--exit-with-stdin", *self.args]
-        with open(self.log_path, "ab") as log:
-            # the agent exits when this pipe closes, so it never outlives its host process
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, cwd=self.workdir)
-        deadline = time.monotonic() + LOCAL_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.port_file.exists():
-                text = self.port_file.read_text().strip()
-                if text:
-                    self.port = int(text)
-                    return self.port
-            if self.proc.poll() is not None:
-                raise AgentConnectionError(f"local agent exited with status {self.proc.returncode}: {self.log_tail()}")
-            time.sleep(0.02)
-        self.stop()
-        raise AgentConnectionError(f"local agent did not start within {LOCAL_START_TIMEOUT_S:g} s: {self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines of the agent's log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
-
-    def cleanup(self) -> None:
-        """Stop the subprocess and remove its port file and log."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def stop(self) -> None:
-        """Terminate the subprocess (kill it if it does not exit within 5 s)."""
-        if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -425,11 +316,15 @@ def token_from_file(path: str | os.PathLike[str] | None) -> str | None:
     """The shared token held in a file, as `connect` takes it (None without a file).
 
     The same reader and checks as the agent's (`device_agents.auth.load_token`), so a token
-    the agent would refuse is refused here too; ConfigError names the file and the problem.
+    the agent would refuse is refused here too; TokenFileError (a ConfigError) names the file
+    and the problem.
     """
     if path is None:
         return None
-    return auth.load_token(path).decode("utf-8", "replace")
+    try:
+        return auth.load_token(path).decode("utf-8", "replace")
+    except auth.ConfigError as exc:
+        raise TokenFileError(str(exc), field="--token-file") from None
 
 
 def connect(

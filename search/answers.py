@@ -1,0 +1,107 @@
+"""What the search answers, and the one JSON shape of each answer, for the CLI and the daemon alike.
+
+`Answer` is one configuration, `Front` the Pareto front (answers sorted by latency); their
+`to_json` are the only serialisations of them. `answer_query`, `answer_pareto` and
+`answer_marginals` answer one request each (the request's validated fields in, a JSON-able
+dict out): `widthwise query|pareto|marginals --json` print exactly what the daemon's
+/v1/query, /v1/pareto and /v1/marginals send, and `encode` is the one encoder of both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, overload
+
+from .errors import NonFiniteAnswer
+
+if TYPE_CHECKING:
+    from .engine import Searcher
+
+__all__ = ["Answer", "Front", "answer_marginals", "answer_pareto", "answer_query", "encode"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One configuration: its widths, predicted latency, objective cost, and how it was found."""
+
+    widths: tuple[int, ...]
+    latency_ms: float
+    cost: float
+    method: str
+    params: float | None
+    macs: float | None
+    gamma: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """widths, latency_ms, cost, method, params, macs, gamma (None where the table has no count)."""
+        return {
+            "widths": list(self.widths),
+            "latency_ms": self.latency_ms,
+            "cost": self.cost,
+            "method": self.method,
+            "params": self.params,
+            "macs": self.macs,
+            "gamma": self.gamma,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Front(Sequence[Answer]):
+    """Every Pareto-optimal configuration of one (table, objective), fastest first (cost strictly falling)."""
+
+    answers: tuple[Answer, ...]
+    max_params: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @overload
+    def __getitem__(self, index: int) -> Answer: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Answer, ...]: ...
+    def __getitem__(self, index: int | slice) -> Answer | tuple[Answer, ...]:
+        return self.answers[index]
+
+    def __iter__(self) -> Iterator[Answer]:
+        return iter(self.answers)
+
+    def to_json(self) -> dict[str, Any]:
+        """count, and front: every answer's `to_json`, fastest first."""
+        return {"count": len(self.answers), "front": [a.to_json() for a in self.answers]}
+
+
+def answer_query(searcher: Searcher, table: str, budget_ms: float, method: str = "exact",
+                 max_params: float | None = None, *, cached_only: bool = False) -> dict[str, Any] | None:
+    """The answer to a query of table `table`; with `cached_only`, None when it needs work (see `Searcher.lookup`)."""
+    if cached_only:
+        answer = searcher.lookup(budget_ms, method, max_params)
+        if answer is None:
+            return None
+    else:
+        answer = searcher.query(budget_ms, method, max_params)
+    return {"table": table, "objective": searcher.objective.name, **answer.to_json()}
+
+
+def answer_pareto(searcher: Searcher, table: str, max_params: float | None = None) -> dict[str, Any]:
+    """The exact Pareto front of table `table` (within `max_params` when given)."""
+    return {"table": table, "objective": searcher.objective.name, **searcher.pareto(max_params).to_json()}
+
+
+def answer_marginals(searcher: Searcher, table: str, budget_ms: float, temperature: float) -> dict[str, Any]:
+    """Per-layer width probabilities at a budget and a temperature: each layer's name, widths and probabilities."""
+    per_layer = searcher.marginals(budget_ms, temperature)
+    source = searcher.table
+    layers = [{"name": name, "widths": list(choices), "probabilities": [probs[w] for w in choices]}
+              for name, choices, probs in zip(source.layer_names, source.choices, per_layer)]
+    return {"table": table, "objective": searcher.objective.name, "budget_ms": budget_ms,
+            "temperature": temperature, "layers": layers}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The answer as JSON bytes; NonFiniteAnswer instead of a NaN or an infinity (never valid JSON)."""
+    try:
+        return json.dumps(payload, allow_nan=False).encode()
+    except ValueError:
+        raise NonFiniteAnswer("objective: the answer holds a non-finite number; the table or the objective "
+                              "overflows a float", field="objective") from None
