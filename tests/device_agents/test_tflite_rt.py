@@ -31,8 +31,9 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from widthwise.device_agents.errors import BadModel
-    from widthwise.device_agents.runtimes import get_runtime
+    # as on a board: the agent is the top-level device_agents (the repository root on the path)
+    from device_agents.errors import BadModel
+    from device_agents.runtimes import get_runtime
     runtime = get_runtime("tflite")
     folder = sys.argv[1]
     report = {"version": runtime.version(), "numpy": np.__version__, "runs": {}}
