@@ -39,7 +39,7 @@ from .daemon_guard import GuardMiddleware, WorkSlots, check_bind, is_loopback, r
 from .errors import (DaemonConfigError, FrontLimitError, InvalidRequest, TableUnavailable, UnknownTable,
                      error_body)
 from .front_limits import FrontLimits
-from .table_store import STATUS_ERROR, LoadedTable, TableStore
+from .table_store import STATUS_ERROR, STATUS_LOADING, LoadedTable, TableStore
 
 __all__ = ["DaemonConfigError", "check_bind", "is_loopback", "token_from_file", "create_app", "make_server",
            "bind_socket", "serve", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_MAX_BODY", "DEFAULT_WORK_SLOTS"]
@@ -102,6 +102,8 @@ class DaemonState:
         entry = self.store.get(name)
         if entry is None:
             raise UnknownTable(f"unknown table {name!r}; known: {self.store.names()}", field="table")
+        if entry.status == STATUS_LOADING:
+            raise TableUnavailable(f"table {name!r} is still loading; retry shortly", field="table")
         if entry.status == STATUS_ERROR or entry.version is None:
             raise TableUnavailable(f"table {name!r} cannot be served: {entry.error}", field="table")
         return entry.version

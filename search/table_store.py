@@ -37,6 +37,7 @@ MAX_TABLE_BYTES = 64 * 1024 * 1024
 STATUS_OK = "ok"            # the file on disk is loaded and serving
 STATUS_STALE = "stale"      # the file on disk is broken; the previous good version serves
 STATUS_ERROR = "error"      # the file on disk is broken and nothing good was ever loaded
+STATUS_LOADING = "loading"  # a file that appeared while serving, not loaded yet
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class TableEntry:
     @property
     def status(self) -> str:
         if self.error is None:
-            return STATUS_OK
+            return STATUS_OK if self.version is not None else STATUS_LOADING
         return STATUS_STALE if self.table is not None else STATUS_ERROR
 
     def describe(self) -> dict:

@@ -324,6 +324,8 @@ def test_a_table_renamed_in_is_picked_up_without_restart(own_client: httpx.Clien
     replace_atomically(tables_dir / "fresh.json", table_bytes(faster))
     (tables_dir / "other.json").unlink()
     wait_for(lambda: set(tables_by_name(client)) == {"small", "fresh", "broken"})
+    # a file that appears is listed at once, "loading" (queries on it: 503) until its loader is done
+    wait_for(lambda: tables_by_name(client)["fresh"]["status"] == "ok")
     assert client.post("/v1/query", json={"table": "other", "budget_ms": 5}).status_code == 404
     fresh = client.post("/v1/query", json={"table": "fresh", "budget_ms": budget}).json()
     assert fresh == {**after, "table": "fresh"}

@@ -151,3 +151,10 @@ def test_in_background_mode_a_changed_file_is_loaded_by_the_loader_thread(tmp_pa
     loader.join(30)
     store.refresh()
     assert store.get("a").table is not first and store.get("a").table.constant_ms == pytest.approx(0.7)
+
+
+def test_an_entry_not_loaded_yet_is_loading_not_ok(tmp_path: Path) -> None:
+    entry = table_store.TableEntry("fresh", tmp_path / "fresh.json")
+    assert entry.status == "loading" and entry.describe()["status"] == "loading"
+    entry.error = "fresh.json: not JSON"
+    assert entry.status == "error"
