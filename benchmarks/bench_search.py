@@ -7,9 +7,13 @@ build, and an exact query once the front is cached; then the compiled path's one
 in fresh processes (compiling with an empty on-disk cache, loading from the cache, and the
 numpy path for comparison); then, for 10 budgets across the range, the cost each method
 reaches. Targets from issue 4 are printed beside each figure as a ratio (figure / target;
-below 1 meets it).
+below 1 meets it). Last, two budgets at once (latency and params) on the shipped table and on
+the synthetic one: per budget pair the wall time of one query on a fresh Searcher, whether the
+answer is exact (branch and bound within --max-search-seconds) or approximate (the
+two-multiplier Lagrangian), and its gap to the dual bound (`--two-budget` runs only that).
 
     .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeat 200] [--no-cold]
+        [--two-budget] [--max-search-seconds 2]
 """
 
 from __future__ import annotations
@@ -31,10 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
+from widthwise.search.front_limits import FrontLimits
+from widthwise.search.table import Table, load_table
 from widthwise.search.lagrangian import Evaluator, solve
 from widthwise.search.pareto_front import build_front
 from tests.support.synthetic import mobilenet_v1_table
 from widthwise.search.viterbi import JIT_ENV, compiled_kernels
+
+SHIPPED = Path(__file__).resolve().parents[1] / "tables" / "example-epyc2-mobilenet_v1-224.json"
+#: (latency ms, params) pairs on the shipped table (its fastest is 1.63 ms, its leanest 348,936 params)
+SHIPPED_PAIRS = [(10.0, 1_500_000.0), (10.0, 1_000_000.0), (8.0, 1_500_000.0), (12.0, 2_000_000.0),
+                 (6.0, 500_000.0), (15.0, 3_000_000.0), (4.0, 1_000_000.0)]
 
 TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_cached_query": 10.0}
 
@@ -109,7 +120,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process first-query figures")
+    parser.add_argument("--two-budget", action="store_true", help="only the two-budget (latency, params) figures")
+    parser.add_argument("--max-search-seconds", type=float, default=FrontLimits().max_search_seconds)
     args = parser.parse_args()
+    if args.two_budget:
+        print_two_budget(args.seed, args.max_search_seconds)
+        return
 
     table = mobilenet_v1_table(seed=args.seed)
     objective = make_objective(table, "flops")
@@ -183,6 +199,43 @@ def main() -> None:
             except InfeasibleBudget:
                 cells.append(f"{'stuck':>12}")
         print(f"{budget:10.3f}{''.join(cells)}")
+    print_two_budget(args.seed, args.max_search_seconds)
+
+
+def _two_budget_row(table: Table, budget_ms: float, max_params: float, limits: FrontLimits) -> str:
+    """One query on a fresh Searcher (its caches cold, as the CLI's): wall time, exact or not, gap."""
+    searcher = Searcher(table, make_objective(table, "flops"), limits)
+    start = time.perf_counter()
+    try:
+        answer = searcher.query(budget_ms, max_params=max_params)
+    except InfeasibleBudget:
+        return f"{budget_ms:10.3f}{max_params:12.0f}{time.perf_counter() - start:9.2f}  infeasible"
+    wall = time.perf_counter() - start
+    body = answer.to_json()
+    kind = "exact" if body["exact"] else "approx"
+    rel = "-" if body["gap_relative"] is None else f"{100 * body['gap_relative']:.3f}"
+    return (f"{budget_ms:10.3f}{max_params:12.0f}{wall:9.2f}  {kind:<7}{answer.method:<12}{answer.cost:10.4f}"
+            f"{body['gap']:11.2e}{rel:>9}{answer.params:12.0f}")
+
+
+def print_two_budget(seed: int, bound: float) -> None:
+    """Both budgets at once, on the shipped table and the synthetic one, within a `bound` s exact search."""
+    limits = FrontLimits(max_search_seconds=bound)
+    synthetic = mobilenet_v1_table(seed=seed)
+    front = Searcher(synthetic, make_objective(synthetic, "flops")).front()
+    lo, hi = float(front.latency[0]), float(front.latency[-1])
+    synthetic_pairs = []
+    for share in (0.3, 0.5, 0.7):
+        budget = lo + share * (hi - lo)
+        params = float(front.params[front.position(budget)])
+        synthetic_pairs += [(budget, round(0.5 * params)), (budget, round(0.8 * params))]
+    header = (f"{'budget ms':>10}{'max params':>12}{'wall s':>9}  {'kind':<7}{'method':<12}{'cost':>10}"
+              f"{'gap':>11}{'gap %':>9}{'params':>12}")
+    for name, table, pairs in (("shipped " + SHIPPED.name, load_table(SHIPPED), SHIPPED_PAIRS),
+                               (f"synthetic MobileNet-V1 (seed {seed})", synthetic, synthetic_pairs)):
+        print(f"\ntwo budgets, {name}; exact search bound {bound:g} s (fresh Searcher per query)\n{header}")
+        for budget, params in pairs:
+            print(_two_budget_row(table, budget, params, limits), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,12 @@ __all__ = ["Answer", "Front", "answer_marginals", "answer_pareto", "answer_query
 
 @dataclass(frozen=True)
 class Answer:
-    """One configuration: its widths, predicted latency, objective cost, and how it was found."""
+    """One configuration: its widths, predicted latency, objective cost, and how it was found.
+
+    `exact` says the cost is proven least (the exact method); otherwise `dual_bound` is a proven
+    lower bound on the least cost where one is known, and `gap` the cost above it (absolute,
+    and `gap_relative` to |cost|). An exact answer is its own bound: gap 0.
+    """
 
     widths: tuple[int, ...]
     latency_ms: float
@@ -32,9 +37,20 @@ class Answer:
     params: float | None
     macs: float | None
     gamma: float | None
+    exact: bool | None = None
+    dual_bound: float | None = None
+    gap: float | None = None
+    gap_relative: float | None = None
+
+    @property
+    def is_exact(self) -> bool:
+        """Proven optimal: marked so, or (unmarked) found by the exact method."""
+        return self.method == "exact" if self.exact is None else self.exact
 
     def to_json(self) -> dict[str, Any]:
-        """widths, latency_ms, cost, method, params, macs, gamma (None where the table has no count)."""
+        """widths, latency_ms, cost, method, params, macs, gamma (None where the table has no count),
+        exact, dual_bound, gap, gap_relative (None where no bound is known)."""
+        exact = self.is_exact
         return {
             "widths": list(self.widths),
             "latency_ms": self.latency_ms,
@@ -43,6 +59,10 @@ class Answer:
             "params": self.params,
             "macs": self.macs,
             "gamma": self.gamma,
+            "exact": exact,
+            "dual_bound": self.cost if exact and self.dual_bound is None else self.dual_bound,
+            "gap": 0.0 if exact and self.gap is None else self.gap,
+            "gap_relative": 0.0 if exact and self.gap_relative is None else self.gap_relative,
         }
 
 

@@ -12,6 +12,7 @@ par_s <= P - par_prefix, where R_j is a backward min-sum value of cost + g lat +
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,18 @@ PAIRS_KEPT = 6
 
 
 class SearchTooLarge(RuntimeError):
-    """The bounded DP still holds too many prefixes for this table and budget pair."""
+    """The bounded DP still holds too many prefixes for this table and budget pair.
+
+    `incumbent` is the best configuration within both budgets known when it gave up (or None).
+    """
+
+    def __init__(self, message: str, incumbent: "Best | None" = None) -> None:
+        super().__init__(message)
+        self.incumbent = incumbent
+
+
+class SearchTimedOut(SearchTooLarge):
+    """The bounded DP passed its time bound (checked before every DP step)."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +172,14 @@ def best_within(
     budget_ms: float,
     max_params: float,
     suffixes: tuple[SuffixFronts, SuffixFronts] | None = None,
+    deadline: float | None = None,
+    max_candidates: int = MAX_CANDIDATES,
 ) -> Best | None:
-    """The exact least-cost configuration with latency <= budget and params <= max_params, or None."""
+    """The exact least-cost configuration with latency <= budget and params <= max_params, or None.
+
+    `deadline` (a time.monotonic value) bounds the work: SearchTimedOut, with the incumbent, once
+    passed; `max_candidates` the prefixes of one DP step: SearchTooLarge, with the incumbent.
+    """
     if chain.params is None:
         raise ValueError("max_params: the table has no params")
     incumbent: Best | None = None
@@ -174,13 +192,21 @@ def best_within(
             pos = front.position(budget_ms)
             if pos == i:  # the unconstrained optimum already fits the params budget
                 return incumbent
+    _check_clock(deadline, incumbent, "before the multiplier grid")
     pairs, lagrangian_best = _dual(chain, budget_ms, max_params)
     if lagrangian_best is not None and (incumbent is None or lagrangian_best.cost < incumbent.cost):
         incumbent = lagrangian_best
-    found = _bounded_dp(chain, budget_ms, max_params, incumbent, pairs, suffixes or suffix_fronts(chain))
+    _check_clock(deadline, incumbent, "before the bounded DP")
+    found = _bounded_dp(chain, budget_ms, max_params, incumbent, pairs, suffixes or suffix_fronts(chain), deadline, max_candidates)
     if found is not None and (incumbent is None or found.cost < incumbent.cost):
         return found
     return incumbent
+
+
+def _check_clock(deadline: float | None, incumbent: Best | None, where: str) -> None:
+    """SearchTimedOut (carrying the incumbent) once `deadline` has passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise SearchTimedOut(f"the time bound passed {where}", incumbent)
 
 
 def _bounded_dp(
@@ -190,6 +216,8 @@ def _bounded_dp(
     incumbent: Best | None,
     pairs: np.ndarray,
     suffixes: tuple[SuffixFronts, SuffixFronts],
+    deadline: float | None = None,
+    max_candidates: int = MAX_CANDIDATES,
 ) -> Best | None:
     lat_m, cost_m, par_m = chain.latency, chain.cost, chain.params
     rest_lat, rest_par = _rest_min(lat_m), _rest_min(par_m)
@@ -221,8 +249,9 @@ def _bounded_dp(
     for k in range(1, len(lat_m)):
         if lat.size == 0:
             return None
-        if lat.size * lat_m[k].shape[1] > MAX_CANDIDATES:
-            raise SearchTooLarge(f"{lat.size * lat_m[k].shape[1]} candidate prefixes at block {k}")
+        _check_clock(deadline, incumbent, f"at block {k} of {len(lat_m) - 1}")
+        if lat.size * lat_m[k].shape[1] > max_candidates:
+            raise SearchTooLarge(f"{lat.size * lat_m[k].shape[1]} candidate prefixes at block {k}", incumbent)
         cand_lat = np.ascontiguousarray(lat_m[k].T)[:, state] + lat
         cand_cost = np.ascontiguousarray(cost_m[k].T)[:, state] + cost
         cand_par = np.ascontiguousarray(par_m[k].T)[:, state] + par

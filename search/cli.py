@@ -21,6 +21,7 @@ from widthwise.errors import cli_errors
 from .answers import Answer, answer_marginals, answer_pareto, answer_query, encode
 from .engine import Searcher, make_objective
 from .errors import ObjectiveError, PlotUnavailable
+from .front_limits import DEFAULT_MAX_SEARCH_SECONDS, FrontLimits
 from .objectives import NAMED_OBJECTIVES
 from .table import Table, load_table
 from .table_store import table_name
@@ -67,11 +68,21 @@ def _read_loss_samples(path: str) -> list:
     return samples
 
 
-def _searcher(table_path: str, objective: str, loss_samples: str | None) -> tuple[str, Searcher]:
+def _searcher(table_path: str, objective: str, loss_samples: str | None,
+              max_search_seconds: float = DEFAULT_MAX_SEARCH_SECONDS) -> tuple[str, Searcher]:
     """The table's name (as the daemon serves it) and a Searcher over it and the objective."""
     table = load_table(table_path)
     samples = _read_loss_samples(loss_samples) if loss_samples else None
-    return table_name(table_path), Searcher(table, make_objective(table, _read_objective(objective), samples))
+    limits = FrontLimits(max_search_seconds=max_search_seconds)
+    return table_name(table_path), Searcher(table, make_objective(table, _read_objective(objective), samples), limits)
+
+
+def _search_seconds_option(fn: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--max-search-seconds", type=click.FloatRange(0, 600), default=DEFAULT_MAX_SEARCH_SECONDS,
+        show_default=True, help="Time bound of the exact search within --max-params (then: approximate answer, "
+                                "or for pareto an error).",
+    )(fn)
 
 
 def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -105,6 +116,11 @@ def _answer_lines(answer: Answer) -> list[str]:
         lines.append(f"params      {answer.params:.0f}")
     if answer.gamma is not None:
         lines.append(f"gamma       {answer.gamma:.6g}")
+    if answer.dual_bound is not None and not answer.is_exact:
+        gap = "n/a" if answer.gap_relative is None else f"{100 * answer.gap_relative:.3g} %"
+        lines.append(f"approximate (gap {gap}: {answer.gap:.6g} above the dual bound {answer.dual_bound:.6g})")
+    elif answer.dual_bound is not None and answer.method != "exact":
+        lines.append("exact       (the Lagrangian's answer meets its dual bound)")
     return lines
 
 
@@ -116,6 +132,7 @@ def _answer_lines(answer: Answer) -> list[str]:
 )
 @click.option("--max-params", type=float, default=None, callback=_finite_non_negative, help="Parameter budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (the daemon's /v1/query body).")
+@_search_seconds_option
 @cli_errors
 def query(
     table_path: str,
@@ -125,9 +142,10 @@ def query(
     method: str,
     max_params: float | None,
     as_json: bool,
+    max_search_seconds: float,
 ) -> None:
     """The widths of least cost whose predicted latency is within the budget."""
-    name, searcher = _searcher(table_path, objective, loss_samples)
+    name, searcher = _searcher(table_path, objective, loss_samples, max_search_seconds)
     if as_json:
         click.echo(encode(answer_query(searcher, name, budget_ms, method, max_params)).decode())
         return
@@ -168,6 +186,7 @@ def _plot(path: str, front: Sequence[Answer], title: str) -> None:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the front as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Plot cost against latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON (the daemon's /v1/pareto body).")
+@_search_seconds_option
 @cli_errors
 def pareto(
     table_path: str,
@@ -177,9 +196,10 @@ def pareto(
     csv_path: str | None,
     plot_path: str | None,
     as_json: bool,
+    max_search_seconds: float,
 ) -> None:
     """The exact Pareto front of (latency, cost): every configuration no other beats on both."""
-    name, searcher = _searcher(table_path, objective, loss_samples)
+    name, searcher = _searcher(table_path, objective, loss_samples, max_search_seconds)
     front = searcher.pareto(max_params)
     if csv_path:
         _write_csv(csv_path, front, searcher.table)

@@ -7,7 +7,7 @@ import click
 from widthwise.errors import cli_errors
 
 from .errors import DaemonConfigError
-from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS
+from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS, DEFAULT_MAX_SEARCH_SECONDS
 
 
 @click.command()
@@ -27,13 +27,18 @@ from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS
               help="Most points a partial exact front may hold while it is built (422 beyond).")
 @click.option("--max-front-mb", default=DEFAULT_MAX_MEMORY_MB, show_default=True, type=click.IntRange(1),
               help="Most memory (MiB, estimated) one front build may use (422 beyond).")
+@click.option("--max-search-seconds", default=DEFAULT_MAX_SEARCH_SECONDS, show_default=True,
+              type=click.FloatRange(0, 600),
+              help="Time bound of the exact two-budget (max_params) search; past it a query answers "
+                   "approximately (with its gap) and a two-budget front is refused (422).")
 @click.option("--work-slots", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Heavy computations run at once, each in a worker thread.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @cli_errors
 def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_body_kb: int,
-          max_front_points: int, max_front_mb: int, work_slots: int, log_level: str) -> None:
+          max_front_points: int, max_front_mb: int, max_search_seconds: float, work_slots: int,
+          log_level: str) -> None:
     """Serve width search over HTTP/JSON: /healthz, /v1/tables, /v1/query, /v1/pareto,
     /v1/marginals; the OpenAPI schema at /openapi.json and /docs.
 
@@ -47,7 +52,7 @@ def serve(tables_dir: str, host: str, port: int, token_file: str | None, max_bod
     daemon.check_bind(host, token)
     try:
         daemon.serve(tables_dir, host=host, port=port, token=token, max_body=max_body_kb * 1024,
-                     log_level=log_level, limits=FrontLimits(max_front_points, max_front_mb),
+                     log_level=log_level, limits=FrontLimits(max_front_points, max_front_mb, max_search_seconds),
                      work_slots=work_slots)
     except OSError as exc:
         raise DaemonConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}", field="port") from exc

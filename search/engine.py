@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
 from .answers import Answer, Front
-from .branch_bound import SearchTooLarge, SuffixFronts, best_within, suffix_fronts
+from .branch_bound import Best, SearchTooLarge, SuffixFronts, best_within, suffix_fronts
 from .budget import within
 from .chain import Chain, build_chain
 from .errors import FrontLimitError, InfeasibleBudget, ObjectiveError, QueryError
@@ -26,7 +28,8 @@ from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
 from .marginals import marginals as chain_marginals
 from .objectives import Objective, build_objective
-from .pareto_front import FrontArrays, FrontTooLarge, build_front
+from .pareto_front import FrontArrays, FrontTimedOut, FrontTooLarge, build_front
+from .two_budget import two_budget_lagrangian
 from .table import Table
 from .viterbi import min_sum
 
@@ -97,15 +100,18 @@ class Searcher:
         """The exact Pareto front as arrays (built once on first use, by one thread, then kept)."""
         return self._front_entry(max_params)[0]
 
-    def _front_entry(self, max_params: float | None) -> tuple[FrontArrays, Front]:
-        """The front with its points already made Answers, so a query is a binary search and an index."""
+    def _front_entry(self, max_params: float | None, deadline: float | None = None) -> tuple[FrontArrays, Front]:
+        """The front with its points already made Answers, so a query is a binary search and an index.
+
+        `deadline` (time.monotonic) bounds a build within max_params (FrontTimedOut past it).
+        """
         entry = self._cached_front(max_params)
         if entry is not None:
             return entry
         with self._build_lock:
             entry = self._cached_front(max_params)
             if entry is None:
-                front = build_front(self.chain, max_params, self.limits)
+                front = build_front(self.chain, max_params, self.limits, deadline=deadline)
                 answers = self._answers_of(front.configs, front.latency, front.cost, "exact")
                 entry = (front, Front(tuple(answers), max_params))
                 with self._lock:
@@ -221,7 +227,12 @@ class Searcher:
         return self._params_front
 
     def _fastest_within_params(self, max_params: float) -> float:
-        """The least latency within the params budget: a look-up in the (latency, params) front."""
+        """The least latency within the params budget (NaN if none fits): a look-up in the (latency, params) front."""
+        front, first = self._fastest_point_within_params(max_params)
+        return float(front.latency[first]) if first >= 0 else float("nan")
+
+    def _fastest_point_within_params(self, max_params: float) -> tuple[FrontArrays, int]:
+        """The (latency, params) front (built on first use) and its fastest point within max_params (-1: none)."""
         if self._latency_params_front is None:
             chain = self.chain
             as_cost = Chain(chain.choices, chain.constant_ms, chain.latency, chain.params, None, None)
@@ -231,7 +242,7 @@ class Searcher:
                                                              "(latency, params) front")
         front = self._latency_params_front
         fits = np.flatnonzero(within(front.cost, max_params))
-        return float(front.latency[fits[0]]) if fits.size else float("nan")
+        return front, int(fits[0]) if fits.size else -1
 
     def _exact(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
@@ -258,14 +269,37 @@ class Searcher:
             if pos < 0:
                 raise self._infeasible(budget_ms, max_params)
             return self._answer(front.configs[pos], "exact", None)
+        if not within(self._fastest_within_params(max_params), budget_ms):
+            raise self._infeasible(budget_ms, max_params)
+        bound = self.limits.max_search_seconds
+        deadline = time.monotonic() + bound
+        if time.monotonic() >= deadline:  # a 0 s bound: straight to the Lagrangian
+            return self._approximate(budget_ms, max_params, None, deadline + bound)
         try:
-            best = best_within(self.chain, self.front(), budget_ms, max_params, self._suffix_fronts())
-        except SearchTooLarge as exc:
-            raise QueryError(f"max_params: the search within both budgets is too large for this table ({exc})",
-                             field="max_params") from None
+            best = best_within(self.chain, self.front(), budget_ms, max_params, self._suffix_fronts(),
+                               deadline=deadline, max_candidates=self.limits.max_search_candidates)
+        except (SearchTooLarge, FrontLimitExceeded) as exc:  # past the time or candidate bound, or a front's caps
+            return self._approximate(budget_ms, max_params, getattr(exc, "incumbent", None), deadline + bound)
         if best is None:
             raise self._infeasible(budget_ms, max_params)
         return self._answer(best.idx, "exact", None, best.latency_ms, best.cost)
+
+    def _approximate(self, budget_ms: float, max_params: float, incumbent: Best | None, deadline: float) -> Answer:
+        """Past the exact search's bounds: the two-multiplier Lagrangian's best, marked approximate, with its gap."""
+        front, first = self._fastest_point_within_params(max_params)
+        repairs = [tuple(int(i) for i in front.configs[first])] if first >= 0 else []
+        try:
+            repairs.append(greedy(self.chain, budget_ms, max_params))
+        except GreedyStuck:
+            pass
+        try:
+            found = two_budget_lagrangian(self.chain, budget_ms, max_params, deadline, incumbent, repairs, self.limits)
+        except LagrangianInfeasible:
+            raise self._infeasible(budget_ms, max_params) from None
+        if found.best is None:
+            raise self._infeasible(budget_ms, max_params)
+        answer = self._answer(found.best.idx, found.source, None, found.best.latency_ms, found.best.cost)
+        return replace(answer, **found.marks())
 
     def _lagrangian(self, budget_ms: float, max_params: float | None) -> Answer:
         if max_params is not None:
@@ -325,10 +359,15 @@ class Searcher:
     def pareto(self, max_params: float | None = None) -> Front:
         """The exact Pareto front of (latency, cost), sorted by latency."""
         max_params = _check_params_budget(self.chain, max_params)
+        bound = self.limits.max_search_seconds
         try:
-            return self._front_entry(max_params)[1]
+            return self._front_entry(max_params, None if max_params is None else time.monotonic() + bound)[1]
         except FrontLimitExceeded as exc:
             raise _limit_error(exc) from None
+        except FrontTimedOut as exc:
+            raise QueryError(f"max_params: {exc} ({bound:g} s, the search time bound); the query with max_params "
+                             "answers one budget pair (approximately, with its gap, if need be)",
+                             field="max_params") from None
         except FrontTooLarge as exc:
             raise QueryError(f"max_params: {exc}", field="max_params") from None
 

@@ -18,6 +18,11 @@ DEFAULT_MAX_POINTS = 200_000
 #: needs about 70 MiB; its two-budget (max_params) searches up to about 650 MiB.
 DEFAULT_MAX_MEMORY_MB = 1024
 
+#: Seconds the exact two-budget (max_params) search may run before the Lagrangian answers instead.
+DEFAULT_MAX_SEARCH_SECONDS = 2.0
+#: Candidate prefixes one step of the exact two-budget search may hold (bounds its memory).
+DEFAULT_MAX_SEARCH_CANDIDATES = 4_000_000
+
 #: Estimated bytes per candidate of one step while it is pruned (the candidate arrays, the
 #: binned pre-filter and the sort; measured about 140 bytes with tracemalloc).
 BYTES_PER_CANDIDATE = 160
@@ -50,16 +55,26 @@ class FrontLimitExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class FrontLimits:
-    """The caps one front build checks; `max_points` None checks memory only."""
+    """The caps one front build checks; `max_points` None checks memory only.
+
+    `max_search_seconds` and `max_search_candidates` bound the exact two-budget search (past
+    them a query answers approximately, a two-budget front refuses).
+    """
 
     max_points: int | None = DEFAULT_MAX_POINTS
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+    max_search_seconds: float = DEFAULT_MAX_SEARCH_SECONDS
+    max_search_candidates: int = DEFAULT_MAX_SEARCH_CANDIDATES
 
     def __post_init__(self) -> None:
         if self.max_points is not None and self.max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
         if not self.max_memory_mb > 0:
             raise ValueError(f"max_memory_mb must be > 0, got {self.max_memory_mb}")
+        if not 0 <= self.max_search_seconds < float("inf"):
+            raise ValueError(f"max_search_seconds must be finite and >= 0, got {self.max_search_seconds}")
+        if self.max_search_candidates < 1:
+            raise ValueError(f"max_search_candidates must be >= 1, got {self.max_search_candidates}")
 
     def memory_only(self) -> "FrontLimits":
         """The same memory cap without the points cap (for fronts that are never returned whole)."""

@@ -16,6 +16,7 @@ with the branch and bound under two budgets (`branch_bound.py`).
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,10 @@ DOMINANCE_CHUNK = 512
 
 class FrontTooLarge(RuntimeError):
     """The three-criterion front of this table is too large to build in memory."""
+
+
+class FrontTimedOut(FrontTooLarge):
+    """The three-criterion front did not finish within its time bound (checked before every step)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,10 +194,11 @@ def _rest_min(mats: tuple[np.ndarray, ...]) -> list[np.ndarray]:
 
 
 def build_front(chain: Chain, max_params: float | None = None, limits: FrontLimits = DEFAULT_LIMITS,
-                what: str = "exact front") -> FrontArrays:
+                what: str = "exact front", deadline: float | None = None) -> FrontArrays:
     """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`.
 
-    `limits` is checked at every step (FrontLimitExceeded names the cap and how far it got).
+    `limits` is checked at every step (FrontLimitExceeded names the cap and how far it got);
+    `deadline` (time.monotonic) too, when given: FrontTimedOut once it has passed.
     """
     if max_params is not None and chain.params is None:
         raise ValueError("max_params: the table has no params")
@@ -201,6 +207,9 @@ def build_front(chain: Chain, max_params: float | None = None, limits: FrontLimi
     limits.after_step(dp.lat.size, 0, blocks, what)
     kept = dp.lat.size
     for k in range(1, blocks):
+        if deadline is not None and time.monotonic() > deadline:
+            within_params = f" within {max_params:g} params" if max_params is not None else ""
+            raise FrontTimedOut(f"the {what}{within_params} passed its time bound at block {k} of {blocks}")
         limits.before_step(dp.lat.size * chain.latency[k].shape[1], kept, k, blocks, what)
         dp.step(k)
         limits.after_step(dp.lat.size, k, blocks, what)

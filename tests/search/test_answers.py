@@ -116,7 +116,12 @@ def test_an_error_is_the_same_message_on_both(client: httpx.Client, folder: Path
 
 def test_answer_and_front_shapes() -> None:
     answer = Answer((8, 16), 1.5, -0.25, "exact", 100.0, 2000.0, None)
-    assert list(answer.to_json()) == ["widths", "latency_ms", "cost", "method", "params", "macs", "gamma"]
+    assert list(answer.to_json()) == ["widths", "latency_ms", "cost", "method", "params", "macs", "gamma",
+                                      "exact", "dual_bound", "gap", "gap_relative"]
+    # an exact answer is its own bound; another method's has none unless it says so
+    assert answer.to_json()["exact"] is True and answer.to_json()["gap"] == 0.0
+    greedy = Answer((8, 16), 1.5, -0.25, "greedy", 100.0, 2000.0, None).to_json()
+    assert greedy["exact"] is False and greedy["gap"] is None and greedy["dual_bound"] is None
     front = Front((answer, Answer((16, 16), 2.0, -0.5, "exact", None, None, None)))
     assert len(front) == 2 and front[-1].widths == (16, 16) and list(front)[0] is answer
     assert front.to_json() == {"count": 2, "front": [a.to_json() for a in front]}

@@ -29,7 +29,8 @@ INTERNAL = {
     ("branch_bound", "ValueError"), ("branch_bound", "SearchTooLarge"), ("daemon_guard", "ValueError"),
     ("front_limits", "ValueError"), ("front_limits", "FrontLimitExceeded"), ("greedy", "GreedyStuck"),
     ("lagrangian", "LagrangianInfeasible"), ("marginals", "ValueError"), ("pareto_front", "ValueError"),
-    ("pareto_front", "FrontTooLarge"), ("table_store", "LookupError"), ("table_store", "NotADirectoryError"),
+    ("pareto_front", "FrontTooLarge"), ("pareto_front", "FrontTimedOut"), ("branch_bound", "SearchTimedOut"),
+    ("two_budget", "LagrangianInfeasible"), ("two_budget", "ValueError"), ("table_store", "LookupError"), ("table_store", "NotADirectoryError"),
 }
 
 
