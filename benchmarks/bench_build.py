@@ -1,8 +1,10 @@
 """How cheap is building a network on the agent, and how fast is the 1.0 model in-process.
 
 Prints the median build time of MobileNet-V1 at 224 for width multipliers 0.25, 1.0 and
-1.5 (the issue's target: the 1.5x model in under 100 ms), the session-creation time, and
-the in-process median latency of the 1.0 model with the agent's default timing settings.
+1.5 (target: the 1.5x model in under 100 ms), the session-creation time, and the in-process
+median latency of the 1.0 model with the agent's default timing settings; then the median
+build times of MobileNet-V2 at 224 (every width and expansion times the multiplier) as
+ONNX, TFLite float32 and TFLite int8 (target: 1.5x within 150 ms each).
 Run: .venv/bin/python benchmarks/bench_build.py [--builds N] [--threads T]
 """
 
@@ -14,33 +16,42 @@ import resource
 import statistics
 import time
 
+from typing import Callable
+
 from widthwise.device_agents.build_onnx import build_onnx
+from widthwise.device_agents.build_tflite import build_tflite
 from widthwise.device_agents.runtimes import get_runtime
 from widthwise.device_agents.spaces import make_space
 from widthwise.device_agents.timing import TimingSettings, time_session
 
 MULTIPLIERS = (0.25, 1.0, 1.5)
 TARGET_MS = 100.0
+V2_TARGET_MS = 150.0
+V2_BUILDERS: dict[str, Callable[..., bytes]] = {
+    "onnx": build_onnx,
+    "tflite float32": build_tflite,
+    "tflite int8": lambda space, widths: build_tflite(space, widths, dtype="int8"),
+}
 
 
 def scaled_widths(space, multiplier: float) -> list[int]:
-    """MobileNet-V1's base widths times a multiplier, rounded to integers (at least 1)."""
+    """A space's base widths times a multiplier, rounded to integers (at least 1)."""
     return [max(1, round(base * multiplier)) for base in space.base_widths()]
 
 
-def build_times_ms(space, widths, builds: int) -> tuple[list[float], int, float]:
+def build_times_ms(space, widths, builds: int, build: Callable[..., bytes] = build_onnx) -> tuple[list[float], int, float]:
     """Wall times of `builds` builds (after one untimed build), the model size, minor page faults per build.
 
     The faults matter: above 32 MiB glibc maps every new buffer afresh, and first-touch
     faults then dominate on a VM whose memory the host has not backed yet.
     """
-    model = build_onnx(space, widths)
+    model = build(space, widths)
     times = []
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(builds):
         del model
         start = time.perf_counter_ns()
-        model = build_onnx(space, widths)
+        model = build(space, widths)
         times.append((time.perf_counter_ns() - start) / 1e6)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / builds
     return times, len(model), faults
@@ -97,6 +108,25 @@ def main() -> None:
           f"IQR/median {m.iqr / m.median:.1%}, number {m.number}, repeats {m.count}, peak RSS {m.peak_rss_kb} KiB")
     for warning in m.warnings:
         print(f"  warning: {warning}")
+    mobilenet_v2_builds(args.builds)
+
+
+def mobilenet_v2_builds(builds: int) -> None:
+    """Median build times of MobileNet-V2 at 224 per builder and multiplier, against the 150 ms target."""
+    space = make_space("mobilenet_v2", {"resolution": 224})
+    print(f"MobileNet-V2 at 224 ({space.num_layers} variables, {len(space.factors)} blocks), median of {builds} builds")
+    for name, build in V2_BUILDERS.items():
+        medians = {}
+        for mult in MULTIPLIERS:
+            widths = scaled_widths(space, mult)
+            times, size, _ = build_times_ms(space, widths, builds, build)
+            medians[mult] = statistics.median(times)
+            macs, params = space.counts(widths)
+            print(f"  {name:<15} {mult:>4}x  build median {medians[mult]:7.1f} ms (min {min(times):6.1f})   "
+                  f"{size / 2**20:6.1f} MiB   {params / 1e6:5.2f} M params   {macs / 1e6:6.0f} MMACs")
+        verdict = "meets" if medians[1.5] <= V2_TARGET_MS else "MISSES"
+        print(f"  {name:<15} 1.5x build / {V2_TARGET_MS:.0f} ms target = {medians[1.5] / V2_TARGET_MS:.2f} "
+              f"({verdict} the target)")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,16 @@ the synthetic one: per budget pair the wall time of one query on a fresh Searche
 answer is exact (branch and bound within --max-search-seconds) or approximate (the
 two-multiplier Lagrangian), and its gap to the dual bound (`--two-budget` runs only that).
 
+The MobileNet-V2 section does the same on a tree of 25 variables and 36 factors at 14
+levels: a table fitted on real timings (`--v2-table`, e.g. one benchmarks/bench_fit.py
+--space mobilenet_v2 saved in its out dir) or else the synthetic
+`tests.support.synthetic.mobilenet_v2_like_table(levels=14)`; the header says which. Its
+targets: exact front built once <= 2 s, exact query on it <= 10 us, Lagrangian query from
+scratch <= 200 us, marginals <= 1 ms. The two-budget rows then cover it too (`--v2` runs
+only the MobileNet-V2 figures and its two-budget rows).
+
     .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeat 200] [--no-cold]
-        [--two-budget] [--max-search-seconds 2]
+        [--two-budget] [--max-search-seconds 2] [--v2] [--v2-table T.json]
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from widthwise.search.front_limits import FrontLimits
 from widthwise.search.table import Table, load_table
 from widthwise.search.lagrangian import Evaluator, solve
 from widthwise.search.pareto_front import build_front
-from tests.support.synthetic import mobilenet_v1_table
+from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table
 from widthwise.search.viterbi import JIT_ENV, compiled_kernels
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tables" / "example-epyc2-mobilenet_v1-224.json"
@@ -48,6 +56,9 @@ SHIPPED_PAIRS = [(10.0, 1_500_000.0), (10.0, 1_000_000.0), (8.0, 1_500_000.0), (
                  (6.0, 500_000.0), (15.0, 3_000_000.0), (4.0, 1_000_000.0)]
 
 TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_cached_query": 10.0}
+#: the tree's targets (MobileNet-V2 at 14 levels)
+TREE_TARGETS_US = {"lagrangian_from_scratch": 200.0, "exact_front": 2_000_000.0, "exact_cached_query": 10.0,
+                   "marginals": 1_000.0}
 
 
 def median_us(fn: Callable[[], object], repeat: int) -> float:
@@ -71,20 +82,20 @@ def cycle(values: list[float]) -> Callable[[], float]:
     return nxt
 
 
-#: Run in a fresh process: import, build the chain, time the first from-scratch query.
+#: Run in a fresh process: import, build the tree MRF, time the first from-scratch query.
 FIRST_QUERY = """
 import json, sys, time
 start = time.perf_counter()
-from widthwise.search.chain import build_chain
+from widthwise.search.tree import build_tree
 from widthwise.search.engine import make_objective
 from widthwise.search.lagrangian import solve
-from tests.support.synthetic import mobilenet_v1_table
+from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table
 table = mobilenet_v1_table(seed=int(sys.argv[1]))
-chain = build_chain(table, make_objective(table, "flops"))
+tree = build_tree(table, make_objective(table, "flops"))
 ready = time.perf_counter()
-solve(chain, 9.0)
+solve(tree, 9.0)
 first = time.perf_counter()
-solve(chain, 9.5)
+solve(tree, 9.5)
 second = time.perf_counter()
 print(json.dumps({"setup_s": ready - start, "first_s": first - ready, "second_s": second - first,
                   "numba": "numba" in sys.modules}))
@@ -122,15 +133,20 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process first-query figures")
     parser.add_argument("--two-budget", action="store_true", help="only the two-budget (latency, params) figures")
     parser.add_argument("--max-search-seconds", type=float, default=FrontLimits().max_search_seconds)
+    parser.add_argument("--v2", action="store_true", help="only the MobileNet-V2 figures and its two-budget rows")
+    parser.add_argument("--v2-table", default=None, help="a fitted mobilenet_v2 table (default: the synthetic one)")
     args = parser.parse_args()
-    if args.two_budget:
-        print_two_budget(args.seed, args.max_search_seconds)
+    v2_name, v2_table = mobilenet_v2_source(args.v2_table, args.seed)
+    if args.two_budget or args.v2:
+        if args.v2:
+            print_tree_figures(v2_name, v2_table, args.repeat)
+        print_two_budget(args.seed, args.max_search_seconds, (v2_name, v2_table), v1=not args.v2)
         return
 
     table = mobilenet_v1_table(seed=args.seed)
     objective = make_objective(table, "flops")
     searcher = Searcher(table, objective)
-    chain = searcher.chain
+    chain = searcher.tree
     sizes = [len(c) for c in table.choices]
     print(f"chain: {len(sizes)} layers, choices per layer {sizes}")
 
@@ -199,7 +215,8 @@ def main() -> None:
             except InfeasibleBudget:
                 cells.append(f"{'stuck':>12}")
         print(f"{budget:10.3f}{''.join(cells)}")
-    print_two_budget(args.seed, args.max_search_seconds)
+    print_tree_figures(v2_name, v2_table, args.repeat)
+    print_two_budget(args.seed, args.max_search_seconds, (v2_name, v2_table))
 
 
 def _two_budget_row(table: Table, budget_ms: float, max_params: float, limits: FrontLimits) -> str:
@@ -218,24 +235,98 @@ def _two_budget_row(table: Table, budget_ms: float, max_params: float, limits: F
             f"{body['gap']:11.2e}{rel:>9}{answer.params:12.0f}")
 
 
-def print_two_budget(seed: int, bound: float) -> None:
-    """Both budgets at once, on the shipped table and the synthetic one, within a `bound` s exact search."""
-    limits = FrontLimits(max_search_seconds=bound)
-    synthetic = mobilenet_v1_table(seed=seed)
-    front = Searcher(synthetic, make_objective(synthetic, "flops")).front()
+def _front_pairs(table: Table, shares: tuple[float, ...] = (0.3, 0.5, 0.7)) -> list[tuple[float, float]]:
+    """Budget pairs across a table's range: at each latency share, 0.5x and 0.8x the params the front reaches."""
+    front = Searcher(table, make_objective(table, "flops")).front()
     lo, hi = float(front.latency[0]), float(front.latency[-1])
-    synthetic_pairs = []
-    for share in (0.3, 0.5, 0.7):
+    pairs = []
+    for share in shares:
         budget = lo + share * (hi - lo)
         params = float(front.params[front.position(budget)])
-        synthetic_pairs += [(budget, round(0.5 * params)), (budget, round(0.8 * params))]
+        pairs += [(budget, round(0.5 * params)), (budget, round(0.8 * params))]
+    return pairs
+
+
+def print_two_budget(seed: int, bound: float, tree: tuple[str, Table] | None = None, *, v1: bool = True) -> None:
+    """Both budgets at once, on the shipped table, the synthetic one and the MobileNet-V2 one,
+    within a `bound` s exact search."""
+    limits = FrontLimits(max_search_seconds=bound)
+    synthetic = mobilenet_v1_table(seed=seed)
     header = (f"{'budget ms':>10}{'max params':>12}{'wall s':>9}  {'kind':<7}{'method':<12}{'cost':>10}"
               f"{'gap':>11}{'gap %':>9}{'params':>12}")
-    for name, table, pairs in (("shipped " + SHIPPED.name, load_table(SHIPPED), SHIPPED_PAIRS),
-                               (f"synthetic MobileNet-V1 (seed {seed})", synthetic, synthetic_pairs)):
+    tables = []
+    if v1:
+        tables += [("shipped " + SHIPPED.name, load_table(SHIPPED), SHIPPED_PAIRS),
+                   (f"synthetic MobileNet-V1 (seed {seed})", synthetic, _front_pairs(synthetic))]
+    if tree is not None:
+        tables.append((tree[0], tree[1], _front_pairs(tree[1])))
+    for name, table, pairs in tables:
         print(f"\ntwo budgets, {name}; exact search bound {bound:g} s (fresh Searcher per query)\n{header}")
         for budget, params in pairs:
             print(_two_budget_row(table, budget, params, limits), flush=True)
+
+
+# --- the tree: MobileNet-V2 ---------------------------------------------------------------------
+
+
+def mobilenet_v2_source(path: str | None, seed: int) -> tuple[str, Table]:
+    """The MobileNet-V2 table to measure on, and how to name it: a fitted file, else the synthetic one."""
+    if path:
+        table = load_table(path)
+        fit = table.fit or {}
+        return f"fitted MobileNet-V2 table {Path(path).name} ({fit.get('method')}, {fit.get('samples')} samples)", table
+    return f"synthetic MobileNet-V2 (mobilenet_v2_like_table, 14 levels, seed {seed})", mobilenet_v2_like_table(
+        levels=14, seed=seed)
+
+
+def print_tree_figures(name: str, table: Table, repeat: int) -> None:
+    """The tree's search figures beside their targets, medians in-process, then the cost per method."""
+    searcher = Searcher(table, make_objective(table, "flops"))
+    tree = searcher.tree
+    sizes = [len(c) for c in table.choices]
+    print(f"\n{name}: {len(sizes)} variables, {len(table.factors)} factors, choices per variable "
+          f"{min(sizes)}..{max(sizes)}")
+    front_us = median_us(lambda: build_front(tree), 3)
+    front = searcher.front()
+    lo, hi = float(front.latency[0]), float(front.latency[-1])
+    nxt = cycle(list(np.linspace(lo, hi, 101)[1:-1]))
+    rows = []
+    for label, compiled in (("numpy", False), ("numba", True)):
+        if compiled and compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is None:
+            continue
+        evaluator = Evaluator(tree, compiled=compiled)
+        solve(tree, nxt(), evaluator, compiled=compiled)  # compile or load the kernels outside the timing
+        rows += [
+            (f"lagrangian from scratch, {label} (evaluator kept)",
+             median_us(lambda: solve(tree, nxt(), evaluator, compiled=compiled), repeat), "lagrangian_from_scratch"),
+            (f"lagrangian from scratch, {label} (evaluator built too)",
+             median_us(lambda: solve(tree, nxt(), Evaluator(tree, compiled=compiled), compiled=compiled), repeat // 2),
+             "lagrangian_from_scratch"),
+        ]
+    searcher.marginals(nxt(), 0.01)  # the hull path, built once per (table, objective)
+    rows += [
+        ("exact Pareto front build", front_us, "exact_front"),
+        ("exact query on the cached front (Answer included)", median_us(lambda: searcher.query(nxt(), "exact"),
+                                                                        repeat * 5), "exact_cached_query"),
+        ("marginals (hull path cached), T = 0.01", median_us(lambda: searcher.marginals(nxt(), 0.01), repeat), "marginals"),
+        ("greedy query", median_us(lambda: searcher.query(nxt(), "greedy"), max(5, repeat // 20)), None),
+    ]
+    print(f"front: {len(front)} points from {lo:.4g} to {hi:.4g} ms; hull path: "
+          f"{len(searcher.lagrangian_path().vertices)} vertices")
+    print(f"\n{'figure (median, in-process)':<62}{'us':>12}{'target us':>12}{'ratio':>8}")
+    for label, value, target in rows:
+        goal = TREE_TARGETS_US.get(target) if target else None
+        ratio = f"{value / goal:8.2f}" if goal else ""
+        print(f"{label:<62}{value:12.1f}{(f'{goal:12.0f}' if goal else ''):>12}{ratio}")
+    print(f"\n{'budget ms':>10}{'exact':>12}{'lagrangian':>12}{'greedy':>12}   (cost = -MACs / widest MACs; lower is better)")
+    for budget in np.linspace(lo, hi, 12)[1:-1]:
+        cells = []
+        for method in ("exact", "lagrangian", "greedy"):
+            try:
+                cells.append(f"{searcher.query(float(budget), method).cost:12.4f}")
+            except InfeasibleBudget:
+                cells.append(f"{'stuck':>12}")
+        print(f"{budget:10.3f}{''.join(cells)}")
 
 
 if __name__ == "__main__":

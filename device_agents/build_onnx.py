@@ -2,7 +2,10 @@
 
 Each block kind has an emitter (a registry, like fvcore's per-operator handlers) that
 appends its nodes and initialisers to the graph; weights come from the agent's weights module,
-so the same seed gives the same network as the TFLite builder. Padding is SAME everywhere
+so the same seed gives the same network as the TFLite builder. A block with a residual
+adds the input of an earlier block to its output (`BlockSpec.residual_from`), whatever its
+kind. `build_onnx_network` makes a model of any `Network` (device_agents.network): the
+whole network, or a run of its blocks alone for isolated-block timing. Padding is SAME everywhere
 (TensorFlow's convention: the extra pixel, if any, goes at the end), no final softmax.
 """
 
@@ -14,12 +17,12 @@ import numpy as np
 
 from . import __version__, onnx_proto
 from .errors import RuntimeUnavailable, UnknownSpace
+from .network import INPUT_NAME, Network, isolated_network, skip_input_name, whole_network
 from .spaces import BlockSpec, Space, kind_registry
 from .weights import block_weights
 
 OPSET = 13
 OUTPUT_NAME = "logits"
-INPUT_NAME = "input"
 
 
 class GraphBuilder:
@@ -108,6 +111,33 @@ def _emit_dwsep(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     return g.relu6(_conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1))
 
 
+@register_emitter("ir_dwproject")
+def _emit_ir_dwproject(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+    dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
+    dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
+    y = g.relu6(_conv(g, x, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.cin))
+    pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
+    pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
+    return _conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1)  # linear projection
+
+
+@register_emitter("ir_expand")
+def _emit_ir_expand(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+    ex_w = g.const(f"{b.name}.ex_w", wts["ex_w"])
+    ex_b = g.const(f"{b.name}.ex_b", wts["ex_b"])
+    y = g.relu6(_conv(g, x, ex_w, ex_b, b, kernel=1, stride=1, group=1))
+    dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
+    dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
+    return g.relu6(_conv(g, y, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.hidden))
+
+
+@register_emitter("ir_project")
+def _emit_ir_project(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+    pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
+    pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
+    return _conv(g, x, pw_w, pw_b, b, kernel=1, stride=1, group=1)  # linear; the residual Add follows
+
+
 @register_emitter("pool_fc")
 def _emit_pool_fc(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     pooled = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
@@ -139,28 +169,43 @@ def _emit_dense(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     return g.op("Gemm", [x, w, bias], transB=1)
 
 
-def build_onnx(space: Space, widths: Sequence[int], *, dtype: str = "float32", seed: int = 0) -> bytes:
-    """The network of `space` with these widths as a serialised ONNX model (float32 only)."""
+def build_onnx(space: Space, widths: Sequence[int], *, dtype: str = "float32", seed: int = 0,
+               blocks: tuple[int, int] | None = None) -> bytes:
+    """The network of `space` with these widths as a serialised ONNX model (float32 only);
+    with `blocks` = (first, count), that run of blocks alone (device_agents.network)."""
+    net = whole_network(space, widths) if blocks is None else isolated_network(space, widths, *blocks)
+    return build_onnx_network(net, dtype=dtype, seed=seed)
+
+
+def build_onnx_network(net: Network, *, dtype: str = "float32", seed: int = 0) -> bytes:
+    """A `Network` (blocks and the tensors fed to them) as a serialised ONNX model."""
     if dtype != "float32":
         raise RuntimeUnavailable(
             f"the ONNX builder makes float32 networks only, not {dtype!r}; "
             "int8 networks are built for the TFLite runtimes (runtime 'litert' or 'tflite')",
             dtype=dtype,
         )
-    blocks = space.blocks(widths)
     g = GraphBuilder()
     x = INPUT_NAME
-    for b in blocks:
+    inputs = [onnx_proto.value_info(INPUT_NAME, net.input_dtype, net.input_shape)]
+    block_inputs: dict[int, str] = {}  # block index -> the value its input is (read by residual Adds)
+    for index, shape in net.skips:
+        block_inputs[index] = skip_input_name(index)
+        inputs.append(onnx_proto.value_info(skip_input_name(index), "float32", shape))
+    for b in net.blocks:
         emitter = EMITTERS.get(b.kind)
         if emitter is None:
             raise UnknownSpace(f"the ONNX builder has no emitter for block kind {b.kind!r}", kind=b.kind)
+        block_inputs[b.index] = x
         x = emitter(g, b, block_weights(b, seed), x)
+        if b.residual:  # the structural Add: this block's output plus an earlier block's input
+            x = g.op("Add", [x, block_inputs[b.residual_from]])
     g.rename_last_output(OUTPUT_NAME)
     graph = onnx_proto.graph(
-        space.name,
+        net.name,
         g.node_messages(),
-        inputs=[onnx_proto.value_info(INPUT_NAME, space.input_dtype, space.input_shape)],
-        outputs=[onnx_proto.value_info(OUTPUT_NAME, "float32", (1, space.output_channels))],
+        inputs=inputs,
+        outputs=[onnx_proto.value_info(OUTPUT_NAME, "float32", net.output_shape)],
         initializers=g.initializers,
     )
     return onnx_proto.model(graph, opset=OPSET, producer_version=__version__)

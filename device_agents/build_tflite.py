@@ -5,6 +5,8 @@ TensorFlow: one writer per block kind (a registry) appends operators to a
 `tflite_schema.ModelWriter`; weights come from the agent's weights module, so a seed gives
 the same network as the ONNX builder (same arithmetic: SAME padding with the odd pixel
 at the end, no final softmax, logits out). Images are NHWC here (TFLite's layout).
+`build_tflite_network` makes a model of any `Network` (device_agents.network): the whole
+network, or a run of its blocks alone for isolated-block timing.
 
 int8 follows TFLite's full-integer scheme: per-tensor activation scale and zero point,
 symmetric per-channel int8 weights for convolutions, per-tensor for fully connected
@@ -23,10 +25,10 @@ import numpy as np
 from . import tflite_schema as fb
 from .errors import BadRequest, UnknownSpace
 from .spaces import BlockSpec, Space, kind_registry
-from .int8_calibration import activation_ranges
+from .int8_calibration import network_ranges
+from .network import INPUT_NAME, Network, isolated_network, skip_input_name, whole_network
 from .weights import BlockWeights, block_weights
 
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 RELU6_RANGE = (0.0, 6.0)
 INPUT_RANGE = (-1.0, 1.0)  # images are timed on uniform [-1, 1] inputs
@@ -87,9 +89,9 @@ class FloatNet:
         """A bias tensor for an op reading `x` with weights `w`."""
         return self.w.constant(name, np.asarray(b, dtype=np.float32))
 
-    def model_input(self, shape: Sequence[int], dtype: str) -> tuple[int, int]:
-        """(graph input tensor, tensor the first block reads)."""
-        t = self.w.tensor(INPUT_NAME, shape, dtype)
+    def model_input(self, shape: Sequence[int], dtype: str, name: str = INPUT_NAME) -> tuple[int, int]:
+        """(graph input tensor, tensor the blocks read)."""
+        t = self.w.tensor(name, shape, dtype)
         return t, t
 
     def model_output(self, x: int) -> int:
@@ -124,11 +126,11 @@ class Int8Net(FloatNet):
         q = np.clip(np.round(np.asarray(b, dtype=np.float64) / scale), -(2**31), 2**31 - 1).astype(np.int32)
         return self.w.constant(name, q, fb.Quant(tuple(scale.tolist()), (0,) * len(scale), 0))
 
-    def model_input(self, shape: Sequence[int], dtype: str) -> tuple[int, int]:
-        t = self.w.tensor(INPUT_NAME, shape, dtype)
+    def model_input(self, shape: Sequence[int], dtype: str, name: str = INPUT_NAME) -> tuple[int, int]:
+        t = self.w.tensor(name, shape, dtype)
         if dtype != "float32":  # token ids stay integers
             return t, t
-        q = self.act("input_int8", shape, INPUT_RANGE)
+        q = self.act(f"{name}_int8", shape, INPUT_RANGE)
         self.w.op(fb.OP_QUANTIZE, [t], [q], fb.quantize_options())
         return t, q
 
@@ -147,11 +149,24 @@ BLOCK_WRITERS: dict[str, BlockWriter] = {}
 register_block = kind_registry(BLOCK_WRITERS)  # @register_block("kind"): the TFLite writer of a kind
 
 
-def _conv(net: FloatNet, name: str, x: int, w_oihw: np.ndarray, bias: np.ndarray, stride: int, out_hw: int) -> int:
+def _conv(net: FloatNet, name: str, x: int, w_oihw: np.ndarray, bias: np.ndarray, stride: int, out_hw: int,
+          activation: int = fb.ACT_RELU6) -> int:
+    """A dense convolution (OHWI weights) with ReLU6 fused, or linear when `activation` is ACT_NONE."""
     w = net.weights(f"{name}.w", w_oihw.transpose(0, 2, 3, 1), channel_dim=0)  # OHWI
     b = net.bias(f"{name}.b", bias, x, w)
-    y = net.act(name, (1, out_hw, out_hw, w_oihw.shape[0]), net.relu6_range(name))
-    net.w.op(fb.OP_CONV_2D, [x, w, b], [y], fb.conv2d_options(stride, fb.ACT_RELU6))
+    role = net.relu6_range(name) if activation == fb.ACT_RELU6 else net.ranges.get(name)
+    y = net.act(name, (1, out_hw, out_hw, w_oihw.shape[0]), role)
+    net.w.op(fb.OP_CONV_2D, [x, w, b], [y], fb.conv2d_options(stride, activation))
+    return y
+
+
+def _depthwise(net: FloatNet, name: str, x: int, w_c1kk: np.ndarray, bias: np.ndarray, stride: int,
+               out_hw: int) -> int:
+    """A depthwise convolution ([1, k, k, C] weights) with ReLU6 fused."""
+    w = net.weights(f"{name}_w", w_c1kk.transpose(1, 2, 3, 0), channel_dim=3)  # [1, k, k, C]
+    b = net.bias(f"{name}_b", bias, x, w)
+    y = net.act(name, (1, out_hw, out_hw, w_c1kk.shape[0]), net.relu6_range(name))
+    net.w.op(fb.OP_DEPTHWISE_CONV_2D, [x, w, b], [y], fb.depthwise_options(stride, fb.ACT_RELU6))
     return y
 
 
@@ -162,11 +177,33 @@ def _write_conv(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
 
 @register_block("dwsep")
 def _write_dwsep(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
-    dw_w = net.weights(f"{b.name}.dw_w", wts["dw_w"].transpose(1, 2, 3, 0), channel_dim=3)  # [1, k, k, C]
-    dw_b = net.bias(f"{b.name}.dw_b", wts["dw_b"], x, dw_w)
-    y = net.act(f"{b.name}.dw", (1, b.out_hw, b.out_hw, b.cin), net.relu6_range(f"{b.name}.dw"))
-    net.w.op(fb.OP_DEPTHWISE_CONV_2D, [x, dw_w, dw_b], [y], fb.depthwise_options(b.stride, fb.ACT_RELU6))
+    y = _depthwise(net, f"{b.name}.dw", x, wts["dw_w"], wts["dw_b"], b.stride, b.out_hw)
     return _conv(net, f"{b.name}.pw", y, wts["pw_w"], wts["pw_b"], 1, b.out_hw)
+
+
+@register_block("ir_dwproject")
+def _write_ir_dwproject(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
+    y = _depthwise(net, f"{b.name}.dw", x, wts["dw_w"], wts["dw_b"], b.stride, b.out_hw)
+    return _conv(net, f"{b.name}.pw", y, wts["pw_w"], wts["pw_b"], 1, b.out_hw, fb.ACT_NONE)
+
+
+@register_block("ir_expand")
+def _write_ir_expand(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
+    y = _conv(net, f"{b.name}.ex", x, wts["ex_w"], wts["ex_b"], 1, b.in_hw)
+    return _depthwise(net, f"{b.name}.dw", y, wts["dw_w"], wts["dw_b"], b.stride, b.out_hw)
+
+
+@register_block("ir_project")
+def _write_ir_project(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
+    return _conv(net, f"{b.name}.pw", x, wts["pw_w"], wts["pw_b"], 1, b.out_hw, fb.ACT_NONE)
+
+
+def _residual_add(net: FloatNet, b: BlockSpec, x: int, skip: int) -> int:
+    """The structural Add closing a residual block; int8 gives it its own calibrated range."""
+    name = f"{b.name}.add"
+    y = net.act(name, net.w.shape_of(x), net.ranges.get(name))
+    net.w.op(fb.OP_ADD, [x, skip], [y], fb.add_options())
+    return y
 
 
 def _fully_connected(net: FloatNet, name: str, x: int, w: np.ndarray, bias: np.ndarray | None,
@@ -213,28 +250,48 @@ def _write_dense(net: FloatNet, b: BlockSpec, wts: BlockWeights, x: int) -> int:
     return _fully_connected(net, f"{b.name}.logits", x, wts["w"], wts["b"], (1, b.cout), fb.ACT_NONE)
 
 
+def nhwc(shape: Sequence[int]) -> tuple[int, ...]:
+    """A 4-D NCHW shape as TFLite's NHWC; other shapes as they are."""
+    if len(shape) == 4:
+        n, c, h, w = shape
+        return (n, h, w, c)
+    return tuple(shape)
+
+
 def tflite_input_shape(space: Space) -> tuple[int, ...]:
     """The model input's shape in TFLite: NHWC for images, the space's own shape otherwise."""
-    if len(space.input_shape) == 4:
-        n, c, h, w = space.input_shape
-        return (n, h, w, c)
-    return tuple(space.input_shape)
+    return nhwc(space.input_shape)
 
 
-def build_tflite(space: Space, widths: Sequence[int], *, dtype: str = "float32", seed: int = 0) -> bytes:
-    """The network of `space` with these widths as .tflite bytes, float32 or int8 (float in/out)."""
+def build_tflite(space: Space, widths: Sequence[int], *, dtype: str = "float32", seed: int = 0,
+                 blocks: tuple[int, int] | None = None) -> bytes:
+    """The network of `space` with these widths as .tflite bytes, float32 or int8 (float in/out);
+    with `blocks` = (first, count), that run of blocks alone (device_agents.network)."""
+    net = whole_network(space, widths) if blocks is None else isolated_network(space, widths, *blocks)
+    return build_tflite_network(net, dtype=dtype, seed=seed)
+
+
+def build_tflite_network(net: Network, *, dtype: str = "float32", seed: int = 0) -> bytes:
+    """A `Network` (blocks and the tensors fed to them) as .tflite bytes, float32 or int8."""
     net_class = NETS.get(dtype)
     if net_class is None:
         raise BadRequest(f"unknown dtype {dtype!r} for a TFLite network; known: {', '.join(NETS)}", dtype=dtype)
-    blocks = space.blocks(widths)
-    for b in blocks:
+    for b in net.blocks:
         if b.kind not in BLOCK_WRITERS:
             raise UnknownSpace(f"the TFLite builder has no writer for block kind {b.kind!r}", kind=b.kind)
-    weights = [block_weights(b, seed) for b in blocks]
-    ranges = activation_ranges(space, blocks, weights, seed) if net_class is Int8Net else {}
-    writer = fb.ModelWriter(f"widthwise {space.name} {dtype}")
-    net = net_class(writer, ranges)
-    graph_input, x = net.model_input(tflite_input_shape(space), space.input_dtype)
-    for b, wts in zip(blocks, weights):
-        x = BLOCK_WRITERS[b.kind](net, b, wts, x)
-    return writer.finish([graph_input], [net.model_output(x)])
+    weights = [block_weights(b, seed) for b in net.blocks]
+    ranges = network_ranges(net, weights, seed) if net_class is Int8Net else {}
+    writer = fb.ModelWriter(f"widthwise {net.name} {dtype}")
+    tf = net_class(writer, ranges)
+    graph_input, x = tf.model_input(nhwc(net.input_shape), net.input_dtype)
+    graph_inputs = [graph_input]
+    block_inputs: dict[int, int] = {}  # block index -> the tensor its input is (read by residual Adds)
+    for index, shape in net.skips:
+        skip_input, block_inputs[index] = tf.model_input(nhwc(shape), "float32", skip_input_name(index))
+        graph_inputs.append(skip_input)
+    for b, wts in zip(net.blocks, weights):
+        block_inputs[b.index] = x
+        x = BLOCK_WRITERS[b.kind](tf, b, wts, x)
+        if b.residual:  # the structural Add: this block's output plus an earlier block's input
+            x = _residual_add(tf, b, x, block_inputs[b.residual_from])
+    return writer.finish(graph_inputs, [tf.model_output(x)])

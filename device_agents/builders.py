@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from .errors import BadRequest, RuntimeUnavailable
 from .spaces import Space
 
-Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed) -> model bytes
+Builder = Callable[..., bytes]  # (space, widths, *, dtype, seed, blocks=None) -> model bytes
 
 #: model format -> (module relative to this package, function) of its builder; imported on first use
 BUILDER_MODULES: dict[str, tuple[str, str]] = {
@@ -49,16 +49,19 @@ def detect_format(model: bytes, declared: object = None) -> str:
     return "tflite" if model[4:8] == b"TFL3" else "onnx"
 
 
-def build_model(space: Space, widths: Sequence[int], fmt: str, dtype: str, seed: int) -> tuple[bytes, float, bool]:
-    """The model bytes, the ms it took to build them, and whether they came from the cache."""
-    key = (space.name, json.dumps(space.param_dict, sort_keys=True), tuple(widths), fmt, dtype, seed)
+def build_model(space: Space, widths: Sequence[int], fmt: str, dtype: str, seed: int,
+                blocks: tuple[int, int] | None = None) -> tuple[bytes, float, bool]:
+    """The model bytes, the ms it took to build them, and whether they came from the cache;
+    with `blocks` = (first, count), of that run of blocks alone (device_agents.network)."""
+    key = (space.name, json.dumps(space.param_dict, sort_keys=True), tuple(widths), fmt, dtype, seed, blocks)
     if key in _model_cache:
         _model_cache.move_to_end(key)
         model, build_ms = _model_cache[key]
         return model, build_ms, True
     builder = get_builder(fmt)
     start = time.perf_counter_ns()
-    model = builder(space, widths, dtype=dtype, seed=seed)
+    model = builder(space, widths, dtype=dtype, seed=seed) if blocks is None else builder(
+        space, widths, dtype=dtype, seed=seed, blocks=blocks)
     build_ms = (time.perf_counter_ns() - start) / 1e6
     _model_cache[key] = (model, build_ms)
     while len(_model_cache) > MODEL_CACHE_SIZE:

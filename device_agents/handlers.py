@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from . import __version__, limits, sysinfo
 from .bench_answer import finish_body
@@ -20,8 +20,9 @@ from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
 from .model_check import check_model
 from .pair_handler import bench_paired
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
-from .spaces import SPACES, Space, make_space
-from .timing import NO_DRIFT, DriftInjector, TimingSettings, reset_peak_rss, time_session
+from .network import check_block_range, isolated_network
+from .spaces import SPACES, BlockSpec, Space, block_counts, make_space
+from .timing import NO_DRIFT, DriftInjector, TimingSettings, random_inputs, reset_peak_rss, time_session
 
 Handler = Callable[[dict, bytes], tuple[dict, bytes]]
 
@@ -70,8 +71,10 @@ def choose_runtime(name: object, fmt: str | None = None) -> Runtime:
     raise RuntimeUnavailable(f"no runtime available{wanted}: " + "; ".join(reasons or ["none installed"]))
 
 
-def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
-    """Validate a bench_spec `spec` into (space, widths, dtype, seed); errors name the field."""
+def parse_spec(spec: object, *, check_caps: bool = True) -> tuple[Space, tuple[int, ...], str, int]:
+    """Validate a bench_spec `spec` into (space, widths, dtype, seed); errors name the field.
+    With `check_caps` the whole network is held to the caps (a run of its blocks timed alone
+    is checked by the caller instead)."""
     if not isinstance(spec, Mapping):
         raise BadRequest("bench_spec needs a 'spec' object", field="spec")
     for key in spec:
@@ -90,16 +93,11 @@ def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
     except (TypeError, ValueError) as exc:  # e.g. a list parameter holding a non-number
         raise BadRequest(f"bad spec.params for space {name}: {exc}", field="spec.params") from exc
     if "widths" not in spec:
-        raise BadRequest(f"spec.widths is missing: a list of {space.num_layers} widths", field="spec.widths")
+        raise BadRequest(f"spec.widths is missing: a list of {space.num_layers} widths{space.order_hint()}",
+                         field="spec.widths")
     widths = space.validate_widths(spec["widths"])
-    macs, params_count = space.counts(widths)
-    if params_count > MAX_PARAMS:
-        raise BadWidths(
-            f"the network with these widths has {params_count:,} parameters, above this agent's cap of "
-            f"{MAX_PARAMS:,}; use smaller widths",
-            params=params_count,
-        )
-    limits.check_network(space, widths, macs, params_count)
+    if check_caps:
+        check_block_caps(space.blocks(widths))
     dtype = spec.get("dtype", "float32")
     if dtype not in DTYPES:
         raise BadRequest(f"spec.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", field="spec.dtype")
@@ -107,6 +105,31 @@ def parse_spec(spec: object) -> tuple[Space, tuple[int, ...], str, int]:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise BadRequest(f"spec.seed must be a non-negative integer, got {seed!r}", field="spec.seed")
     return space, widths, str(dtype), seed
+
+
+def check_block_caps(blocks: Sequence[BlockSpec]) -> None:
+    """Refuse a network of these blocks above the parameter cap or the agent's caps (limits.py)."""
+    macs = params_count = 0
+    for b in blocks:
+        m, p = block_counts(b)
+        macs, params_count = macs + m, params_count + p
+    if params_count > MAX_PARAMS:
+        raise BadWidths(
+            f"the network with these widths has {params_count:,} parameters, above this agent's cap of "
+            f"{MAX_PARAMS:,}; use smaller widths",
+            params=params_count,
+        )
+    limits.check_blocks(blocks, macs, params_count)
+
+
+def parse_block_run(header: Mapping, space: Space) -> tuple[int, int] | None:
+    """The optional `block` / `block_count` fields: the run of blocks to time alone, or None."""
+    if header.get("block") is None:
+        if header.get("block_count") is not None:
+            raise BadRequest("block_count needs block (the first block of the run to time alone)", field="block_count")
+        return None
+    count = header.get("block_count")
+    return check_block_range(space, header["block"], 1 if count is None else count)
 
 
 def _options(header: Mapping) -> dict:
@@ -126,8 +149,10 @@ def _bench(
     int_high: int,
     started_ns: int,
     seed: int = 0,
+    output_shapes: bool = False,
 ) -> dict:
-    """Load the model, time it, and assemble the bench answer's body (without build fields)."""
+    """Load the model, time it, and assemble the bench answer's body (without build fields);
+    with `output_shapes`, run it once more and report the shapes of its outputs."""
     start = time.perf_counter_ns()
     session = runtime.load(model, threads=settings.threads, options=options)
     init_ms = (time.perf_counter_ns() - start) / 1e6
@@ -135,10 +160,31 @@ def _bench(
     spent_s = (time.perf_counter_ns() - started_ns) / 1e9
     loop_settings = replace(settings, max_total_s=max(settings.max_total_s - spent_s, 1e-3))
     measurement = time_session(session, loop_settings, int_high=int_high, seed=seed, drift=_drift)
-    return finish_body(
+    body = finish_body(
         measurement.to_json(), runtime=runtime, session=session, settings=settings,
         dtype=dtype if dtype is not None else session.info.get("dtype"), init_ms=init_ms, model=model, drift=_drift,
     )
+    if output_shapes:
+        outputs = session.run(random_inputs(session.inputs, seed=seed, int_high=int_high))
+        body["output_shapes"] = [[int(d) for d in getattr(o, "shape", ())] for o in outputs]
+    return body
+
+
+def block_answer(space: Space, widths: Sequence[int], run: tuple[int, int]) -> dict:
+    """The `block` object of an answer timing a run of blocks alone (PROTOCOL.md, section 6)."""
+    net = isolated_network(space, widths, *run)
+    counts = [block_counts(b) for b in net.blocks]
+    return {
+        "first": run[0],
+        "count": run[1],
+        "names": [b.name for b in net.blocks],
+        "kinds": [b.kind for b in net.blocks],
+        "input_shape": list(net.input_shape),
+        "output_shape": list(net.output_shape),
+        "skip_shapes": {str(index): list(shape) for index, shape in net.skips},
+        "macs": sum(m for m, _ in counts),
+        "params": sum(p for _, p in counts),
+    }
 
 
 def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:
@@ -157,31 +203,35 @@ def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:
 
 def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     """Build the network a spec describes on the agent and time it (alternated with
-    `pair_with`'s network, run by run, when the request names one)."""
+    `pair_with`'s network, run by run, when the request names one); with `block`, time that
+    run of its blocks alone, fed tensors of the shapes the whole network feeds them."""
     started = time.perf_counter_ns()
     if payload:
         raise BadRequest(f"bench_spec takes no payload, got {len(payload)} bytes", field="payload")
-    space, widths, dtype, seed = parse_spec(header.get("spec"))
+    space, widths, dtype, seed = parse_spec(header.get("spec"), check_caps=False)
+    run = parse_block_run(header, space)
+    blocks = space.blocks(widths)
+    check_block_caps(blocks if run is None else blocks[run[0] : run[0] + run[1]])
     settings = TimingSettings.from_dict(limits.check_timing(header.get("timing")))
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
-    if header.get("pair_with") is not None:
-        reference = parse_pair_spec(header["pair_with"], space, dtype)
-        with _bench_lock:
-            reset_peak_rss()
-            model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
-            body = bench_paired(runtime, model, reference, settings, options, dtype=dtype, seed=seed,
-                                started_ns=started, drift=_drift, space=space)
-        body["build_ms"] = build_ms
-        body["build_cached"] = cached
-        return body, b""
+    reference = parse_pair_spec(header["pair_with"], space, dtype) if header.get("pair_with") is not None else None
     with _bench_lock:
         reset_peak_rss()
-        model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed)
-        vocab = dict(space.attrs).get("vocab", 1)  # token ids must index the embedding
-        body = _bench(runtime, model, settings, options, dtype=dtype, int_high=vocab, started_ns=started, seed=seed)
+        model, build_ms, cached = build_model(space, widths, runtime.model_format, dtype, seed, run)
+        if reference is not None:
+            body = bench_paired(runtime, model, reference, settings, options, dtype=dtype, seed=seed,
+                                started_ns=started, drift=_drift, space=space)
+        else:
+            vocab = dict(space.attrs).get("vocab", 1)  # token ids must index the embedding
+            body = _bench(runtime, model, settings, options, dtype=dtype, int_high=vocab, started_ns=started,
+                          seed=seed, output_shapes=run is not None)
     body["build_ms"] = build_ms
     body["build_cached"] = cached
+    if run is not None:
+        body["block"] = block_answer(space, widths, run)
+        if "output_shapes" in body:
+            body["block"]["output_shapes"] = body.pop("output_shapes")
     return body, b""
 
 
@@ -214,6 +264,9 @@ def handle_bench_model(header: dict, payload: bytes) -> tuple[dict, bytes]:
         raise BadModel("bench_model needs the model bytes as the request payload", field="payload")
     if header.get("pair_with") is not None:
         raise BadRequest("pair_with is a bench_spec field; bench_model cannot pair", field="pair_with")
+    for key in ("block", "block_count"):
+        if header.get(key) is not None:
+            raise BadRequest(f"{key} is a bench_spec field; bench_model times the model it is sent", field=key)
     fmt = detect_format(payload, header.get("format"))
     settings = TimingSettings.from_dict(limits.check_timing(header.get("timing")))
     options = _options(header)

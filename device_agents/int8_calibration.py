@@ -3,18 +3,20 @@
 int8 needs the range of every activation; a float pass on random inputs like the timed
 ones gives them (a ReLU6 output never beyond [0, 6], however wide its calibrated range). It runs at the network's own
 resolution: with SAME zero padding, a smaller image has smaller pooled features, and so
-narrower logits, than the real one. One forward function per block kind, NHWC
+narrower logits, than the real one. A residual block's Add (its output plus an earlier
+block's input) is recorded as its own role, `<block>.add`. One forward function per block kind, NHWC
 layout and TensorFlow SAME padding, the same arithmetic as the TFLite float model.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 
 from .errors import UnknownSpace
+from .network import Network
 from .spaces import BlockSpec, Space, kind_registry
 from .weights import BlockWeights
 
@@ -118,6 +120,35 @@ def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np
     return z
 
 
+@register_forward("ir_dwproject")
+def _ir_dwproject(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+    y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
+    _observe_relu6(seen, f"{b.name}.dw", y)
+    z = pointwise(y, wts["pw_w"][:, :, 0, 0])
+    z += wts["pw_b"]
+    _observe(seen, f"{b.name}.pw", z)
+    return z
+
+
+@register_forward("ir_expand")
+def _ir_expand(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+    y = pointwise(x, wts["ex_w"][:, :, 0, 0])
+    y += wts["ex_b"]
+    relu6(y)
+    _observe_relu6(seen, f"{b.name}.ex", y)
+    z = relu6(depthwise(y, wts["dw_w"], wts["dw_b"], b.stride))
+    _observe_relu6(seen, f"{b.name}.dw", z)
+    return z
+
+
+@register_forward("ir_project")
+def _ir_project(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+    z = pointwise(x, wts["pw_w"][:, :, 0, 0])
+    z += wts["pw_b"]
+    _observe(seen, f"{b.name}.pw", z)
+    return z
+
+
 @register_forward("pool_fc")
 def _pool_fc(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x.mean(axis=(1, 2)) @ wts["w"].T + wts["b"]
@@ -149,26 +180,46 @@ def _dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np
 
 
 def forward(blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights], x: np.ndarray,
-            seen: Observed | None = None) -> np.ndarray:
-    """Run the network on a batch (NHWC images or [n, tokens] ids); record roles in `seen`."""
+            seen: Observed | None = None, skips: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
+    """Run the network (or a run of its blocks) on a batch (NHWC images or [n, tokens] ids);
+    record roles in `seen`. `skips` holds the inputs of blocks outside the run that a residual Add reads."""
     seen = {} if seen is None else seen
+    sources = {b.residual_from for b in blocks if b.residual}
+    kept: dict[int, np.ndarray] = dict(skips or {})  # the block inputs a later residual Add reads
     for b, wts in zip(blocks, weights):
         fn = FORWARDS.get(b.kind)
         if fn is None:
             raise UnknownSpace(f"no numpy forward for block kind {b.kind!r}", kind=b.kind)
+        if b.index in sources:
+            kept[b.index] = x
         x = fn(b, wts, x, seen)
+        if b.residual:
+            x = x + kept.pop(b.residual_from)
+            _observe(seen, f"{b.name}.add", x)
     return x
 
 
 def calibration_input(space: Space, seed: int) -> np.ndarray:
     """A few random inputs like the ones timed: uniform [-1, 1] images, uniform token ids."""
+    return _random_batch(np.random.default_rng(seed + 7), space.input_shape, space.input_dtype, space.input_channels)
+
+
+def _random_batch(rng: np.random.Generator, shape: Sequence[int], dtype: str, int_high: int) -> np.ndarray:
+    """A calibration batch for an input of this (NCHW or token) shape: token ids, NHWC images, or floats."""
+    if dtype == "int64":
+        return rng.integers(0, max(1, int_high), size=(TEXT_SAMPLES, *shape[1:]), dtype=np.int64)
+    if len(shape) == 4:
+        _, channels, h, w = shape
+        return rng.uniform(-1.0, 1.0, size=(IMAGE_SAMPLES, h, w, channels)).astype(np.float32)
+    return rng.uniform(-1.0, 1.0, size=(TEXT_SAMPLES, *shape[1:])).astype(np.float32)
+
+
+def network_input(net: Network, seed: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Calibration inputs of a `Network`: its main input and its residual skip inputs (by block index)."""
     rng = np.random.default_rng(seed + 7)
-    if space.input_dtype == "int64":
-        tokens = space.input_shape[-1]
-        return rng.integers(0, space.input_channels, size=(TEXT_SAMPLES, tokens), dtype=np.int64)
-    _, channels, h, w = space.input_shape
-    shape = (IMAGE_SAMPLES, h, w, channels)
-    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    x = _random_batch(rng, net.input_shape, net.input_dtype, net.int_high)
+    skips = {index: _random_batch(rng, shape, "float32", 1) for index, shape in net.skips}
+    return x, skips
 
 
 def _blas_threads(threads: int | None) -> ContextManager[object]:
@@ -190,9 +241,21 @@ def _blas_threads(threads: int | None) -> ContextManager[object]:
 def activation_ranges(space: Space, blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights],
                       seed: int, margin: float = 1.25) -> dict[str, tuple[float, float]]:
     """Role -> (min, max) of each activation on calibration inputs, widened by `margin`, within known bounds."""
+    return _ranges(blocks, weights, calibration_input(space, seed), {}, margin)
+
+
+def network_ranges(net: Network, weights: Sequence[BlockWeights], seed: int,
+                   margin: float = 1.25) -> dict[str, tuple[float, float]]:
+    """`activation_ranges` of a `Network` (a whole network or a run of its blocks alone)."""
+    x, skips = network_input(net, seed)
+    return _ranges(net.blocks, weights, x, skips, margin)
+
+
+def _ranges(blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights], x: np.ndarray,
+            skips: Mapping[int, np.ndarray], margin: float) -> dict[str, tuple[float, float]]:
     seen: Observed = {}
     with _blas_threads(CALIBRATION_BLAS_THREADS):
-        forward(blocks, weights, calibration_input(space, seed), seen)
+        forward(blocks, weights, x, seen, skips)
     out = {}
     for role, (least, greatest, bound) in seen.items():
         lo, hi = min(0.0, least * margin), max(0.0, greatest * margin)

@@ -21,6 +21,7 @@ FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
 
 # BuiltinOperator codes used here.
+OP_ADD = 0
 OP_AVERAGE_POOL_2D = 1
 OP_CONV_2D = 3
 OP_DEPTHWISE_CONV_2D = 4
@@ -113,6 +114,11 @@ def depthwise_options(stride: int, activation: int) -> Options:
     """DepthwiseConv2DOptions with SAME padding and depth multiplier 1."""
     return Options(2, _scalar_table([("Int8", 0, PAD_SAME, 0), ("Int32", 1, stride, 0), ("Int32", 2, stride, 0),
                                      ("Int32", 3, 1, 0), ("Int8", 4, activation, 0)]))
+
+
+def add_options(activation: int = ACT_NONE) -> Options:
+    """AddOptions (element-wise sum of two same-shape tensors)."""
+    return Options(11, _scalar_table([("Int8", 0, activation, 0)]))
 
 
 def pool2d_options(filter_hw: int, stride: int = 1) -> Options:

@@ -8,6 +8,9 @@ TFLite builders take the same arrays, so the same seed gives the same network in
 Canonical layouts (each builder transposes to its format's layout):
   conv:       w [cout, cin, k, k], b [cout]
   dwsep:      dw_w [cin, 1, k, k], dw_b [cin], pw_w [cout, cin, 1, 1], pw_b [cout]
+  ir_dwproject: as dwsep (the 1x1 projection is linear)
+  ir_expand:  ex_w [hidden, cin, 1, 1], ex_b [hidden], dw_w [hidden, 1, k, k], dw_b [hidden]
+  ir_project: pw_w [cout, hidden, 1, 1], pw_b [cout]
   pool_fc:    w [cout, cin], b [cout]
   embedding:  table [vocab, cout]
   proj_dense: proj [cin, dim], w [cout, dim], b [cout]
@@ -91,6 +94,33 @@ def _dwsep(b: BlockSpec, s: _Slicer) -> BlockWeights:
         "pw_w": s.normal((b.cout, b.cin, 1, 1), _he(b.cin)),
         "pw_b": s.normal((b.cout,), 0.05),
     }
+
+
+@register_weights("ir_dwproject")
+def _ir_dwproject(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {
+        "dw_w": s.normal((b.cin, 1, b.kernel, b.kernel), _he(b.kernel * b.kernel)),
+        "dw_b": s.normal((b.cin,), 0.05),
+        "pw_w": s.normal((b.cout, b.cin, 1, 1), math.sqrt(1.0 / b.cin)),  # linear: no ReLU gain
+        "pw_b": s.normal((b.cout,), 0.05),
+    }
+
+
+@register_weights("ir_expand")
+def _ir_expand(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {
+        "ex_w": s.normal((b.hidden, b.cin, 1, 1), _he(b.cin)),
+        "ex_b": s.normal((b.hidden,), 0.05),
+        "dw_w": s.normal((b.hidden, 1, b.kernel, b.kernel), _he(b.kernel * b.kernel)),
+        "dw_b": s.normal((b.hidden,), 0.05),
+    }
+
+
+@register_weights("ir_project")
+def _ir_project(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    # linear, and scaled down a little more on residual blocks so that the sums stay of unit scale
+    std = math.sqrt((0.5 if b.residual else 1.0) / b.cin)
+    return {"pw_w": s.normal((b.cout, b.cin, 1, 1), std), "pw_b": s.normal((b.cout,), 0.05)}
 
 
 @register_weights("pool_fc")

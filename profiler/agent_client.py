@@ -285,11 +285,15 @@ class AgentClient:
         timing: dict | None = None,
         options: dict | None = None,
         pair_with: dict | None = None,
+        block: int | None = None,
+        block_count: int | None = None,
     ) -> dict:
         """Time a network the agent builds from a compact spec (space, params, widths, dtype, seed);
-        with `pair_with`, alternate it run by run with that reference network (the `pair` block)."""
+        with `pair_with`, alternate it run by run with that reference network (the `pair` block);
+        with `block` (and `block_count`), time only that run of the network's blocks, alone."""
         fields = _without_none(
-            {"spec": spec, "pair_with": pair_with, "runtime": runtime, "timing": timing, "options": options}
+            {"spec": spec, "pair_with": pair_with, "runtime": runtime, "timing": timing, "options": options,
+             "block": block, "block_count": block_count}
         )
         return self.request("bench_spec", fields, timeout=self._bench_timeout(timing))[0]
 

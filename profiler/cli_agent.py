@@ -16,11 +16,13 @@ from pathlib import Path
 import click
 
 from widthwise.device_agents.handlers import DTYPES
+from widthwise.device_agents.spaces import Space
 from widthwise.device_agents.statistics import STATISTICS
 from widthwise.errors import cli_errors
 
 from .agent_client import AgentClient, connect, token_from_file
-from .cli_options import agent_options, widths_option
+from .cli_options import (agent_options, open_space, space_configuration, space_options, space_params, variable_lines,
+                          widths_option)
 from .errors import OutputError
 
 BUNDLE_MAIN = '''"""widthwise device agent, bundled: python3 widthwise-agent.pyz serve --port 7345"""
@@ -141,9 +143,11 @@ def format_result(result: dict, what: str, agent_url: str) -> list[str]:
 
 @click.command()
 @agent_options
-@click.option("--space", default="mobilenet_v1", show_default=True, help="search space the agent builds")
-@click.option("--resolution", type=int, help="input resolution (spaces that have one)")
+@space_options()
 @widths_option(default_help="default: the 1.0x network's widths")
+@click.option("--any-widths", is_flag=True, help="Accept widths off the space's choices (any positive width builds).")
+@click.option("--list-variables", is_flag=True,
+              help="Print the space's variables in --widths order, with their groups and choices, and exit.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="time this .onnx or .tflite file instead of a spec")
 @click.option("--runs", type=int, help="timed repeats (agent default 15)")
@@ -155,9 +159,15 @@ def format_result(result: dict, what: str, agent_url: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print the agent's response as JSON")
 @cli_errors
 def bench(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None,
-          widths: list[int] | None, model_path: Path | None, runs: int | None, warmup: int | None, threads: int | None,
-          runtime: str | None, dtype: str | None, seed: int | None, as_json: bool) -> None:
-    """Time one network on an agent: a space with widths, or a model file."""
+          levels: int | None, space_param: tuple[str, ...], widths: list[int] | None, widths_json: str | None,
+          any_widths: bool, list_variables: bool, model_path: Path | None, runs: int | None, warmup: int | None,
+          threads: int | None, runtime: str | None, dtype: str | None, seed: int | None, as_json: bool) -> None:
+    """Time one network on an agent: a space with widths, or a model file.
+
+    The widths are one per variable of the space, in its variable order (`--list-variables`
+    prints it), or `--widths-json` by name; each must be one of its variable's choices
+    unless `--any-widths`.
+    """
     timing = {k: v for k, v in (("repeat", runs), ("warmup", warmup), ("threads", threads)) if v is not None}
     if model_path is not None:
         model = model_path.read_bytes()
@@ -165,10 +175,13 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
         what = f"{model_path.name}"
         call = lambda client: client.bench_model(model, fmt=fmt, runtime=runtime, timing=timing or None)  # noqa: E731
     else:
-        from widthwise.device_agents.spaces import make_space  # noqa: PLC0415
-
-        params = {"resolution": resolution} if resolution is not None else {}
-        width_list = list(make_space(space, params).base_widths()) if widths is None else widths
+        params = space_params(resolution, levels, space_param)
+        chosen = open_space(space, params)
+        if list_variables:
+            _list_variables(chosen)
+            return
+        given = space_configuration(chosen, widths, widths_json, on_grid=not any_widths)
+        width_list = list(chosen.base_widths()) if given is None else given
         spec: dict = {"space": space, "widths": width_list}
         if params:
             spec["params"] = params
@@ -186,3 +199,12 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
     for line in format_result(result, what, agent_url):
         click.echo(line)
 
+
+def _list_variables(space: Space) -> None:
+    """The space's variables in configuration order, with group and choices (and the 1.0x widths)."""
+    click.echo(f"{space.name}: {space.num_layers} variables, in --widths order (index, name, group, choices)")
+    layers = space.layers
+    for line in variable_lines([v.name for v in layers], [v.choices for v in layers],
+                               [v.group for v in layers]):
+        click.echo(line)
+    click.echo(f"1.0x widths: {','.join(map(str, space.base_widths()))}")

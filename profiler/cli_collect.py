@@ -16,27 +16,10 @@ import click
 from widthwise.errors import cli_errors
 
 from .agent_client import connect, token_from_file
-from .cli_options import agent_options
+from .cli_options import agent_options, open_space, parse_assignments, space_options, space_params
 from .collect import CLOCKS, DEFAULT_TIMING, DTYPES, TIMING_KEYS, CollectIncomplete, CollectSettings
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES
-
-
-def parse_assignments(pairs: tuple[str, ...], what: str) -> dict[str, object]:
-    """`key=value` options into a dict; values are JSON when they parse (numbers, lists), else text."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
-        if key in out:
-            raise click.BadParameter(f"{key} given twice", param_hint=what)
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -45,10 +28,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 @click.command()
 @agent_options
-@click.option("--space", "space_name", default="mobilenet_v1", show_default=True, help="Search space to sample.")
-@click.option("--resolution", type=int, default=None, help="Input resolution (mobilenet_v1; default 224).")
-@click.option("--levels", type=int, default=None, help="Width levels per layer (mobilenet_v1; default 14).")
-@click.option("--space-param", "space_params", multiple=True, metavar="KEY=VALUE", help="Other space parameter (repeatable).")
+@space_options()
 @click.option("--samples", type=click.IntRange(min=0), required=True, help="Configurations to measure in total.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite db (created or resumed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling plan.")
@@ -74,7 +54,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @cli_errors
 def collect(
-    agent_url: str, token_file: str | None, timeout: float, space_name: str, resolution: int | None, levels: int | None, space_params: tuple[str, ...],
+    agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None, levels: int | None,
+    space_param: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
     retime: bool, pairing: bool, pair_share: float, clock: str | None, progress: bool | None, as_json: bool,
@@ -84,18 +65,14 @@ def collect(
     Re-running the same command resumes: only the missing samples are measured. A db
     collected with another space, device or runtime setting is refused.
     """
-    params = parse_assignments(space_params, "--space-param")
-    for key, value in (("resolution", resolution), ("levels", levels)):
-        if value is not None:
-            if key in params:
-                raise click.BadParameter(f"{key} given both as --{key} and --space-param", param_hint="--space-param")
-            params[key] = value
+    params = space_params(resolution, levels, space_param)
+    open_space(space, params)  # an unknown space or parameter: a usage error naming it, before any work
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
     token = token_from_file(token_file)
     if progress is None:
         progress = sys.stderr.isatty()
     settings = CollectSettings(
-        space=space_name, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
+        space=space, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
         runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
         reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
         pairing=pairing, clock=clock, pair_share=pair_share,

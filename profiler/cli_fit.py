@@ -1,8 +1,10 @@
 """`widthwise fit`, `predict` and `validate`: latency tables from a sample db, and their use.
 
-Every failure the user can cause (a missing or corrupt table, widths off the grid, an
-empty db, a db of another space) ends as one line naming the problem and exit code 1
-(`cli_errors`; a table's TableError is a WidthwiseError like the store's and the fit's).
+Every failure the user can cause (a missing or corrupt table, an empty db, a db of another
+space) ends as one line naming the problem and exit code 1 (`cli_errors`; a table's
+TableError is a WidthwiseError like the store's and the fit's); a configuration that does
+not fit the table (a wrong count, a width off the grid, a missing or unknown name) is a
+usage error naming the variable, exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import click
 from widthwise.device_agents.statistics import FIT_STATISTICS
 from widthwise.errors import cli_errors
 
-from .cli_options import widths_option
+from .cli_options import check_widths, configuration, widths_option
 from .errors import OutputError
 
 
@@ -60,7 +62,11 @@ def _report_line(report: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @cli_errors
 def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed: int, as_json: bool) -> None:
-    """Fit a latency table (widthwise-table/1) from a sample db; report its held-out error."""
+    """Fit a latency table from a sample db; report its held-out error.
+
+    A chain space (mobilenet_v1, text_lowrank) gets a `widthwise-table/1` table, a tree
+    space (mobilenet_v2) a `widthwise-table/2` table with one term per factor.
+    """
     from .fit import fit_table
 
     data = _read_samples(db, statistic)
@@ -80,27 +86,39 @@ def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed:
 @widths_option(required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 @cli_errors
-def predict(table_path: str, widths: list[int], as_json: bool) -> None:
-    """Predicted latency of a width configuration, with its per-block breakdown."""
-    from widthwise.search.table import load_table
+def predict(table_path: str, widths: list[int] | None, widths_json: str | None, as_json: bool) -> None:
+    """Predicted latency of a configuration, with its breakdown per factor (a chain's blocks).
 
-    values = widths
+    The widths follow the table's variable order (`--widths`) or name each variable
+    (`--widths-json`); each must be one of its variable's choices.
+    """
+    from widthwise.search.table import FORMAT, load_table
+
     table = load_table(table_path)
-    parts = table.breakdown(values)
+    chain = table.format == FORMAT
+    names = table.variable_names
+    given = configuration(widths, widths_json, names)
+    values = check_widths(names, table.choices, given, what="table", noun="layer" if chain else "variable",
+                          field="--widths-json" if widths_json is not None else "--widths")
+    idx = table.indices(values)
+    parts = [(f, f.value(idx)) for f in table.factors]
     total = table.constant_ms + sum(ms for _, ms in parts)
     if as_json:
-        click.echo(json.dumps({
-            "widths": values,
-            "latency_ms": total,
-            "constant_ms": table.constant_ms,
-            "blocks": [{"name": name, "ms": ms} for name, ms in parts],
-            "statistic": table.statistic,
-        }, indent=1))
+        factors = [{"name": f.name, "kind": f.kind, "variables": [names[v] for v in f.variables], "ms": ms}
+                   for f, ms in parts]
+        out = {"widths": values, "named_widths": dict(zip(names, values)), "latency_ms": total,
+               "constant_ms": table.constant_ms, "factors": factors, "statistic": table.statistic}
+        if chain:
+            out["blocks"] = [{"name": f["name"], "ms": f["ms"]} for f in factors]
+        click.echo(json.dumps(out, indent=1))
         return
     click.echo(f"predicted latency: {total:.3f} ms ({table.statistic}, {table.runtime.get('name', 'unknown runtime')})")
-    click.echo(f"  {'constant':<14}{table.constant_ms:>9.3f} ms")
-    for name, ms in parts:
-        click.echo(f"  {name:<14}{ms:>9.3f} ms")
+    width = max([14, *(len(f.name) + 2 for f, _ in parts)])
+    kinds = not chain and any(f.kind for f, _ in parts)
+    click.echo(f"  {'constant':<{width}}{'':<14}{table.constant_ms:>9.3f} ms" if kinds
+               else f"  {'constant':<{width}}{table.constant_ms:>9.3f} ms")
+    for f, ms in parts:
+        click.echo(f"  {f.name:<{width}}{f.kind:<14}{ms:>9.3f} ms" if kinds else f"  {f.name:<{width}}{ms:>9.3f} ms")
 
 
 def _scatter(table, data, path: str) -> None:

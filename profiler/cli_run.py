@@ -13,18 +13,16 @@ from typing import Sequence
 
 import click
 
-from widthwise.device_agents.spaces import SPACES
 from widthwise.errors import cli_errors
 
-from .cli_options import agent_options
+from .cli_options import agent_options, space_options, space_params
 
 
 @click.command()
 @agent_options
-@click.option("--space", default="mobilenet_v1", show_default=True, type=click.Choice(sorted(SPACES)), help="Search space.")
-@click.option("--resolution", type=int, default=224, show_default=True, help="Input resolution (mobilenet_v1).")
-@click.option("--levels", type=int, default=14, show_default=True, help="Width levels per layer (mobilenet_v1).")
-@click.option("--samples", type=int, default=300, show_default=True, help="Configurations to time (resumes an existing db).")
+@space_options()
+@click.option("--samples", type=int, default=None,
+              help="Configurations to time (resumes an existing db); default 300, 500 for mobilenet_v2.")
 @click.option("--budget-ms", "budgets", type=float, multiple=True,
               help="Latency budget(s) to answer; default: 50, 75 and 100 % of the 1.0x network's predicted latency.")
 @click.option("--objective", default="flops", show_default=True, help="What the search maximises: flops, params or a costs JSON file.")
@@ -37,7 +35,8 @@ from .cli_options import agent_options
 @click.option("--holdout", type=float, default=0.15, show_default=True, help="Share of samples held out to report accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout instead of the report.")
 @cli_errors
-def run(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int, levels: int, samples: int,
+def run(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None, levels: int | None,
+        space_param: tuple[str, ...], samples: int | None,
         budgets: Sequence[float], objective: str, out_dir: str, name: str | None, runtime: str | None, threads: int,
         seed: int, holdout: float, as_json: bool) -> None:
     """Collect, fit and search on one agent, then re-time the answers.
@@ -50,9 +49,10 @@ def run(agent_url: str, token_file: str | None, timeout: float, space: str, reso
     from .agent_client import connect, token_from_file  # noqa: PLC0415  (the heavy imports, once options are read)
     from .job import JobSettings, run_job  # noqa: PLC0415
 
+    extra = space_params(None, None, space_param)
     job = JobSettings(space=space, resolution=resolution, levels=levels, samples=samples, budgets=tuple(budgets),
                       objective=objective, out_dir=out_dir, name=name, runtime=runtime, threads=threads, seed=seed,
-                      holdout=holdout)
+                      holdout=holdout, params=extra)
     started = time.monotonic()
     say = (lambda _: None) if as_json else (lambda message: click.echo(message, err=True))
     with connect(agent_url, token=token_from_file(token_file), timeout=timeout) as client:
@@ -65,7 +65,10 @@ def run(agent_url: str, token_file: str | None, timeout: float, space: str, reso
 
 
 def report_lines(s: dict) -> list[str]:
-    """The human report of a job's summary: the db, the held-out error, the answers against their re-timing."""
+    """The human report of a job's summary: the db, the held-out error, the answers against their re-timing
+    (a tree's widths grouped by stage, `search.cli.widths_line`)."""
+    from widthwise.search.cli import widths_line  # noqa: PLC0415  (the search is loaded by the job already)
+
     held, ref = s["validate"], s["reference"]
     lines = [
         "",
@@ -82,13 +85,16 @@ def report_lines(s: dict) -> list[str]:
     ]
     if ref.get("paired"):
         lines.append("             adjusted = each answer's median ratio to the reference, timed alternately, x R")
-    lines += ["", f"{'budget ms':>10} {'predicted':>10} {'measured':>10} {'adjusted':>10} {'error':>8} {'MMACs':>8}  widths"]
+    groups = s.get("variable_groups") or []
+    lines += ["", f"{'budget ms':>10} {'predicted':>10} {'measured':>10} {'adjusted':>10} {'error':>8} {'MMACs':>8}  widths"
+              + (" (per group: its width [its blocks' expansions])" if any(groups) else "")]
     for r in s["answers"]:
         if "error" in r:
             lines.append(f"{r['budget_ms']:>10.3f}  infeasible: smallest achievable latency is {r['min_latency_ms']:.3f} ms")
             continue
         macs = f"{r['macs'] / 1e6:.0f}" if r.get("macs") is not None else "-"
         lines.append(f"{r['budget_ms']:>10.3f} {r['predicted_ms']:>10.3f} {r['measured_ms']:>10.3f} "
-                     f"{r['measured_adjusted_ms']:>10.3f} {r['error_pct']:>+7.1f}% {macs:>8}  {','.join(map(str, r['widths']))}")
+                     f"{r['measured_adjusted_ms']:>10.3f} {r['error_pct']:>+7.1f}% {macs:>8}  "
+                     + widths_line(r["widths"], list(r.get("named_widths") or ()), groups, sep=","))
     lines.append(f"\ndone in {s['elapsed_s']:.0f} s")
     return lines

@@ -42,7 +42,7 @@ __all__ = [
 DEFAULT_TIMING: Mapping[str, object] = {"warmup": 1, "repeat": 12, "min_repeat_ms": 20.0, "target_ms": 250.0}
 TIMING_KEYS = AGENT_KEYS + POLICY_KEYS
 OUTLIER_NOTE = "outlier_pass"
-#: the pair reference: each layer's choice nearest this share of its base width. The 1.0x
+#: the pair reference: each variable's choice nearest this share of its base width. The 1.0x
 #: network: its ratios to the sampled configurations spread half as much as the 0.5x
 #: network's (2.8 % against 5.1 % relative IQR at 224 here), and since the repeat budget
 #: covers both networks of a pair, a cheaper reference buys more pairs, not a shorter run.
@@ -70,7 +70,7 @@ class CollectSettings:
     retime_outliers: bool = True
     pairing: bool = True  # alternate every run with the pair reference (see docs/collect.md)
     clock: str | None = None  # None: "thread_cpu" with one thread, else "wall"
-    pair_share: float = PAIR_REFERENCE_SHARE  # the pair reference: each layer nearest this x its base width
+    pair_share: float = PAIR_REFERENCE_SHARE  # the pair reference: each variable nearest this x its base width
 
     def __post_init__(self) -> None:
         if self.statistic is None:
@@ -116,12 +116,13 @@ class CollectSettings:
 
 
 def reference_widths(space: Space) -> tuple[int, ...]:
-    """The fixed reference configuration: each layer's choice nearest its base width (the 1.0x network)."""
+    """The fixed reference configuration: each variable's choice nearest its base width (the 1.0x network)."""
     return pair_reference_widths(space, 1.0)
 
 
 def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> tuple[int, ...]:
-    """The pair reference configuration: each layer's choice nearest `share` x its base width."""
+    """The pair reference configuration: each variable's choice nearest `share` x its base width
+    (widths and expansions alike, so any space's flat configuration)."""
     return tuple(min(layer.choices, key=lambda w: (abs(w - share * layer.base), w)) for layer in space.layers)
 
 

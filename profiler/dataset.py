@@ -17,7 +17,8 @@ from widthwise.device_agents.spaces import Space
 class TrainingData:
     """N timed configurations of one space on one device and runtime setting.
 
-    widths:      (N, L) integers, each on its layer's grid.
+    widths:      (N, V) integers, one per variable of the space (`space.layers` order), each
+                 on its variable's grid.
     latency_ms:  (N,) the per-sample statistic (`statistic`), drift-normalised if asked.
     sample_ids:  (N,) the store's ids, so the fit can name outliers to re-time.
     identity:    device fingerprint and runtime settings (what the table's `device` and

@@ -1,8 +1,9 @@
 """Fit a latency table from timed configurations, and judge a table against timings.
 
 `fit_table` holds out a share of the samples (never used for fitting or for choosing any
-strength), solves the per-(block, in-width, out-width) system with a method from
-`fit_solvers.METHODS`, and returns a `widthwise-table/1` Table with its held-out error.
+strength), solves the system of factor entries with a method from `fit_solvers.METHODS`,
+and returns a Table with its held-out error: `widthwise-table/1` for a chain space,
+`widthwise-table/2` for a tree of factors.
 `error_report` measures any table on any samples of its space; `flag_outliers` names the
 samples whose timing disagrees with what the others predict, for the collector to re-time.
 """
@@ -16,7 +17,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from widthwise.device_agents.statistics import FIT_STATISTICS
-from widthwise.search.table import Block, Table
+from widthwise.device_agents.spaces import Space
+from widthwise.search.table import Block, Factor, Table, Variable
 
 from .dataset import TrainingData
 from .errors import FitError, SpaceMismatch
@@ -108,31 +110,19 @@ def _identity_part(identity: dict, key: str) -> dict:
 
 
 def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_field: dict) -> Table:
-    """A `widthwise-table/1` Table from a solution: ms per term, exact MACs and params, identity."""
+    """A Table from a solution: ms per factor entry, exact MACs and params, identity and reference.
+
+    A chain space gives a `widthwise-table/1` table (one matrix per block), any other space a
+    `widthwise-table/2` table (one array per factor, one axis per variable)."""
     space = data.space
-    ms = layout.split(np.maximum(solution.term_ms, 0.0))
-    macs = layout.split(layout.macs)
-    params = layout.split(layout.params)
-    blocks = [
-        Block(
-            name=space.templates[k].name,
-            in_widths=tuple(space.block_in_choices(k)),
-            out_widths=tuple(space.block_out_choices(k)),
-            ms=ms[k],
-            macs=macs[k],
-            params=params[k],
-        )
-        for k in range(layout.num_blocks)
-    ]
     runtime = _identity_part(data.identity, "runtime")
     runtime["statistic"] = data.statistic
     extra = {}
     reference = data.identity.get("reference")
     if isinstance(reference, dict) and reference.get("level_ms"):  # paired samples: ratios x this level
         extra["reference"] = {k: reference.get(k) for k in ("widths", "level_ms", "clock")}
-    return Table(
+    common = dict(
         space=space.to_json(),
-        blocks=blocks,
         constant_ms=max(0.0, float(solution.constant_ms)),
         device=_identity_part(data.identity, "device"),
         runtime=runtime,
@@ -140,6 +130,38 @@ def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         extra=extra,
     )
+    ms = layout.split(np.maximum(solution.term_ms, 0.0))
+    macs, params = layout.split(layout.macs), layout.split(layout.params)
+    if space.is_chain:
+        return Table(blocks=_chain_blocks(space, ms, macs, params), **common)
+    factors = [
+        Factor(name=spec.name, kind=spec.kind, variables=tuple(spec.variables), ms=ms[f], macs=macs[f], params=params[f])
+        for f, spec in enumerate(space.factors)
+    ]
+    return tree_table(factors=factors, **common)
+
+
+def tree_table(*, space: dict, factors: list[Factor], **fields: object) -> Table:
+    """A `widthwise-table/2` Table: the space's identity, its variables (name, choices, group)
+    and the factors; the variables live in the table's own list, not under `space`."""
+    variables = [Variable(str(l["name"]), tuple(int(c) for c in l["choices"]), str(l.get("group", "")))
+                 for l in space["layers"]]
+    identity = {k: v for k, v in space.items() if k != "layers"}
+    return Table(space=identity, variables=variables, factors=factors, **fields)
+
+
+def _chain_blocks(space: Space, ms: list, macs: list, params: list) -> list[Block]:
+    """The blocks of a chain table: factor k as an (in-widths x out-widths) matrix, the fixed
+    input of block 0 and output of the last block as axes of length one."""
+    last = space.num_layers
+    blocks = []
+    for k in range(last + 1):
+        ins = (space.input_channels,) if k == 0 else space.layers[k - 1].choices
+        outs = (space.output_channels,) if k == last else space.layers[k].choices
+        shape = (len(ins), len(outs))
+        blocks.append(Block(name=space.factors[k].name, in_widths=tuple(ins), out_widths=tuple(outs),
+                            ms=ms[k].reshape(shape), macs=macs[k].reshape(shape), params=params[k].reshape(shape)))
+    return blocks
 
 
 def table_reference(table: Table) -> dict | None:
@@ -165,25 +187,35 @@ def check_same_space(table: Table, data: TrainingData) -> None:
     if [l["choices"] for l in mine["layers"]] != [list(c) for c in table.choices]:
         raise SpaceMismatch("samples and table have different width choices (levels or family differ)",
                             field="space.layers")
+    if tuple(l["name"] for l in mine["layers"]) != tuple(table.variable_names):
+        raise SpaceMismatch("samples and table name their variables differently (the family differs)",
+                            field="space.layers")
+
+
+def _table_levels(table: Table, widths: np.ndarray) -> np.ndarray:
+    """(N, V) choice indices of configurations on a table's grids; FitError naming a width off them."""
+    noun = "layer" if table.format.endswith("/1") else "variable"
+    level = np.empty(widths.shape, dtype=np.int64)
+    for v, choices in enumerate(table.choices):
+        grid = np.asarray(choices)
+        order = np.argsort(grid)
+        pos = np.searchsorted(grid[order], widths[:, v]).clip(0, len(grid) - 1)
+        off = grid[order][pos] != widths[:, v]
+        if np.any(off):
+            bad = widths[np.flatnonzero(off)[0], v]
+            raise FitError(f"width {int(bad)} of {noun} {v} ({table.variable_names[v]}) is not one of its choices "
+                           f"{list(choices)}", field="widths")
+        level[:, v] = order[pos]
+    return level
 
 
 def table_predictions(table: Table, widths: np.ndarray) -> np.ndarray:
-    """Predicted latency (ms) of each configuration (rows), vectorised over the table's blocks."""
-    widths = np.asarray(widths, dtype=np.int64).reshape(-1, table.num_layers)
+    """Predicted latency (ms) of each configuration (rows), vectorised over the table's factors."""
+    widths = np.asarray(widths, dtype=np.int64).reshape(-1, len(table.choices))
+    level = _table_levels(table, widths)
     pred = np.full(len(widths), float(table.constant_ms))
-    level = [np.zeros(len(widths), dtype=np.int64)]
-    for k, choices in enumerate(table.choices):
-        grid = np.asarray(choices)
-        order = np.argsort(grid)
-        pos = np.searchsorted(grid[order], widths[:, k]).clip(0, len(grid) - 1)
-        if np.any(grid[order][pos] != widths[:, k]):
-            bad = widths[np.flatnonzero(grid[order][pos] != widths[:, k])[0], k]
-            raise FitError(f"width {int(bad)} of layer {k} ({table.layer_names[k]}) is not one of its choices {list(choices)}",
-                           field="widths")
-        level.append(order[pos])
-    level.append(np.zeros(len(widths), dtype=np.int64))
-    for k, block in enumerate(table.blocks):
-        pred += block.ms[level[k], level[k + 1]]
+    for factor in table.factors:
+        pred += np.asarray(factor.ms)[tuple(level[:, v] for v in factor.variables)]
     return pred
 
 

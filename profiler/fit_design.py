@@ -1,14 +1,17 @@
-"""The linear system of a latency fit: one unknown per (block, in-width, out-width) term.
+"""The linear system of a latency fit: one unknown per entry of every latency factor.
 
-A configuration's latency is a constant plus one term per block of the chain; this module
-numbers those terms, builds the sparse 0/1 design matrix of sampled configurations, the
-per-term features of the structured prior (MACs, activation and weight sizes, a constant)
-and the pairs of neighbouring terms that monotonicity compares.
+A configuration's latency is a constant plus one term per factor of the space (a block's
+op over the one or two variables it reads: unary or pairwise). This module numbers those
+terms, builds the sparse 0/1 design matrix of sampled configurations (one 1 per factor
+per row), the per-term features of the structured prior (MACs, activation and weight
+sizes, a constant, tiled MACs), the groups the prior pools its coefficients over, and
+the pairs of neighbouring terms that monotonicity compares. A chain is the special case:
+block k is factor k over layers (k-1, k), numbered exactly as per-block matrices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -31,7 +34,7 @@ def block_activations(block: BlockSpec) -> tuple[int, int]:
     """Elements a block reads and writes besides its weights (input side, output side).
 
     Every block kind of the spaces registers its own counter: a kind without one is an
-    error naming it, never a guess (tests/device_agents/test_spaces.py checks the six registries)."""
+    error naming it, never a guess (tests/device_agents/test_spaces.py checks the registries)."""
     counter = ACTIVATION_COUNTERS.get(block.kind)
     if counter is None:
         raise UnknownSpace(
@@ -40,6 +43,12 @@ def block_activations(block: BlockSpec) -> tuple[int, int]:
             kind=block.kind,
         )
     return counter(block)
+
+
+def _residual(b: BlockSpec) -> tuple[int, int]:
+    """A residual Add's extra traffic: it reads the skip input and the op's output, writes the sum."""
+    out = b.cout * b.out_hw * b.out_hw
+    return (2 * out, out) if b.residual else (0, 0)
 
 
 @register_activations("conv")
@@ -52,6 +61,27 @@ def _dwsep_activations(b: BlockSpec) -> tuple[int, int]:
     # the depthwise output (cin channels at the output resolution) is read again by the 1x1
     mid = b.cin * b.out_hw * b.out_hw
     return b.cin * b.in_hw * b.in_hw + mid, mid + b.cout * b.out_hw * b.out_hw
+
+
+@register_activations("ir_dwproject")
+def _ir_dwproject_activations(b: BlockSpec) -> tuple[int, int]:
+    # depthwise on cin, its output read again by the linear 1x1 projection, then the Add if any
+    mid = b.cin * b.out_hw * b.out_hw
+    add_in, add_out = _residual(b)
+    return b.cin * b.in_hw * b.in_hw + mid + add_in, mid + b.cout * b.out_hw * b.out_hw + add_out
+
+
+@register_activations("ir_expand")
+def _ir_expand_activations(b: BlockSpec) -> tuple[int, int]:
+    # the 1x1 expansion writes `hidden` channels at the input size, which the depthwise reads
+    expanded = b.hidden * b.in_hw * b.in_hw
+    return b.cin * b.in_hw * b.in_hw + expanded, expanded + b.hidden * b.out_hw * b.out_hw
+
+
+@register_activations("ir_project")
+def _ir_project_activations(b: BlockSpec) -> tuple[int, int]:
+    add_in, add_out = _residual(b)
+    return b.cin * b.in_hw * b.in_hw + add_in, b.cout * b.out_hw * b.out_hw + add_out
 
 
 @register_activations("pool_fc")
@@ -77,7 +107,7 @@ def _dense_activations(b: BlockSpec) -> tuple[int, int]:
 
 
 #: names of the prior's per-term features, in column order. `macs_tileT` counts the MACs of
-#: the block with both widths rounded up to a multiple of T: kernels work on whole SIMD
+#: the op with all its widths rounded up to a multiple of T: kernels work on whole SIMD
 #: tiles, so a width just past a tile boundary costs like the next full tile.
 FEATURES = ("macs", "act_in", "act_out", "weights", "one", "macs_tile16", "macs_tile32")
 TILES = (16, 32)
@@ -87,48 +117,75 @@ def _round_up(width: int, tile: int) -> int:
     return -(-width // tile) * tile
 
 
+def _tiled(op: BlockSpec, tile: int) -> BlockSpec:
+    """The same op with its input, hidden and output widths rounded up to whole tiles."""
+    return replace(op, cin=_round_up(op.cin, tile), cout=_round_up(op.cout, tile), hidden=_round_up(op.hidden, tile))
+
+
+def prior_group(op: BlockSpec) -> str:
+    """The group whose terms share the prior's coefficients: the op kind, its kernel, and whether
+    it ends with a residual Add (a 3x3 stem and a 1x1 head are both `conv`, but not alike)."""
+    return f"{op.kind}/k{op.kernel}" + ("/add" if op.residual else "")
+
+
 @dataclass(frozen=True)
 class TermLayout:
-    """How the unknowns of a space are numbered: block k's (i, j) term is offsets[k] + i*n_out + j."""
+    """How the unknowns of a space are numbered: factor f's entry at choice indices (i, j) is
+    offsets[f] + i * shapes[f][1] + j (a unary factor's entry i is offsets[f] + i)."""
 
     space: Space
     offsets: tuple[int, ...]
-    shapes: tuple[tuple[int, int], ...]
+    shapes: tuple[tuple[int, ...], ...]
+    variables: tuple[tuple[int, ...], ...]
+    groups: tuple[str, ...]
     macs: np.ndarray
     params: np.ndarray
     features: np.ndarray
-    block_of_term: np.ndarray
+    factor_of_term: np.ndarray
 
     @property
     def num_terms(self) -> int:
-        return int(self.offsets[-1] + self.shapes[-1][0] * self.shapes[-1][1])
+        return int(self.offsets[-1] + np.prod(self.shapes[-1]))
 
     @property
-    def num_blocks(self) -> int:
+    def num_factors(self) -> int:
         return len(self.shapes)
 
-    def term_indices(self, widths: np.ndarray) -> np.ndarray:
-        """(N, L+1) term numbers of N configurations; ValueError naming a width off the grid."""
-        widths = np.asarray(widths, dtype=np.int64).reshape(-1, self.space.num_layers)
-        n = widths.shape[0]
-        level = np.empty((n, self.space.num_layers + 2), dtype=np.int64)
-        level[:, 0] = 0
-        level[:, -1] = 0
-        for k, layer in enumerate(self.space.layers):
+    # a chain's factors are its blocks: the names the chain fit used
+    num_blocks = num_factors
+
+    @property
+    def block_of_term(self) -> np.ndarray:
+        return self.factor_of_term
+
+    def levels(self, widths: np.ndarray) -> np.ndarray:
+        """(N, V) choice indices of N configurations; ValueError naming a width off its variable's grid."""
+        space = self.space
+        widths = np.asarray(widths, dtype=np.int64).reshape(-1, space.num_layers)
+        level = np.empty(widths.shape, dtype=np.int64)
+        noun = "layer" if space.is_chain else "variable"
+        for v, layer in enumerate(space.layers):
             grid = np.asarray(layer.choices, dtype=np.int64)
-            pos = np.searchsorted(grid, widths[:, k])
-            pos_clipped = np.minimum(pos, len(grid) - 1)
-            bad = grid[pos_clipped] != widths[:, k]
+            pos = np.minimum(np.searchsorted(grid, widths[:, v]), len(grid) - 1)
+            bad = grid[pos] != widths[:, v]
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"width {int(widths[row, k])} of layer {k} ({layer.name}) is not one of its "
+                    f"width {int(widths[row, v])} of {noun} {v} ({layer.name}) is not one of its "
                     f"choices {list(layer.choices)}"
                 )
-            level[:, k + 1] = pos_clipped
-        out = np.empty((n, self.num_blocks), dtype=np.int64)
-        for k, (_, n_out) in enumerate(self.shapes):
-            out[:, k] = self.offsets[k] + level[:, k] * n_out + level[:, k + 1]
+            level[:, v] = pos
+        return level
+
+    def term_indices(self, widths: np.ndarray) -> np.ndarray:
+        """(N, F) term numbers of N configurations: the entry each factor takes."""
+        level = self.levels(widths)
+        out = np.empty((level.shape[0], self.num_factors), dtype=np.int64)
+        for f, (offset, variables) in enumerate(zip(self.offsets, self.variables)):
+            flat = np.zeros(level.shape[0], dtype=np.int64)
+            for v in variables:
+                flat = flat * len(self.space.layers[v].choices) + level[:, v]
+            out[:, f] = offset + flat
         return out
 
     def design(self, widths: np.ndarray) -> sp.csr_matrix:
@@ -140,87 +197,87 @@ class TermLayout:
         return sp.csr_matrix((data, (rows, idx.ravel())), shape=(n, self.num_terms))
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
-        """A flat per-term vector as one (n_in, n_out) matrix per block."""
-        return [
-            np.asarray(values[o : o + a * b]).reshape(a, b) for o, (a, b) in zip(self.offsets, self.shapes)
-        ]
+        """A flat per-term vector as one array per factor, one axis per variable."""
+        return [np.asarray(values[o : o + int(np.prod(s))]).reshape(s) for o, s in zip(self.offsets, self.shapes)]
+
+    def _pooled_basis(self, owner: np.ndarray, columns: int) -> sp.csr_matrix:
+        """(P, columns x features) basis: each term's features in its owner's columns, scaled to max 1."""
+        cols = self.features.shape[1]
+        rows = np.repeat(np.arange(self.num_terms), cols)
+        cidx = (owner[:, None] * cols + np.arange(cols)[None, :]).ravel()
+        basis = sp.csr_matrix((self.features.ravel(), (rows, cidx)), shape=(self.num_terms, columns * cols))
+        basis.eliminate_zeros()
+        scale = np.asarray(abs(basis).max(axis=0).todense()).ravel()
+        scale[scale == 0] = 1.0
+        return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
 
     def prior_basis(self) -> sp.csr_matrix:
-        """(P, blocks x features) block-diagonal basis: each block's own features, scaled to max 1."""
-        cols = self.features.shape[1]
-        rows = np.repeat(np.arange(self.num_terms), cols)
-        cidx = (self.block_of_term[:, None] * cols + np.arange(cols)[None, :]).ravel()
-        basis = sp.csr_matrix(
-            (self.features.ravel(), (rows, cidx)), shape=(self.num_terms, self.num_blocks * cols)
-        )
-        basis.eliminate_zeros()
-        scale = np.asarray(abs(basis).max(axis=0).todense()).ravel()
-        scale[scale == 0] = 1.0
-        return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
+        """(P, factors x features) block-diagonal basis: each factor's own features, scaled to max 1."""
+        return self._pooled_basis(self.factor_of_term, self.num_factors)
 
-    def block_kinds(self) -> tuple[str, ...]:
-        """The kind of each block of the chain (conv, dwsep, pool_fc, ...)."""
-        space = self.space
-        return tuple(
-            space.block_at(k, space.block_in_choices(k)[0], space.block_out_choices(k)[0]).kind
-            for k in range(self.num_blocks)
-        )
+    def factor_kinds(self) -> tuple[str, ...]:
+        """The kind of each factor (conv, dwsep, ir_expand, pool_fc, ...)."""
+        return tuple(f.kind for f in self.space.factors)
+
+    block_kinds = factor_kinds
 
     def shared_prior_basis(self) -> sp.csr_matrix:
-        """(P, kinds x features) basis whose features are pooled over all blocks of one kind, scaled
-        to max 1: one coefficient per (kind, feature), so no single block's cost can drift alone."""
-        kinds = self.block_kinds()
-        kind_index = {kind: i for i, kind in enumerate(dict.fromkeys(kinds))}
-        kind_of_term = np.asarray([kind_index[kinds[b]] for b in self.block_of_term], dtype=np.int64)
-        cols = self.features.shape[1]
-        rows = np.repeat(np.arange(self.num_terms), cols)
-        cidx = (kind_of_term[:, None] * cols + np.arange(cols)[None, :]).ravel()
-        basis = sp.csr_matrix(
-            (self.features.ravel(), (rows, cidx)), shape=(self.num_terms, len(kind_index) * cols)
-        )
-        basis.eliminate_zeros()
-        scale = np.asarray(abs(basis).max(axis=0).todense()).ravel()
-        scale[scale == 0] = 1.0
-        return sp.csr_matrix(basis @ sp.diags(1.0 / scale))
+        """(P, groups x features) basis whose features are pooled over all factors of one prior
+        group (`prior_group`), scaled to max 1: no single factor's cost can drift alone."""
+        index = {g: i for i, g in enumerate(dict.fromkeys(self.groups))}
+        group_of_factor = np.asarray([index[g] for g in self.groups], dtype=np.int64)
+        return self._pooled_basis(group_of_factor[self.factor_of_term], len(index))
 
     def monotone_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(smaller, larger) term numbers of neighbours differing by one step of in- or out-width."""
+        """(smaller, larger) term numbers of neighbours one choice apart along any axis of a factor."""
         lo, hi = [], []
-        for o, (a, b) in zip(self.offsets, self.shapes):
-            grid = o + np.arange(a * b).reshape(a, b)
-            lo.append(grid[:-1, :].ravel())
-            hi.append(grid[1:, :].ravel())
-            lo.append(grid[:, :-1].ravel())
-            hi.append(grid[:, 1:].ravel())
+        for o, shape in zip(self.offsets, self.shapes):
+            grid = o + np.arange(int(np.prod(shape))).reshape(shape)
+            for axis in range(len(shape)):
+                lo.append(np.delete(grid, -1, axis=axis).ravel())
+                hi.append(np.delete(grid, 0, axis=axis).ravel())
         return np.concatenate(lo).astype(np.int64), np.concatenate(hi).astype(np.int64)
+
+
+def _factor_terms(space: Space, f: int) -> tuple[list[tuple[int, int]], list[tuple[float, ...]], str]:
+    """Exact (MACs, params) and the prior's features of every entry of factor f, row-major; its group."""
+    counts, feats = [], []
+    group = ""
+    choices = space.factor_choices(f)
+    for values in np.ndindex(*[len(c) for c in choices]):
+        op = space.factor_op(f, [choices[a][i] for a, i in enumerate(values)])
+        m, p = block_counts(op)
+        a_in, a_out = block_activations(op)
+        tiled = [block_counts(_tiled(op, t))[0] for t in TILES]
+        counts.append((m, p))
+        feats.append((m, a_in, a_out, p, 1.0, *tiled))
+        group = group or prior_group(op)
+    return counts, feats, group
 
 
 def term_layout(space: Space) -> TermLayout:
     """Number the unknowns of a space and compute each term's exact counts and features."""
-    offsets, shapes = [], []
-    macs, params, feats, owner = [], [], [], []
-    pos = 0
-    for k in range(space.num_layers + 1):
-        ins, outs = space.block_in_choices(k), space.block_out_choices(k)
-        offsets.append(pos)
-        shapes.append((len(ins), len(outs)))
-        pos += len(ins) * len(outs)
-        for cin in ins:
-            for cout in outs:
-                block = space.block_at(k, cin, cout)
-                m, p = block_counts(block)
-                a_in, a_out = block_activations(block)
-                tiled = [block_counts(space.block_at(k, _round_up(cin, t), _round_up(cout, t)))[0] for t in TILES]
-                macs.append(m)
-                params.append(p)
-                feats.append((m, a_in, a_out, p, 1.0, *tiled))
-                owner.append(k)
+    offsets, shapes, groups = [], [], []
+    counts: list[tuple[int, int]] = []
+    feats: list[tuple[float, ...]] = []
+    owner: list[int] = []
+    for f, factor in enumerate(space.factors):
+        offsets.append(len(counts))
+        shapes.append(tuple(len(space.layers[v].choices) for v in factor.variables))
+        c, x, group = _factor_terms(space, f)
+        counts += c
+        feats += x
+        owner += [f] * len(c)
+        groups.append(group)
+    arr = np.asarray(counts, dtype=np.float64).reshape(-1, 2)
     return TermLayout(
         space=space,
         offsets=tuple(offsets),
         shapes=tuple(shapes),
-        macs=np.asarray(macs, dtype=np.float64),
-        params=np.asarray(params, dtype=np.float64),
+        variables=tuple(f.variables for f in space.factors),
+        groups=tuple(groups),
+        macs=arr[:, 0].copy(),
+        params=arr[:, 1].copy(),
         features=np.asarray(feats, dtype=np.float64),
-        block_of_term=np.asarray(owner, dtype=np.int64),
+        factor_of_term=np.asarray(owner, dtype=np.int64),
     )

@@ -1,8 +1,9 @@
-"""Projection of per-block latency matrices onto monotone ones (more channels is not faster).
+"""Projection of per-factor latency tables onto monotone ones (more channels is not faster).
 
-Each block's (in-width x out-width) matrix is replaced by the closest matrix, in a weighted
-least-squares sense, that does not decrease along rows or columns: Dykstra's alternating
-projections between the row-wise and the column-wise isotonic regressions.
+Each pairwise factor's matrix (one axis per variable) is replaced by the closest matrix, in
+a weighted least-squares sense, that does not decrease along rows or columns: Dykstra's
+alternating projections between the row-wise and the column-wise isotonic regressions. A
+unary factor's vector is projected by one isotonic regression.
 """
 
 from __future__ import annotations
@@ -39,10 +40,21 @@ def monotone_matrix(m: np.ndarray, w: np.ndarray, *, rounds: int = 200, tol: flo
     return np.maximum.accumulate(np.maximum.accumulate(x, axis=1), axis=0)
 
 
+def monotone_vector(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The weighted projection of v onto non-decreasing vectors."""
+    if len(v) < 2:
+        return np.asarray(v, dtype=np.float64).copy()
+    return np.maximum.accumulate(isotonic_regression(np.asarray(v, dtype=np.float64), weights=w).x)
+
+
 def monotone_projection(layout: TermLayout, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Every block's matrix of a flat term vector made monotone; weights say how firm each term is."""
+    """Every factor's table of a flat term vector made monotone; weights say how firm each term is."""
     out = np.asarray(terms, dtype=np.float64).copy()
-    for o, (a, b) in zip(layout.offsets, layout.shapes):
-        sl = slice(o, o + a * b)
-        out[sl] = monotone_matrix(out[sl].reshape(a, b), np.asarray(weights[sl], float).reshape(a, b)).ravel()
+    for o, shape in zip(layout.offsets, layout.shapes):
+        sl = slice(o, o + int(np.prod(shape)))
+        w = np.asarray(weights[sl], dtype=np.float64)
+        if len(shape) == 1:
+            out[sl] = monotone_vector(out[sl], w)
+        else:
+            out[sl] = monotone_matrix(out[sl].reshape(shape), w.reshape(shape)).ravel()
     return out

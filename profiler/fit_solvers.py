@@ -1,7 +1,8 @@
 """Solvers of the latency system, a registry by name: pooled-prior, nnls-monotone, nnls, flops.
 
-Each method takes the term layout, the training widths and latencies and returns every
-term's latency plus a constant. Regularisation strengths are chosen from the training
+Each method takes the term layout (one unknown per factor entry; a chain's factors are its
+blocks), the training widths and latencies and returns every term's latency plus a
+constant. Regularisation strengths are chosen from the training
 samples alone (cross-validation or a validation split of them), never hand-set. The
 names `shipped` and `paper` (of pooled-prior and nnls-monotone) are accepted as aliases.
 """
@@ -44,8 +45,8 @@ HUBER_REL = 0.04
 HUBER_ROUNDS = 4
 #: candidate strengths of the pull towards the prior (per term, in relative units)
 PRIOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-#: candidate penalties on the per-block part of the prior's coefficients, in increasing order
-#: (0: free per-block coefficients; the last: nearly pooled per block kind)
+#: candidate penalties on the per-factor part of the prior's coefficients, in increasing order
+#: (0: free per-factor coefficients; the last: nearly pooled per prior group, i.e. per op kind)
 BLOCK_PENALTY_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 #: candidate strengths of the nnls-monotone fit's monotonicity penalty
 MONOTONE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -84,10 +85,11 @@ def selection_score(pred: np.ndarray, y: np.ndarray) -> float:
 # --- pooled-prior: pairwise terms = structured prior + ridge deviation, solved in closed form ----------
 #
 # The prior of a term is a non-negative combination of its features with coefficients shared by
-# every block of its kind, plus per-block coefficients held near zero by `block_penalty`. Free
-# per-block coefficients fit random configurations as well, but they trade cost between
-# neighbouring blocks (whose features move together) and the search exploits the blocks they
-# make too cheap: the pooled coefficients keep extreme configurations honest.
+# every factor of its prior group (fit_design.prior_group: the op kind), plus per-factor
+# coefficients held near zero by `block_penalty`. Free per-factor coefficients fit random
+# configurations as well, but they trade cost between neighbouring factors (whose features move
+# together) and the search exploits the factors they make too cheap: the pooled coefficients
+# keep extreme configurations honest. (The strength keeps its chain-era name, `block_penalty`.)
 
 
 def _prior_coefficients(collapsed: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -119,13 +121,13 @@ class PriorProblem:
         num_shared = shared.shape[1]
         coef = _prior_coefficients(collapsed[:, :num_shared], y, 1.0 / y)
         # penalties are relative to the pooled prior's value of each term (floored for tiny terms)
-        floor = 0.02 * float(np.median(y)) / layout.num_blocks
+        floor = 0.02 * float(np.median(y)) / layout.num_factors
         scale = np.maximum(shared @ coef[:-1], floor)
         scaled = design @ sp.diags(scale)
         return cls(layout, y, design, basis, collapsed, scale, (scaled @ scaled.T).toarray(), num_shared)
 
     def solve(self, strength: float, block_penalty: float = BLOCK_PENALTY_GRID[-1]) -> Solution:
-        """Terms = basis x theta + scale x u; ridge `strength` on u, `block_penalty` on the per-block
+        """Terms = basis x theta + scale x u; ridge `strength` on u, `block_penalty` on the per-factor
         part of theta (relative to the median latency); Huber loss by reweighting.
 
         The deviations u are integrated out exactly (an N x N system), so theta >= 0 is a small
@@ -133,9 +135,9 @@ class PriorProblem:
         """
         n, p = len(self.y), self.layout.num_terms
         g = np.hstack([self.collapsed, np.ones((n, 1))])
-        per_block = np.arange(self.num_shared, self.collapsed.shape[1])
-        penalty_rows = np.zeros((len(per_block), g.shape[1]))
-        penalty_rows[np.arange(len(per_block)), per_block] = np.sqrt(block_penalty) / float(np.median(self.y))
+        per_factor = np.arange(self.num_shared, self.collapsed.shape[1])
+        penalty_rows = np.zeros((len(per_factor), g.shape[1]))
+        penalty_rows[np.arange(len(per_factor)), per_factor] = np.sqrt(block_penalty) / float(np.median(self.y))
         h = np.ones(n)
         for _ in range(HUBER_ROUNDS):
             d = np.sqrt(h / n) / self.y
@@ -143,7 +145,7 @@ class PriorProblem:
             chol = np.linalg.cholesky(kernel)
             theta, _ = nnls(
                 np.vstack([sla.solve_triangular(chol, d[:, None] * g, lower=True), penalty_rows]),
-                np.concatenate([sla.solve_triangular(chol, d * self.y, lower=True), np.zeros(len(per_block))]),
+                np.concatenate([sla.solve_triangular(chol, d * self.y, lower=True), np.zeros(len(per_factor))]),
                 maxiter=50 * g.shape[1],
             )
             resid = d * (self.y - g @ theta)
@@ -156,7 +158,7 @@ class PriorProblem:
 
 @dataclass(frozen=True)
 class PriorSelection:
-    """Cross-validation of the pooled-prior model: every (block penalty, strength) tried, its
+    """Cross-validation of the pooled-prior model: every (per-factor penalty, strength) tried, its
     out-of-fold predictions and score, and the pair chosen."""
 
     candidates: tuple[tuple[float, float], ...]
@@ -165,15 +167,18 @@ class PriorSelection:
     folds: int
     block_penalty: float
     strength: float
+    monotone: bool = True
+    monotone_scores: dict = field(default_factory=dict)
 
     def score(self, block_penalty: float, strength: float) -> float:
         """The selection score of one tried pair."""
         return float(self.scores[self.candidates.index((block_penalty, strength))])
 
 
-def _least_pooled_within_noise(losses: np.ndarray) -> int:
-    """Row of the largest block penalty (rows ordered by penalty) whose mean out-of-fold loss is
-    within one paired standard error of the best row's: the most pooled prior the data allow."""
+def _most_constrained_within_noise(losses: np.ndarray) -> int:
+    """Row of the most constrained model (rows ordered from least to most constrained, e.g. by
+    block penalty) whose mean out-of-fold loss is within one paired standard error of the best
+    row's: the most constrained model the data allow."""
     best = int(np.argmin(losses.mean(axis=1)))
     for row in range(len(losses) - 1, best, -1):
         diff = losses[row] - losses[best]
@@ -182,20 +187,27 @@ def _least_pooled_within_noise(losses: np.ndarray) -> int:
     return best
 
 
+def _monotone_fit(layout: TermLayout, raw: Solution, widths: np.ndarray) -> Solution:
+    """`raw` projected onto monotone factor tables, each term as firm as the samples that touch it."""
+    support = np.bincount(layout.term_indices(widths).ravel(), minlength=layout.num_terms)
+    return Solution(monotone_projection(layout, raw.term_ms, weights=1.0 + support), raw.constant_ms, raw.info)
+
+
 def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PriorSelection:
-    """k-fold CV in two stages: the block penalty with the prior dominant (strongest pull), the
-    most pooled within noise of the best; then the strength of the pull at that penalty."""
+    """k-fold CV in three stages: the block penalty with the prior dominant (strongest pull), the
+    most pooled within noise of the best; the strength of the pull at that penalty; then whether
+    the tables are made monotone (kept unless the free tables predict better beyond noise)."""
     folds = _folds(len(y), CV_FOLDS, rng)
     problems = []
     for val in folds:
         train = np.setdiff1d(np.arange(len(y)), val)
-        problems.append((val, PriorProblem.build(layout, widths[train], y[train])))
+        problems.append((val, train, PriorProblem.build(layout, widths[train], y[train])))
     tried: dict[tuple[float, float], np.ndarray] = {}
 
     def out_of_fold(block_penalty: float, strength: float) -> np.ndarray:
         if (block_penalty, strength) not in tried:
             pred = np.zeros(len(y))
-            for val, problem in problems:
+            for val, _, problem in problems:
                 pred[val] = problem.solve(strength, block_penalty).predict(layout, widths[val])
             tried[(block_penalty, strength)] = pred
         return tried[(block_penalty, strength)]
@@ -205,13 +217,21 @@ def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.
 
     dominant = PRIOR_GRID[-1]
     by_penalty = np.array([losses(out_of_fold(b, dominant)) for b in BLOCK_PENALTY_GRID])
-    block_penalty = BLOCK_PENALTY_GRID[_least_pooled_within_noise(by_penalty)]
+    block_penalty = BLOCK_PENALTY_GRID[_most_constrained_within_noise(by_penalty)]
     strength_scores = [selection_score(out_of_fold(block_penalty, g), y) for g in PRIOR_GRID]
     strength = PRIOR_GRID[int(np.argmin(strength_scores))]
+    free = out_of_fold(block_penalty, strength)
+    monotone = np.zeros(len(y))
+    for val, train, problem in problems:
+        raw = problem.solve(strength, block_penalty)
+        monotone[val] = _monotone_fit(layout, raw, widths[train]).predict(layout, widths[val])
+    keep_monotone = _most_constrained_within_noise(np.array([losses(free), losses(monotone)])) == 1
+    monotone_scores = {"monotone": selection_score(monotone, y), "free": selection_score(free, y)}
     candidates = tuple(tried)
     predictions = np.array([tried[c] for c in candidates])
     scores = np.array([selection_score(p, y) for p in predictions])
-    return PriorSelection(candidates, predictions, scores, len(folds), block_penalty, strength)
+    return PriorSelection(candidates, predictions, scores, len(folds), block_penalty, strength,
+                          keep_monotone, monotone_scores)
 
 
 def cross_validated_predictions(
@@ -225,21 +245,23 @@ def cross_validated_predictions(
 
 @register_method("pooled-prior")
 def fit_pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """Pairwise terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
-    per block kind with penalised per-block parts), relative Huber loss, both strengths by k-fold
-    CV, then projected onto monotone tables."""
+    """Factor terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
+    per op kind with penalised per-factor parts), relative Huber loss, both strengths by k-fold
+    CV, then projected onto monotone tables unless CV finds the free tables better beyond noise
+    (narrow widths can be slower than wider ones, e.g. off the SIMD tile)."""
     sel = select_prior(layout, widths, y, rng)
     raw = PriorProblem.build(layout, widths, y).solve(sel.strength, sel.block_penalty)
-    support = np.bincount(layout.term_indices(widths).ravel(), minlength=layout.num_terms)
-    terms = monotone_projection(layout, raw.term_ms, weights=1.0 + support)
+    solution = _monotone_fit(layout, raw, widths) if sel.monotone else raw
     info = {
         "prior_strength": sel.strength,
         "block_penalty": sel.block_penalty,
+        "monotone": sel.monotone,
+        "monotone_cv_scores": sel.monotone_scores,
         "cv_folds": sel.folds,
         "cv_scores": {f"{g:g}": sel.score(sel.block_penalty, g) for g in PRIOR_GRID},
         "block_penalty_scores": {f"{b:g}": sel.score(b, PRIOR_GRID[-1]) for b in BLOCK_PENALTY_GRID},
     }
-    return Solution(terms, raw.constant_ms, info)
+    return Solution(solution.term_ms, raw.constant_ms, info)
 
 
 # --- nnls-monotone: NNLS with a monotonicity penalty --------------------------------------------
@@ -252,7 +274,7 @@ def _fit_monotone_penalty(layout: TermLayout, widths: np.ndarray, y: np.ndarray,
     n, p = design.shape
     lo, hi = layout.monotone_pairs()
     unit = float(np.mean(y))
-    pair_scale = unit / layout.num_blocks
+    pair_scale = unit / layout.num_factors
 
     def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
         x, c = v[:p], v[-1]
@@ -282,8 +304,8 @@ def _fit_monotone_penalty(layout: TermLayout, widths: np.ndarray, y: np.ndarray,
 @register_method("nnls-monotone")
 def fit_nnls_monotone(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
     """The fit of the AOWS width-search paper (Berman et al., "AOWS: Adaptive and Optimal Network Width
-    Search with Latency Constraints", CVPR 2020): NNLS over the pairwise terms with a penalty on
-    monotonicity violations, its strength chosen on a validation split."""
+    Search with Latency Constraints", CVPR 2020), over the factor terms: NNLS with a penalty on
+    monotonicity violations along every axis of every factor, its strength chosen on a validation split."""
     order = rng.permutation(len(y))
     n_val = max(1, len(y) // 5)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
@@ -302,7 +324,7 @@ def fit_nnls_monotone(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng
 
 @register_method("nnls")
 def fit_nnls(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """Plain non-negative least squares on the pairwise terms and the constant."""
+    """Plain non-negative least squares on the factor terms and the constant."""
     design = layout.design(widths).toarray()
     system = np.hstack([design, np.ones((len(y), 1))])
     coef, _ = nnls(system, y, maxiter=20 * system.shape[1])

@@ -21,6 +21,7 @@ from widthwise.search.engine import Answer, InfeasibleBudget, Searcher, make_obj
 from widthwise.search.table import Table, load_table
 
 from .agent_client import AgentClient
+from .cli_options import open_space
 from .collect import CollectSettings, collect, reference_widths, resolve_runtime
 from .collect_timing import TimingPolicy, timed_bench
 from .errors import FitError
@@ -32,6 +33,10 @@ from .store import SampleStore
 DEFAULT_BUDGET_FRACTIONS = (0.5, 0.75, 1.0)
 #: fewest samples a job collects: enough to fit and still hold some out.
 MIN_JOB_SAMPLES = 20
+#: samples a job collects when none are asked for, per space (DEFAULT_SAMPLES for the others):
+#: at 224 on this project's 2-core machine the whole job stays within about 5 minutes.
+DEFAULT_SAMPLES = 300
+SPACE_SAMPLES: dict[str, int] = {"mobilenet_v2": 500}
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,9 @@ class JobSettings:
     """What `widthwise run` was asked: the space, how much to collect, the budgets, where to write."""
 
     space: str = "mobilenet_v1"
-    resolution: int = 224
-    levels: int = 14
-    samples: int = 300
+    resolution: int | None = None  # None: the space's default (224 for the MobileNets)
+    levels: int | None = None  # None: the space's default (14 for the MobileNets)
+    samples: int | None = None  # None: SPACE_SAMPLES of the space, else DEFAULT_SAMPLES
     budgets: tuple[float, ...] = ()
     objective: str = "flops"
     out_dir: str = "runs"
@@ -50,21 +55,28 @@ class JobSettings:
     threads: int = 1
     seed: int = 0
     holdout: float = 0.15
+    params: Mapping[str, object] = field(default_factory=dict)  # the space's other parameters
 
     def __post_init__(self) -> None:
         for b in self.budgets:
             if not math.isfinite(b) or b <= 0:
                 raise UsageError(f"budget must be a finite number > 0, got {b}", field="--budget-ms")
+        if self.samples is None:
+            object.__setattr__(self, "samples", SPACE_SAMPLES.get(self.space, DEFAULT_SAMPLES))
         if self.samples < MIN_JOB_SAMPLES:
             raise UsageError(f"at least {MIN_JOB_SAMPLES} samples are needed to fit and hold some out", field="--samples")
+        self.make_space()  # an unknown space or parameter is refused before any work
 
     @property
     def space_params(self) -> dict:
-        """The space's parameters (resolution and levels are mobilenet_v1's)."""
-        return {"resolution": self.resolution, "levels": self.levels} if self.space == "mobilenet_v1" else {}
+        """The space's parameters as given (`resolution` and `levels` when set, then the others)."""
+        given = {key: value for key, value in (("resolution", self.resolution), ("levels", self.levels))
+                 if value is not None}
+        return {**self.params, **given}
 
     def make_space(self) -> Space:
-        return make_space(self.space, self.space_params)
+        """The job's space; an unknown space or parameter is a UsageError naming it."""
+        return open_space(self.space, self.space_params)
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,8 @@ class Retimed:
 def job_files(job: JobSettings, hello: Mapping[str, object]) -> JobFiles:
     """The db and table paths of a job on the agent that answered `hello` (its runtime picks the name)."""
     runtime = resolve_runtime(hello, job.runtime)[0]
-    stem = job.name or (f"{job.space}-{job.resolution}-{runtime}" if job.space == "mobilenet_v1" else f"{job.space}-{runtime}")
+    resolution = job.make_space().resolution
+    stem = job.name or (f"{job.space}-{resolution}-{runtime}" if resolution is not None else f"{job.space}-{runtime}")
     out = Path(job.out_dir)
     return JobFiles(runtime, out / f"{stem}.sqlite", out / f"{stem}.json")
 
@@ -187,7 +200,7 @@ def retime_step(client: AgentClient, settings: CollectSettings, runtime: str, fi
 
     ref_now = math.nan if pair_ref else measure(ref_widths, table.predict(ref_widths))[0]
     scale = 1.0 if pair_ref or not fitted.level_ms else fitted.level_ms / ref_now
-    rows = [_answer_row(b, ans, measure, scale) for b, ans in answers]
+    rows = [_answer_row(b, ans, measure, scale, table.variable_names) for b, ans in answers]
     if pair_ref is not None:  # the reference's level now, from the pairs just timed
         ref_now = float(sorted(ref_seen)[len(ref_seen) // 2]) if ref_seen else math.nan
     level = fitted.level_ms
@@ -197,7 +210,8 @@ def retime_step(client: AgentClient, settings: CollectSettings, runtime: str, fi
 
 
 def _answer_row(budget: float, answer: Answer | InfeasibleBudget,
-                measure: Callable[[Sequence[int], float], tuple[float, float]], scale: float) -> dict:
+                measure: Callable[[Sequence[int], float], tuple[float, float]], scale: float,
+                names: Sequence[str]) -> dict:
     """One row of the report: the answer, its measured latency and the error against the prediction."""
     if isinstance(answer, InfeasibleBudget):
         return {"budget_ms": budget, "error": str(answer), "min_latency_ms": answer.min_latency_ms}
@@ -206,6 +220,7 @@ def _answer_row(budget: float, answer: Answer | InfeasibleBudget,
     return {
         "budget_ms": budget,
         "widths": list(answer.widths),
+        "named_widths": dict(zip(names, (int(w) for w in answer.widths))),
         "predicted_ms": answer.latency_ms,
         "measured_ms": raw,
         "measured_adjusted_ms": adjusted,
@@ -242,6 +257,7 @@ def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None]
         "fit": fitted.result.report,
         "validate": held_out,
         "answers": retimed.rows,
+        "variable_groups": list(fitted.table.variable_groups),
         "statistic": settings.statistic,
         "paired": fitted.paired,
         "clock": settings.clock,

@@ -93,14 +93,19 @@ class Front(Sequence[Answer]):
 
 def answer_query(searcher: Searcher, table: str, budget_ms: float, method: str = "exact",
                  max_params: float | None = None, *, cached_only: bool = False) -> dict[str, Any] | None:
-    """The answer to a query of table `table`; with `cached_only`, None when it needs work (see `Searcher.lookup`)."""
+    """The answer to a query of table `table`; with `cached_only`, None when it needs work (see `Searcher.lookup`).
+
+    After the answer's fields, `named_widths` maps each variable's name to its width (the flat
+    `widths` in the table's variable order, named), so a client of a tree table needs no table.
+    """
     if cached_only:
         answer = searcher.lookup(budget_ms, method, max_params)
         if answer is None:
             return None
     else:
         answer = searcher.query(budget_ms, method, max_params)
-    return {"table": table, "objective": searcher.objective.name, **answer.to_json()}
+    named = dict(zip(searcher.table.variable_names, answer.widths))
+    return {"table": table, "objective": searcher.objective.name, **answer.to_json(), "named_widths": named}
 
 
 def answer_pareto(searcher: Searcher, table: str, max_params: float | None = None) -> dict[str, Any]:
@@ -109,11 +114,12 @@ def answer_pareto(searcher: Searcher, table: str, max_params: float | None = Non
 
 
 def answer_marginals(searcher: Searcher, table: str, budget_ms: float, temperature: float) -> dict[str, Any]:
-    """Per-layer width probabilities at a budget and a temperature: each layer's name, widths and probabilities."""
-    per_layer = searcher.marginals(budget_ms, temperature)
+    """Per-variable width probabilities at a budget and a temperature: each variable's name, widths and
+    probabilities (under `layers`, the key of every table shape)."""
+    per_variable = searcher.marginals(budget_ms, temperature)
     source = searcher.table
     layers = [{"name": name, "widths": list(choices), "probabilities": [probs[w] for w in choices]}
-              for name, choices, probs in zip(source.layer_names, source.choices, per_layer)]
+              for name, choices, probs in zip(source.variable_names, source.choices, per_variable)]
     return {"table": table, "objective": searcher.objective.name, "budget_ms": budget_ms,
             "temperature": temperature, "layers": layers}
 

@@ -4,6 +4,8 @@ Every failure the user can fix (a broken table, a costs file of the wrong shape,
 below the fastest configuration, a NaN budget) is a typed error, printed as one line on
 stderr with its exit status by `widthwise.errors.cli_errors`. `--json` prints exactly the
 body the daemon answers the same request with (`answers.answer_*`, `answers.encode`).
+The human output shows a configuration in the table's variable order and, for a table whose
+variables carry groups (a tree such as mobilenet_v2), per stage (`grouped`, `widths_line`).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
         "--loss-samples",
         type=click.Path(dir_okay=False),
         default=None,
-        help="JSON lines of [[w_0, ..., w_L-1], loss] logged by a supernet; fitted to per-layer costs.",
+        help="JSON lines of [[w_0, ..., w_L-1], loss] logged by a supernet; fitted to per-variable costs.",
     )(fn)
     fn = click.option(
         "--objective",
@@ -99,13 +101,51 @@ def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
         help="flops (maximise MACs, a proxy), params, or a widthwise-costs/1 JSON file.",
     )(fn)
     return click.option(
-        "--table", "table_path", required=True, type=click.Path(dir_okay=False), help="A widthwise-table/1 file."
+        "--table", "table_path", required=True, type=click.Path(dir_okay=False),
+        help="A latency table file (widthwise-table/1 or /2)."
     )(fn)
 
 
-def _answer_lines(answer: Answer) -> list[str]:
+def grouped(values: Sequence[int], names: Sequence[str],
+            groups: Sequence[str]) -> list[tuple[str, int | None, list[tuple[str, int]]]]:
+    """The configuration by group, in order of first appearance: (group, the value of the variable
+    named like the group or None, the group's other variables as (name within the group, value))."""
+    out: dict[str, tuple[list[int], list[tuple[str, int]]]] = {}
+    for name, group, value in zip(names, groups, values):
+        own, rest = out.setdefault(group, ([], []))
+        if name == group:
+            own.append(int(value))
+        else:
+            rest.append((name[len(group) + 1:] if name.startswith(group + ".") else name, int(value)))
+    return [(group, own[0] if own else None, rest) for group, (own, rest) in out.items()]
+
+
+def widths_line(values: Sequence[int], names: Sequence[str], groups: Sequence[str], sep: str = " ") -> str:
+    """The widths on one line: plain (joined by `sep`) for a table without groups; else per group
+    `stage2 24 [96 144]`, the group's own width then its blocks' expansions in brackets, by block."""
+    if not any(groups):
+        return sep.join(str(int(v)) for v in values)
+    cells = []
+    for group, own, rest in grouped(values, names, groups):
+        parts = [group, *([str(own)] if own is not None else []),
+                 *([f"[{' '.join(str(v) for _, v in rest)}]"] if rest else [])]
+        cells.append(" ".join(parts))
+    return " | ".join(cells)
+
+
+def widths_lines(values: Sequence[int], names: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """The widths of a query answer: the flat list, then (with groups) one line per group naming every block."""
+    lines = [f"widths      {' '.join(str(int(w)) for w in values)}"]
+    if any(groups):
+        for group, own, rest in grouped(values, names, groups):
+            blocks = "  ".join(f"{name} {value}" for name, value in rest)
+            lines.append(f"  {group:<10}{'' if own is None else own:<6}{blocks}".rstrip())
+    return lines
+
+
+def _answer_lines(answer: Answer, table: Table) -> list[str]:
     lines = [
-        f"widths      {' '.join(str(w) for w in answer.widths)}",
+        *widths_lines(answer.widths, table.variable_names, table.variable_groups),
         f"latency_ms  {answer.latency_ms:.6g}",
         f"cost        {answer.cost:.6g}",
         f"method      {answer.method}",
@@ -144,19 +184,24 @@ def query(
     as_json: bool,
     max_search_seconds: float,
 ) -> None:
-    """The widths of least cost whose predicted latency is within the budget."""
+    """The widths of least cost whose predicted latency is within the budget.
+
+    The widths print in the table's variable order; a table whose variables have groups (a
+    tree such as mobilenet_v2) prints them again per stage, naming each block's expansion.
+    `--json` adds nothing the daemon's /v1/query body does not hold.
+    """
     name, searcher = _searcher(table_path, objective, loss_samples, max_search_seconds)
     if as_json:
         click.echo(encode(answer_query(searcher, name, budget_ms, method, max_params)).decode())
         return
-    click.echo("\n".join(_answer_lines(searcher.query(budget_ms, method, max_params))))
+    click.echo("\n".join(_answer_lines(searcher.query(budget_ms, method, max_params), searcher.table)))
     click.echo(f"objective   {searcher.objective.description}")
 
 
 def _write_csv(path: str, front: Sequence[Answer], table: Table) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["latency_ms", "cost", "params", "macs", *table.layer_names])
+        writer.writerow(["latency_ms", "cost", "params", "macs", *table.variable_names])
         for a in front:
             writer.writerow([repr(a.latency_ms), repr(a.cost), a.params, a.macs, *a.widths])
 
@@ -210,9 +255,11 @@ def pareto(
         return
     click.echo(f"{len(front)} Pareto-optimal configurations ({searcher.objective.description})")
     if not (csv_path or plot_path):
-        click.echo("latency_ms  cost        widths")
+        names, groups = searcher.table.variable_names, searcher.table.variable_groups
+        click.echo("latency_ms  cost        widths" + (" (per group: its width [its blocks' expansions])"
+                                                       if any(groups) else ""))
         for a in front:
-            click.echo(f"{a.latency_ms:<10.6g}  {a.cost:<10.6g}  {' '.join(str(w) for w in a.widths)}")
+            click.echo(f"{a.latency_ms:<10.6g}  {a.cost:<10.6g}  {widths_line(a.widths, names, groups)}")
 
 
 @click.command()
@@ -224,11 +271,13 @@ def pareto(
 def marginals(
     table_path: str, objective: str, loss_samples: str | None, budget_ms: float, temperature: float, as_json: bool
 ) -> None:
-    """Per-layer width probabilities of exp(-(cost + gamma * latency) / T), gamma set by the budget."""
+    """Per-variable width probabilities of exp(-(cost + gamma * latency) / T), gamma set by the budget."""
     name, searcher = _searcher(table_path, objective, loss_samples)
     if as_json:
         click.echo(encode(answer_marginals(searcher, name, budget_ms, temperature)).decode())
         return
-    for layer, row in zip(searcher.table.layer_names, searcher.marginals(budget_ms, temperature)):
+    names = searcher.table.variable_names
+    width = max([12, *(len(n) for n in names)])
+    for layer, row in zip(names, searcher.marginals(budget_ms, temperature)):
         cells = "  ".join(f"{w}:{p:.3f}" for w, p in row.items())
-        click.echo(f"{layer:<12} {cells}")
+        click.echo(f"{layer:<{width}} {cells}")

@@ -13,7 +13,7 @@ from .front_limits import DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_POINTS, DEFAULT_MAX
 @click.command()
 @click.option("--tables", "tables_dir", required=True,
               type=click.Path(exists=True, file_okay=False, dir_okay=True),
-              help="Folder of widthwise-table/1 files; each NAME.json is served as table NAME.")
+              help="Folder of latency tables (widthwise-table/1 or /2); each NAME.json is served as table NAME.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but loopback requires --token-file.")
 @click.option("--port", default=8731, show_default=True, type=click.IntRange(0, 65535),

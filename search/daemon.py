@@ -199,7 +199,7 @@ async def pareto(req: m.ParetoRequest, request: Request) -> Response:
 
 @router.post("/v1/marginals", response_model=m.MarginalsResponse, tags=["search"], responses=_SEARCH_ERRORS)
 async def marginals(req: m.MarginalsRequest, request: Request) -> Response:
-    """Per-layer width probabilities at a budget and a temperature, in a work slot."""
+    """Per-variable width probabilities at a budget and a temperature, in a work slot."""
     state = _state(request)
     version = state.version(req.table)
     found, _ = await state.work(version, req, lambda searcher: answer_marginals(

@@ -28,7 +28,8 @@ MaxParams = Annotated[float | None, Field(
     description="Optional second budget: the most parameters the network may have.",
 )]
 LossSample = Annotated[tuple[list[int], FiniteFloat], Field(
-    description="One configuration a supernet's training logged, with its loss: [[w_0, ..., w_L-1], loss].",
+    description="One configuration a supernet's training logged, with its loss: [[w_0, ..., w_V-1], loss], "
+                "one width per variable in the table's variable order.",
 )]
 
 #: How many loss samples one request may carry (the body size cap bounds them too).
@@ -36,7 +37,9 @@ MAX_LOSS_SAMPLES = 100_000
 
 
 class CostsObject(BaseModel):
-    """An inline `widthwise-costs/1` objective: per-layer unary and optional per-block pairwise costs."""
+    """An inline `widthwise-costs/1` objective: unary costs per variable and optional pairwise costs,
+    one array per block of a `/1` table or per factor of a `/2` table (of its `ms` shape: a unary
+    factor's is a list, a pairwise factor's a list of rows)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -44,7 +47,7 @@ class CostsObject(BaseModel):
     space: str | None = None
     description: str | None = None
     unary: list[list[FiniteFloat]] = Field(max_length=4096)
-    pairwise: list[list[list[FiniteFloat]]] | None = Field(default=None, max_length=4097)
+    pairwise: list[list[list[FiniteFloat]] | list[FiniteFloat]] | None = Field(default=None, max_length=4097)
 
 
 Objective = Annotated[Literal["flops", "params"] | CostsObject, Field(
@@ -59,7 +62,8 @@ class _Request(BaseModel):
     objective: Objective = "flops"
     loss_samples: list[LossSample] | None = Field(
         default=None, max_length=MAX_LOSS_SAMPLES,
-        description="Configurations with their loss, fitted to per-layer unary costs (replaces the objective's unary costs).",
+        description="Configurations with their loss, fitted to unary costs per variable (replaces the objective's "
+                    "unary costs).",
     )
 
 
@@ -78,7 +82,7 @@ class ParetoRequest(_Request):
 
 
 class MarginalsRequest(_Request):
-    """POST /v1/marginals: per-layer width probabilities at a budget and a temperature."""
+    """POST /v1/marginals: per-variable width probabilities at a budget and a temperature."""
 
     budget_ms: BudgetMs
     temperature: PositiveFinite = Field(description="Sampling temperature T (finite, > 0); lower is narrower.")
@@ -107,6 +111,9 @@ class QueryResponse(AnswerBody):
 
     table: str
     objective: str = OBJECTIVE_NAME
+    named_widths: dict[str, int] | None = Field(
+        default=None, description="Each variable's width by name, in the table's variable order (the same values "
+                                  "as `widths`; for a tree table: stem, stages, expansions, head).")
 
 
 class ParetoResponse(BaseModel):
@@ -119,13 +126,15 @@ class ParetoResponse(BaseModel):
 
 
 class LayerMarginals(BaseModel):
+    """One variable's width probabilities (a chain's layer, a tree's stage width or expansion)."""
+
     name: str
     widths: list[int]
     probabilities: list[float]
 
 
 class MarginalsResponse(BaseModel):
-    """`answers.answer_marginals`: per layer, each width's probability."""
+    """`answers.answer_marginals`: per variable (in `layers`, the table's variable order), each width's probability."""
 
     table: str
     objective: str = OBJECTIVE_NAME
@@ -157,8 +166,8 @@ class FrontLimit(BaseModel):
     kind: Literal["points", "memory"] = Field(description="points: partial front size; memory: estimated MiB.")
     limit: float
     reached: float
-    block: int
-    blocks: int
+    block: int = Field(description="The step of the build (its elimination order) at which the cap was passed.")
+    blocks: int = Field(description="The number of steps of the whole build.")
 
 
 class LimitBody(ErrorBody):
@@ -179,7 +188,10 @@ class TableInfo(BaseModel):
                     "previous good version serves; error: broken and nothing to serve.")
     error: str | None
     loaded_at: str | None
-    space: dict | None = None
+    format: str | None = Field(default=None, description="widthwise-table/1 (a chain of blocks) or "
+                                                         "widthwise-table/2 (variables and factors forming a tree).")
+    space: dict | None = Field(default=None, description="The space: name, resolution, variables (count), names, "
+                                                       "choices, factors (count).")
     device: dict | None = None
     runtime: dict | None = None
     fit: dict | None = Field(default=None, description="Fit quality (held-out MAPE etc.) as the table records it.")

@@ -1,10 +1,12 @@
 """The search engine: one `Searcher` per (table, objective), answering budget queries.
 
-The CLI and the daemon both go through here (by way of `answers.answer_*`). A Searcher builds the chain arrays once and
-caches, lazily and thread-safely, the exact Pareto front (per parameter budget) and the
-Lagrangian's hull path, so after the first query of a kind every later one is a look-up
-(`lookup` answers from those caches alone, or says there is work). Every front it builds
-is capped in points and memory (front_limits.FrontLimits).
+The CLI and the daemon both go through here (by way of `answers.answer_*`). A Searcher builds
+the tree MRF of its table and objective once (`search.tree`; a chain table is the
+chain-shaped tree, through the same code) and caches, lazily and thread-safely, the exact
+Pareto front (per parameter budget) and the Lagrangian's hull path, so after the first
+query of a kind every later one is a look-up (`lookup` answers from those caches alone, or
+says there is work). Every front it builds is capped in points and memory
+(front_limits.FrontLimits).
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ import numpy as np
 from .answers import Answer, Front
 from .branch_bound import Best, SearchTooLarge, SuffixFronts, best_within, suffix_fronts
 from .budget import within
-from .chain import Chain, build_chain
 from .errors import FrontLimitError, InfeasibleBudget, ObjectiveError, QueryError
 from .front_limits import DEFAULT_LIMITS, FrontLimitExceeded, FrontLimits
 from .greedy import GreedyStuck, greedy
 from .lagrangian import LagrangianInfeasible, LagrangianPath
-from .marginals import marginals as chain_marginals
+from .marginals import marginals as tree_marginals
 from .objectives import Objective, build_objective
 from .pareto_front import FrontArrays, FrontTimedOut, FrontTooLarge, build_front
 from .two_budget import two_budget_lagrangian
 from .table import Table
-from .viterbi import min_sum
+from .tree import TreeMRF, build_tree
 
 __all__ = [
     "Answer",
@@ -62,11 +63,11 @@ def _check_number(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_params_budget(chain: Chain, max_params: float | None) -> float | None:
+def _check_params_budget(tree: TreeMRF, max_params: float | None) -> float | None:
     if max_params is None:
         return None
     max_params = _check_number(max_params, "max_params")
-    if chain.params is None:
+    if tree.params is None:
         raise QueryError("max_params: the table has no params, so a params budget cannot be checked", field="max_params")
     return max_params
 
@@ -78,7 +79,7 @@ class Searcher:
         self.table = table
         self.objective = objective
         self.limits = limits
-        self.chain: Chain = build_chain(table, objective)
+        self.tree: TreeMRF = build_tree(table, objective)
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
         self._fronts: OrderedDict[float | None, tuple[FrontArrays, Front]] = OrderedDict()
@@ -86,7 +87,7 @@ class Searcher:
         self._latency_params_front: FrontArrays | None = None
         self._params_front: FrontArrays | None = None
         self._slowest: float | None = None
-        self._suffixes: tuple[SuffixFronts, SuffixFronts] | None = None
+        self._suffixes: SuffixFronts | None = None
         self._min_latency: float | None = None
         self._methods: dict[str, Callable[[float, float | None], Answer]] = {
             "exact": self._exact,
@@ -111,7 +112,7 @@ class Searcher:
         with self._build_lock:
             entry = self._cached_front(max_params)
             if entry is None:
-                front = build_front(self.chain, max_params, self.limits, deadline=deadline)
+                front = build_front(self.tree, max_params, self.limits, deadline=deadline)
                 answers = self._answers_of(front.configs, front.latency, front.cost, "exact")
                 entry = (front, Front(tuple(answers), max_params))
                 with self._lock:
@@ -129,11 +130,11 @@ class Searcher:
 
     def _answers_of(self, configs: np.ndarray, latency: Any, cost: Any, method: str, gammas: Any = None) -> list[Answer]:
         """Answers for many configurations at once (rows of choice indices), counts summed vectorised."""
-        chain, n = self.chain, len(configs)
-        configs = np.asarray(configs, dtype=np.int64).reshape(n, chain.num_layers)
-        widths = np.column_stack([np.asarray(c)[configs[:, k]] for k, c in enumerate(chain.choices)]) if n else configs
-        params = chain.totals(chain.params, configs).tolist() if chain.params is not None else [None] * n
-        macs = chain.totals(chain.macs, configs).tolist() if chain.macs is not None else [None] * n
+        tree, n = self.tree, len(configs)
+        configs = np.asarray(configs, dtype=np.int64).reshape(n, tree.num_layers)
+        widths = np.column_stack([np.asarray(c)[configs[:, k]] for k, c in enumerate(tree.choices)]) if n else configs
+        params = tree.totals(tree.params, configs).tolist() if tree.params is not None else [None] * n
+        macs = tree.totals(tree.macs, configs).tolist() if tree.macs is not None else [None] * n
         gammas = [None] * n if gammas is None else list(gammas)
         return [
             Answer(tuple(w), float(lat), float(c), method, p, m, g)
@@ -148,7 +149,7 @@ class Searcher:
         if self._path is None:
             with self._build_lock:
                 if self._path is None:
-                    path = LagrangianPath(self.chain)
+                    path = LagrangianPath(self.tree)
                     vertices = path.vertices
                     answers = self._answers_of(
                         [v[0] for v in vertices], [v[1] for v in vertices], [v[2] for v in vertices], "lagrangian",
@@ -160,21 +161,21 @@ class Searcher:
     @property
     def min_latency_ms(self) -> float:
         if self._min_latency is None:
-            self._min_latency = self.chain.min_latency()
+            self._min_latency = self.tree.min_latency()
         return self._min_latency
 
     # --- answers -------------------------------------------------------------------------
 
     def _answer(self, idx: Any, method: str, gamma: float | None, latency: float | None = None, cost: float | None = None) -> Answer:
         idx = tuple(int(i) for i in idx)
-        chain = self.chain
+        tree = self.tree
         return Answer(
-            widths=chain.widths(idx),
-            latency_ms=chain.latency_of(idx) if latency is None else float(latency),
-            cost=chain.cost_of(idx) if cost is None else float(cost),
+            widths=tree.widths(idx),
+            latency_ms=tree.latency_of(idx) if latency is None else float(latency),
+            cost=tree.cost_of(idx) if cost is None else float(cost),
             method=method,
-            params=chain.params_of(idx),
-            macs=chain.macs_of(idx),
+            params=tree.params_of(idx),
+            macs=tree.macs_of(idx),
             gamma=gamma,
         )
 
@@ -185,7 +186,7 @@ class Searcher:
                 f"{what}budget {budget_ms:g} ms is below the smallest achievable latency {min_lat:.6g} ms",
                 min_lat,
             )
-        min_params = self.chain.min_params()
+        min_params = self.tree.min_params()
         if not within(min_params, max_params):
             return InfeasibleBudget(
                 f"{what}no configuration has at most {max_params:g} params (the fewest is {min_params:.6g})",
@@ -201,25 +202,25 @@ class Searcher:
             min_params,
         )
 
-    def _suffix_fronts(self) -> tuple[SuffixFronts, SuffixFronts]:
-        """The suffix fronts bounding the branch and bound (built on the first two-budget query)."""
+    def _suffix_fronts(self) -> SuffixFronts:
+        """The shared bounds of the exact two-budget search (built on the first two-budget query)."""
         if self._suffixes is None:
             with self._build_lock:
                 if self._suffixes is None:
-                    self._suffixes = suffix_fronts(self.chain, self.limits.memory_only())
+                    self._suffixes = suffix_fronts(self.tree, self.limits.memory_only())
         return self._suffixes
 
     def _max_latency(self) -> float:
         """The largest predicted latency of any configuration."""
         if self._slowest is None:
-            self._slowest = self.chain.latency_of(min_sum([-m for m in self.chain.latency])[1])
+            self._slowest = self.tree.max_latency()
         return self._slowest
 
     def _params_cost_front(self) -> FrontArrays:
         """The Pareto front of (params, cost), for params budgets under a latency budget that cannot bind."""
         if self._params_front is None:
-            chain = self.chain
-            params_first = Chain(chain.choices, 0.0, chain.params, chain.cost, None, None)
+            tree = self.tree
+            params_first = tree.with_terms(latency=tree.params, constant_ms=0.0, keep_counts=False)
             with self._build_lock:
                 if self._params_front is None:
                     self._params_front = build_front(params_first, None, self.limits.memory_only(),
@@ -234,8 +235,8 @@ class Searcher:
     def _fastest_point_within_params(self, max_params: float) -> tuple[FrontArrays, int]:
         """The (latency, params) front (built on first use) and its fastest point within max_params (-1: none)."""
         if self._latency_params_front is None:
-            chain = self.chain
-            as_cost = Chain(chain.choices, chain.constant_ms, chain.latency, chain.params, None, None)
+            tree = self.tree
+            as_cost = tree.with_terms(cost=tree.params, keep_counts=False)
             with self._build_lock:
                 if self._latency_params_front is None:
                     self._latency_params_front = build_front(as_cost, None, self.limits.memory_only(),
@@ -276,7 +277,7 @@ class Searcher:
         if time.monotonic() >= deadline:  # a 0 s bound: straight to the Lagrangian
             return self._approximate(budget_ms, max_params, None, deadline + bound)
         try:
-            best = best_within(self.chain, self.front(), budget_ms, max_params, self._suffix_fronts(),
+            best = best_within(self.tree, self.front(), budget_ms, max_params, self._suffix_fronts(),
                                deadline=deadline, max_candidates=self.limits.max_search_candidates)
         except (SearchTooLarge, FrontLimitExceeded) as exc:  # past the time or candidate bound, or a front's caps
             return self._approximate(budget_ms, max_params, getattr(exc, "incumbent", None), deadline + bound)
@@ -289,11 +290,11 @@ class Searcher:
         front, first = self._fastest_point_within_params(max_params)
         repairs = [tuple(int(i) for i in front.configs[first])] if first >= 0 else []
         try:
-            repairs.append(greedy(self.chain, budget_ms, max_params))
+            repairs.append(greedy(self.tree, budget_ms, max_params))
         except GreedyStuck:
             pass
         try:
-            found = two_budget_lagrangian(self.chain, budget_ms, max_params, deadline, incumbent, repairs, self.limits)
+            found = two_budget_lagrangian(self.tree, budget_ms, max_params, deadline, incumbent, repairs, self.limits)
         except LagrangianInfeasible:
             raise self._infeasible(budget_ms, max_params) from None
         if found.best is None:
@@ -315,13 +316,13 @@ class Searcher:
         if budget_ms < self.min_latency_ms and not within(self.min_latency_ms, budget_ms):
             raise self._infeasible(budget_ms, max_params)
         try:
-            idx = greedy(self.chain, budget_ms, max_params)
+            idx = greedy(self.tree, budget_ms, max_params)
         except GreedyStuck as exc:
             raise InfeasibleBudget(
                 f"greedy: {exc}; the smallest achievable latency is {self.min_latency_ms:.6g} ms "
                 "(the exact method may still find a configuration)",
                 self.min_latency_ms,
-                self.chain.min_params() if max_params is not None else None,
+                self.tree.min_params() if max_params is not None else None,
             ) from None
         return self._answer(idx, "greedy", None)
 
@@ -330,7 +331,7 @@ class Searcher:
     def query(self, budget_ms: float, method: str = "exact", max_params: float | None = None) -> Answer:
         """The least-cost configuration within the latency (and optional params) budget, by `method`."""
         budget_ms = _check_number(budget_ms, "budget_ms")
-        max_params = _check_params_budget(self.chain, max_params)
+        max_params = _check_params_budget(self.tree, max_params)
         solve = self._methods.get(method)
         if solve is None:
             raise QueryError(f"method: unknown {method!r}; use one of {', '.join(self._methods)}", field="method")
@@ -358,7 +359,7 @@ class Searcher:
 
     def pareto(self, max_params: float | None = None) -> Front:
         """The exact Pareto front of (latency, cost), sorted by latency."""
-        max_params = _check_params_budget(self.chain, max_params)
+        max_params = _check_params_budget(self.tree, max_params)
         bound = self.limits.max_search_seconds
         try:
             return self._front_entry(max_params, None if max_params is None else time.monotonic() + bound)[1]
@@ -372,7 +373,7 @@ class Searcher:
             raise QueryError(f"max_params: {exc}", field="max_params") from None
 
     def marginals(self, budget_ms: float, temperature: float) -> list[dict[int, float]]:
-        """Per layer, width -> probability under exp(-(cost + gamma * latency) / T), gamma from the budget."""
+        """Per variable, width -> probability under exp(-(cost + gamma * latency) / T), gamma from the budget."""
         budget_ms = _check_number(budget_ms, "budget_ms")
         temperature = _check_number(temperature, "temperature")
         if temperature == 0:
@@ -383,8 +384,8 @@ class Searcher:
             raise self._infeasible(budget_ms, None) from None
         # Inside the answer's optimality range, so that T -> 0 concentrates on that one answer.
         gamma = found.gamma_inside if found.gamma_inside is not None else found.gamma
-        probs = chain_marginals(self.chain, gamma, temperature)
-        return [{int(w): float(p) for w, p in zip(choices, row)} for choices, row in zip(self.chain.choices, probs)]
+        probs = tree_marginals(self.tree, gamma, temperature)
+        return [{int(w): float(p) for w, p in zip(choices, row)} for choices, row in zip(self.tree.choices, probs)]
 
 
 def _limit_error(exc: FrontLimitExceeded) -> FrontLimitError:

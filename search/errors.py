@@ -26,7 +26,7 @@ __all__ = [
 
 
 class TableError(WidthwiseError, ValueError):
-    """A table file is not a valid `widthwise-table/1`; `field` is the path of the faulty entry."""
+    """A table file is not a valid `widthwise-table/1` or `/2`; `field` is the path of the faulty entry."""
 
     code = "table_invalid"
 

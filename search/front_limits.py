@@ -1,10 +1,11 @@
 """Caps on the size of a Pareto front while it is being built (points, and memory estimated from them).
 
 An objective whose costs run opposite to latency makes almost every configuration
-Pareto-optimal, so the exact front grows by the number of choices at every layer. Every
-front the search builds checks these caps at each step, before the step's candidates are
+Pareto-optimal, so the exact front grows by the number of choices at every variable. Every
+front the search builds checks these caps at each step of its elimination (a variable's
+message to its parent, or one child merged at a parent), before the step's candidates are
 allocated (memory) and after they are pruned (points), so a hopeless build stops early with
-memory still bounded and says how far it got.
+memory still bounded and says how far it got (step k of n, and the variable).
 """
 
 from __future__ import annotations
@@ -26,19 +27,25 @@ DEFAULT_MAX_SEARCH_CANDIDATES = 4_000_000
 #: Estimated bytes per candidate of one step while it is pruned (the candidate arrays, the
 #: binned pre-filter and the sort; measured about 140 bytes with tracemalloc).
 BYTES_PER_CANDIDATE = 160
-#: Estimated bytes per kept point of every step so far (back-pointer and state, int64 each).
+#: Estimated bytes per kept point of every step so far (back-pointers and state, int64 each).
 BYTES_PER_KEPT_POINT = 16
 
 MIB = 1024 * 1024
 
 
 class FrontLimitExceeded(RuntimeError):
-    """A front passed a cap while being built; names the cap, its value and how far the build got."""
+    """A front passed a cap while being built; names the cap, its value and how far the build got.
 
-    def __init__(self, kind: str, limit: float, reached: float, block: int, blocks: int, what: str) -> None:
+    `block` of `blocks` counts the elimination's steps (the JSON keeps those names); `at` names
+    the variable of the step.
+    """
+
+    def __init__(self, kind: str, limit: float, reached: float, block: int, blocks: int, what: str,
+                 at: str = "") -> None:
         unit = " MiB (estimated)" if kind == "memory" else " points"
+        where = f" ({at})" if at else ""
         super().__init__(
-            f"the {what} passes the {kind} limit at block {block} of {blocks}: "
+            f"the {what} passes the {kind} limit at step {block} of {blocks}{where}: "
             f"{reached:,.0f}{unit} > {limit:,.0f}{unit.replace(' (estimated)', '')}"
         )
         self.kind = kind
@@ -80,16 +87,17 @@ class FrontLimits:
         """The same memory cap without the points cap (for fronts that are never returned whole)."""
         return replace(self, max_points=None)
 
-    def before_step(self, candidates: int, kept_so_far: int, block: int, blocks: int, what: str) -> None:
+    def before_step(self, candidates: int, kept_so_far: int, block: int, blocks: int, what: str,
+                    at: str = "") -> None:
         """Refuse a step whose candidates (with the points kept so far) would pass the memory cap."""
         estimate = (candidates * BYTES_PER_CANDIDATE + kept_so_far * BYTES_PER_KEPT_POINT) / MIB
         if estimate > self.max_memory_mb:
-            raise FrontLimitExceeded("memory", self.max_memory_mb, estimate, block, blocks, what)
+            raise FrontLimitExceeded("memory", self.max_memory_mb, estimate, block, blocks, what, at)
 
-    def after_step(self, points: int, block: int, blocks: int, what: str) -> None:
-        """Refuse a partial front that holds more points than the cap."""
+    def after_step(self, points: int, block: int, blocks: int, what: str, at: str = "") -> None:
+        """Refuse a partial set that holds more points than the cap."""
         if self.max_points is not None and points > self.max_points:
-            raise FrontLimitExceeded("points", self.max_points, points, block, blocks, what)
+            raise FrontLimitExceeded("points", self.max_points, points, block, blocks, what, at)
 
 
 DEFAULT_LIMITS = FrontLimits()

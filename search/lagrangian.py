@@ -3,9 +3,10 @@
 The arg-min as a function of gamma is piecewise constant; its values are the vertices of the
 lower convex hull of the (latency, cost) set. `solve` brackets gamma between a configuration
 that misses the budget and one that meets it and splits the bracket at the gamma where the two
-tie (the secant of the hull), which lands on a hull vertex in a handful of Viterbi passes
-instead of a fixed number of halvings; with numba the whole walk is one compiled call
-(`search.viterbi_jit.bracket_walk`), the numpy passes here its fallback and reference.
+tie (the secant of the hull), which lands on a hull vertex in a handful of min-sum passes
+over the tree (`search.viterbi`) instead of a fixed number of halvings; with numba the whole
+walk is one compiled call (`search.viterbi_jit.bracket_walk`), the numpy passes here its
+fallback and reference.
 `LagrangianPath` enumerates every vertex once, so a later query is a binary search. Either
 way the answer is the hull vertex of largest latency within the budget: the Lagrangian cannot
 reach Pareto points inside the hull.
@@ -17,12 +18,12 @@ import bisect
 from dataclasses import dataclass
 
 from .budget import BUDGET_RTOL, within
-from .chain import Chain
+from .tree import TreeMRF
 from .viterbi import LagrangianViterbi, compiled_kernels
 
 #: Relative margin by which a configuration must beat a hull edge to count as a new vertex.
 EDGE_RTOL = 1e-10
-#: Bound on Viterbi passes of one query (the walk normally needs far fewer).
+#: Bound on min-sum passes of one query (the walk normally needs far fewer).
 MAX_PASSES = 200
 
 
@@ -48,26 +49,31 @@ class LagrangianAnswer:
 
 
 class Evaluator:
-    """Viterbi passes plus the latency and cost of their answers, over one chain."""
+    """Min-sum passes plus the latency and cost of their answers, over one tree.
 
-    def __init__(self, chain: Chain) -> None:
-        self.chain = chain
-        self.viterbi = LagrangianViterbi(chain.latency, chain.cost)
+    `compiled` chooses the passes as `compiled_kernels` does (False: numpy); both give the
+    same configurations.
+    """
+
+    def __init__(self, tree: TreeMRF, compiled: bool | None = False) -> None:
+        self.tree = tree
+        self.viterbi = LagrangianViterbi(tree)
+        self.compiled = compiled
         self._ends: tuple[tuple, tuple] | None = None
 
     def point(self, idx: tuple[int, ...]) -> tuple[tuple[int, ...], float, float]:
-        return idx, self.chain.latency_of(idx), self.chain.cost_of(idx)
+        return idx, self.tree.latency_of(idx), self.tree.cost_of(idx)
 
     def at(self, gamma: float) -> tuple[tuple[int, ...], float, float]:
-        return self.point(self.viterbi.solve(gamma))
+        return self.point(self.viterbi.solve(gamma, self.compiled))
 
     def ends(self) -> tuple[tuple, tuple]:
         """The least-cost configuration (gamma = 0) and the fastest one (gamma -> infinity).
 
-        They do not depend on the budget, so they are found once per chain and kept.
+        They do not depend on the budget, so they are found once per tree and kept.
         """
         if self._ends is None:
-            self._ends = (self.at(0.0), self.point(self.viterbi.fastest()))
+            self._ends = (self.at(0.0), self.point(self.viterbi.fastest(self.compiled)))
         return self._ends
 
     def split(self, slow: tuple, fast: tuple) -> tuple[float, tuple | None]:
@@ -81,14 +87,14 @@ class Evaluator:
 
 
 def solve(
-    chain: Chain, budget_ms: float, evaluator: Evaluator | None = None, *, compiled: bool | None = None
+    tree: TreeMRF, budget_ms: float, evaluator: Evaluator | None = None, *, compiled: bool | None = None
 ) -> LagrangianAnswer:
     """From scratch: the hull vertex of largest latency within the budget, by splitting the gamma bracket.
 
     `compiled` None takes the numba walk when available (see `compiled_kernels`), True
     insists on it, False runs the numpy passes. Both return the same answer.
     """
-    ev = evaluator or Evaluator(chain)
+    ev = evaluator or Evaluator(tree)
     kernels = compiled_kernels(compiled)
     if kernels is not None:
         return _solve_compiled(kernels, ev, budget_ms)
@@ -98,7 +104,7 @@ def solve(
     if within(slow[1], budget_ms):
         return LagrangianAnswer(slow[0], slow[1], slow[2], 0.0, passes)
     if not within(fast[1], budget_ms):
-        raise LagrangianInfeasible(budget_ms, chain.min_latency())
+        raise LagrangianInfeasible(budget_ms, tree.min_latency())
     gamma = float("inf")
     while passes < MAX_PASSES:
         if slow[1] <= fast[1]:  # the bracket closed: the fast end is also the slow end's better
@@ -118,18 +124,22 @@ def _solve_compiled(kernels, ev: Evaluator, budget_ms: float) -> LagrangianAnswe
     """The bracket walk as one compiled call (both ends included: it keeps nothing between calls)."""
     v = ev.viterbi
     status, idx, latency, cost, gamma, passes = kernels.bracket_walk(
-        v.flat, v.index, ev.chain.constant_ms, float(budget_ms), BUDGET_RTOL, EDGE_RTOL, MAX_PASSES
+        v.flat, v.index, ev.tree.constant_ms, float(budget_ms), BUDGET_RTOL, EDGE_RTOL, MAX_PASSES
     )
     if status == kernels.INFEASIBLE:
-        raise LagrangianInfeasible(budget_ms, ev.chain.min_latency())
+        raise LagrangianInfeasible(budget_ms, ev.tree.min_latency())
     return LagrangianAnswer(tuple(idx.tolist()), latency, cost, gamma, passes)
 
 
 class LagrangianPath:
-    """Every configuration the Lagrangian can return (the hull vertices), sorted by latency."""
+    """Every configuration the Lagrangian can return (the hull vertices), sorted by latency.
 
-    def __init__(self, chain: Chain) -> None:
-        ev = Evaluator(chain)
+    Its passes are the compiled ones when `compiled_kernels(compiled)` gives them (the default
+    follows WIDTHWISE_JIT), else numpy's; the vertices are the same.
+    """
+
+    def __init__(self, tree: TreeMRF, compiled: bool | None = None) -> None:
+        ev = Evaluator(tree, compiled)
         slow, fast = ev.ends()
         found = {slow[0]: slow, fast[0]: fast}
         stack = [(slow, fast)] if slow[1] > fast[1] else []

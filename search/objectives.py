@@ -1,9 +1,11 @@
-"""Objectives: what the search minimises besides meeting the budget, as per-layer costs.
+"""Objectives: what the search minimises besides meeting the budget, as per-variable costs.
 
-An objective is a unary cost per (layer, choice) plus an optional pairwise cost per block
-entry (the shape of the table's `blocks[*].ms`); lower is better. `flops` and `params` are
-proxies read from the table's exact counts; a `widthwise-costs/1` object carries a user's
-own costs; loss samples logged by a supernet are fitted to unary costs by least squares.
+An objective is a unary cost per (variable, choice) plus an optional pairwise cost per
+latency term: for a `widthwise-table/1` chain one matrix per block (the shape of its
+`blocks[*].ms`), for a `/2` table one array per factor (the shape of its `ms`). Lower is
+better. `flops` and `params` are proxies read from the table's exact counts; a
+`widthwise-costs/1` object carries a user's own costs; loss samples logged by a supernet
+are fitted to unary costs by least squares.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RIDGE = 1e-3
 
 @dataclass(frozen=True, eq=False)
 class Objective:
-    """Unary costs [L][K_k] and optional pairwise costs [L+1][K_in][K_out] over one table."""
+    """Unary costs [V][K_v] and optional pairwise costs, one array per block (`/1`) or factor (`/2`)."""
 
     name: str
     unary: tuple[np.ndarray, ...]
@@ -36,23 +38,35 @@ class Objective:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _terms(table: Table) -> list[tuple[str, str, Any]]:
+    """(field path, label, term) of each latency term: a chain's blocks, else the table's factors."""
+    if table.blocks is not None:
+        return [(f"blocks[{k}]", f"block {b.name}", b) for k, b in enumerate(table.blocks)]
+    return [(f"factors[{k}]", f"factor {f.name}", f) for k, f in enumerate(table.factors)]
+
+
+def _word(table: Table) -> str:
+    """What one searchable value is called in messages: a chain's layer or a tree's variable."""
+    return "layer" if table.blocks is not None else "variable"
+
+
 def _widest_total(table: Table, key: str) -> float:
-    """The count (`macs` or `params`) of the configuration with every layer at its widest."""
+    """The count (`macs` or `params`) of the configuration with every variable at its widest."""
     widest = [max(range(len(c)), key=c.__getitem__) for c in table.choices]
-    idx = [0, *widest, 0]
-    return float(sum(getattr(b, key)[idx[k], idx[k + 1]] for k, b in enumerate(table.blocks)))
+    return float(sum(f.value(widest, key) for f in table.factors))
 
 
 def _count_objective(table: Table, key: str) -> Objective:
-    """Maximise a count: cost = -(count / count of the widest configuration), pairwise per block."""
-    for k, block in enumerate(table.blocks):
-        if getattr(block, key) is None:
+    """Maximise a count: cost = -(count / count of the widest configuration), pairwise per block or factor."""
+    terms = _terms(table)
+    for where, label, term in terms:
+        if getattr(term, key) is None:
             raise ObjectiveError(
-                f"blocks[{k}] ({block.name}): the table has no '{key}', so the '{_NAMES[key]}' objective "
+                f"{where} ({term.name}): the table has no '{key}', so the '{_NAMES[key]}' objective "
                 "cannot be used; give a costs file or loss samples", field="objective"
             )
     scale = _widest_total(table, key) or 1.0
-    pairwise = tuple(-np.asarray(getattr(b, key), dtype=np.float64) / scale for b in table.blocks)
+    pairwise = tuple(-np.asarray(getattr(term, key), dtype=np.float64) / scale for _, _, term in terms)
     unary = tuple(np.zeros(len(c)) for c in table.choices)
     what = "MACs" if key == "macs" else "parameters"
     return Objective(
@@ -84,10 +98,11 @@ def _number(value: object, where: str, field: str = "objective") -> float:
     return float(value)
 
 
-def _vector(value: object, length: int, where: str) -> np.ndarray:
+def _vector(value: object, length: int, where: str, what: str = "width choice") -> np.ndarray:
+    """A list of `length` finite numbers, one per `what`."""
     if not isinstance(value, list) or len(value) != length:
         got = len(value) if isinstance(value, list) else type(value).__name__
-        raise _bad_objective(f"{where}: expected {length} values (one per width choice), got {got}")
+        raise _bad_objective(f"{where}: expected {length} values (one per {what}), got {got}")
     return np.array([_number(v, f"{where}[{j}]") for j, v in enumerate(value)], dtype=np.float64)
 
 
@@ -103,35 +118,53 @@ def costs_objective(table: Table, costs: dict) -> Objective:
     space = costs.get("space")
     if space not in (None, "") and table.space_name and space != table.space_name:
         raise _bad_objective(f"costs.space: costs are for space {space!r} but the table is {table.space_name!r}")
-    unary_raw = costs.get("unary")
-    choices, names = table.choices, table.layer_names
-    if not isinstance(unary_raw, list) or len(unary_raw) != len(choices):
-        got = len(unary_raw) if isinstance(unary_raw, list) else type(unary_raw).__name__
-        raise _bad_objective(f"costs.unary: expected {len(choices)} layers (one list per layer), got {got}")
-    unary = tuple(
-        _vector(row, len(choices[k]), f"costs.unary[{k}] (layer {names[k]})") for k, row in enumerate(unary_raw)
-    )
-    pairwise = None
-    if costs.get("pairwise") is not None:
-        raw = costs["pairwise"]
-        if not isinstance(raw, list) or len(raw) != len(table.blocks):
-            got = len(raw) if isinstance(raw, list) else type(raw).__name__
-            raise _bad_objective(f"costs.pairwise: expected {len(table.blocks)} blocks, got {got}")
-        mats = []
-        for k, (rows, block) in enumerate(zip(raw, table.blocks)):
-            where = f"costs.pairwise[{k}] (block {block.name})"
-            if not isinstance(rows, list) or len(rows) != len(block.in_widths):
-                got = len(rows) if isinstance(rows, list) else type(rows).__name__
-                raise _bad_objective(f"{where}: expected {len(block.in_widths)} rows (one per input width), got {got}")
-            mats.append(np.stack([_vector(r, len(block.out_widths), f"{where}[{i}]") for i, r in enumerate(rows)]))
-        pairwise = tuple(mats)
+    unary = _costs_unary(table, costs.get("unary"))
+    pairwise = None if costs.get("pairwise") is None else _costs_pairwise(table, costs["pairwise"])
     description = str(costs.get("description") or "user costs (widthwise-costs/1)")
     return Objective("costs", unary, pairwise, description)
 
 
+def _costs_unary(table: Table, raw: object) -> tuple[np.ndarray, ...]:
+    """`costs.unary`: one list per variable (a chain's layer), one value per choice."""
+    choices, names, word = table.choices, table.variable_names, _word(table)
+    if not isinstance(raw, list) or len(raw) != len(choices):
+        got = len(raw) if isinstance(raw, list) else type(raw).__name__
+        raise _bad_objective(f"costs.unary: expected {len(choices)} {word}s (one list per {word}), got {got}")
+    return tuple(_vector(row, len(choices[k]), f"costs.unary[{k}] ({word} {names[k]})") for k, row in enumerate(raw))
+
+
+def _costs_pairwise(table: Table, raw: object) -> tuple[np.ndarray, ...]:
+    """`costs.pairwise`: one array per block (`/1`: rows per input width) or per factor (`/2`: its `ms` shape)."""
+    terms = _terms(table)
+    noun = "blocks" if table.blocks is not None else "factors"
+    if not isinstance(raw, list) or len(raw) != len(terms):
+        got = len(raw) if isinstance(raw, list) else type(raw).__name__
+        raise _bad_objective(f"costs.pairwise: expected {len(terms)} {noun}, got {got}")
+    out = []
+    for k, (value, (_, label, term)) in enumerate(zip(raw, terms)):
+        where = f"costs.pairwise[{k}] ({label})"
+        if table.blocks is not None:
+            axes = [(len(term.in_widths), "input width"), (len(term.out_widths), "width choice")]
+        else:
+            axes = [(len(table.choices[v]), f"choice of {table.variable_names[v]}") for v in term.variables]
+        out.append(_array(value, axes, where))
+    return tuple(out)
+
+
+def _array(value: object, axes: Sequence[tuple[int, str]], where: str) -> np.ndarray:
+    """A nested list of finite numbers, one axis per (length, what an entry stands for)."""
+    length, what = axes[0]
+    if len(axes) == 1:
+        return _vector(value, length, where, what)
+    if not isinstance(value, list) or len(value) != length:
+        got = len(value) if isinstance(value, list) else type(value).__name__
+        raise _bad_objective(f"{where}: expected {length} rows (one per {what}), got {got}")
+    return np.stack([_array(row, axes[1:], f"{where}[{i}]") for i, row in enumerate(value)])
+
+
 def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-    """Width indices [n][L] and losses [n] of loss samples; ObjectiveError naming a bad sample."""
-    choices, names = table.choices, table.layer_names
+    """Choice indices [n][V] and losses [n] of loss samples; ObjectiveError naming a bad sample and variable."""
+    choices, names, word = table.choices, table.layer_names, _word(table)
     lookup = [{w: j for j, w in enumerate(c)} for c in choices]
     rows, losses = [], []
     for s, sample in enumerate(samples):
@@ -146,7 +179,7 @@ def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray
             j = lookup[k].get(w) if isinstance(w, int) and not isinstance(w, bool) else None
             if j is None:
                 raise ObjectiveError(
-                    f"loss sample {s}: width {w!r} of layer {k} ({names[k]}) is not one of its choices {list(choices[k])}",
+                    f"loss sample {s}: width {w!r} of {word} {k} ({names[k]}) is not one of its choices {list(choices[k])}",
                     field="loss_samples",
                 )
             row.append(j)
@@ -158,10 +191,10 @@ def _sample_indices(table: Table, samples: Sequence[object]) -> tuple[np.ndarray
 
 
 def loss_samples_objective(table: Table, samples: Sequence[object], ridge: float = RIDGE) -> Objective:
-    """Fit per-layer unary costs to logged (configuration, loss) pairs by ridge-regularised least squares.
+    """Fit per-variable unary costs to logged (configuration, loss) pairs by ridge-regularised least squares.
 
-    The design is one-hot per (layer, choice) with a free intercept; the ridge pulls a choice
-    that no sample used to its layer's average, so it neither attracts nor repels the search.
+    The design is one-hot per (variable, choice) with a free intercept; the ridge pulls a choice
+    that no sample used to its variable's average, so it neither attracts nor repels the search.
     """
     idx, losses = _sample_indices(table, samples)
     sizes = [len(c) for c in table.choices]

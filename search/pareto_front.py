@@ -1,16 +1,18 @@
-"""The exact Pareto front of (latency, cost) of a chain, by dynamic programming over Pareto sets.
+"""The exact Pareto front of (latency, cost) of a tree MRF, by dynamic programming over Pareto sets.
 
-After block k, every state (a width of layer k) keeps the partial configurations that no
-other partial configuration ending in the same state beats on both latency and cost; a
-dominated prefix cannot start an optimal configuration, so the last block's set is the
-exact Pareto front of the whole chain, found in one pass. Each set is a flat numpy array
-grouped by state, with a back-pointer per point to recover the configurations at the end.
-The Searcher answers every exact single-budget query from this front by a binary search.
+Leaves are eliminated towards the root (`elimination.Plan`): a variable's set holds, per
+state, the partial configurations of its subtree that no other one with the same state beats
+on both latency and cost; it becomes a message to its parent (each point extended by the edge
+term to every parent state, pruned per parent state), and a parent sums its children's
+messages state by state (a Minkowski sum, pruned after each child). A dominated partial
+configuration cannot start an optimal one, so the virtual root's set, which merges the roots'
+states, is the exact front. Back-pointers recover every front configuration. A chain is one
+case (each variable one child): a message step per layer, no Minkowski sum.
 
-With a parameter budget the parameters become a third criterion: a prefix is also dropped
-when even the leanest completion would exceed the budget, and the dominance test compares
-all three, so the front is exact under that budget too. The pruning helpers here are shared
-with the branch and bound under two budgets (`branch_bound.py`).
+With a parameter budget the parameters become a third criterion: a partial set is also
+dropped when even its leanest completion would exceed the budget, and dominance compares all
+three, so the front is exact under that budget too. `TreeFrontDP` is shared with the exact
+two-budget search (`branch_bound.py`), which adds its own bounds as a mask.
 """
 
 from __future__ import annotations
@@ -18,23 +20,22 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .budget import within
-from .chain import Chain
+from .elimination import Completion, Plan
 from .front_limits import DEFAULT_LIMITS, FrontLimits
+from .front_merge import Mask, PointSet, edge_candidates, minkowski_candidates, prune
+from .tree import TreeMRF
 
-#: Candidate sets smaller than this are sorted directly, without the binned pre-filter.
-PREFILTER_MIN = 4096
-#: Latency bins per state in the pre-filter (more bins: fewer survivors, more memory).
-PREFILTER_BINS = 2048
-#: Bins per axis of the three-criterion pre-filter's (latency, params) grid.
-PREFILTER_BINS_3D = 96
-#: Bound on the prefixes of one step of the three-criterion DP (it grows much faster than two).
+__all__ = ["FrontArrays", "FrontTooLarge", "FrontTimedOut", "TreeFrontDP", "Guard", "build_front"]
+
+#: Bound on the candidates of one step of the three-criterion DP (it grows much faster than two).
 MAX_PARAMS_CANDIDATES = 1_000_000
-#: Rows compared at once in the three-criterion dominance test (bounds its memory).
-DOMINANCE_CHUNK = 512
+#: Candidates a step must have had before its time per candidate predicts later steps (small steps are overhead).
+FORESIGHT_MIN = 50_000
 
 
 class FrontTooLarge(RuntimeError):
@@ -72,213 +73,189 @@ class FrontArrays:
         return pos
 
 
-def _prune_sorted(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (state), the positions of the points not dominated in (latency, cost), row-major.
+class Guard:
+    """The checks before and after every DP step: deadline, candidate cap, memory and points caps."""
 
-    Returns (row, column) of the kept points, each row's kept points by rising latency.
-    +inf latencies mark padding and are never kept.
+    def __init__(self, plan: Plan, limits: FrontLimits, what: str, deadline: float | None = None,
+                 timed_out: Callable[[str], Exception] | None = None, max_candidates: int | None = None,
+                 too_large: Callable[[str], Exception] | None = None) -> None:
+        self.plan, self.limits, self.what = plan, limits, what
+        self.deadline, self.timed_out = deadline, timed_out or FrontTimedOut
+        self.max_candidates, self.too_large = max_candidates, too_large or FrontTooLarge
+        self.step, self.steps, self.kept = 0, plan.steps(), 0
+        #: seconds and candidates of the largest step so far, to foresee a step that would end past the deadline
+        self.spent, self.done, self.started, self.pending = 0.0, 0, 0.0, 0
+
+    def before(self, candidates: int, v: int) -> None:
+        """Called before a step at variable v allocates `candidates` candidates.
+
+        In order: the deadline, the memory cap, a step foreseen to end past the deadline, the candidate cap.
+        """
+        self.step += 1
+        at = f"step {self.step} of {self.steps} ({self.plan.name(v)})"
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            raise self.timed_out(f"the {self.what} passed its time bound at {at}")
+        self.limits.before_step(candidates, self.kept, self.step, self.steps, self.what, self.plan.name(v))
+        if self.deadline is not None and self.done >= FORESIGHT_MIN:
+            if now + candidates * self.spent / self.done >= self.deadline:
+                raise self.timed_out(f"the {self.what} passed its time bound at {at} (foreseen)")
+        if self.max_candidates is not None and candidates > self.max_candidates:
+            raise self.too_large(f"the {self.what} needs {candidates:,} candidates at {at}, over {self.max_candidates:,}")
+        self.started, self.pending = now, candidates
+
+    def tick(self) -> None:
+        """The deadline check inside a long step."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise self.timed_out(f"the {self.what} passed its time bound at step {self.step} of {self.steps}")
+
+    def after(self, points: int, v: int) -> None:
+        self.limits.after_step(points, self.step, self.steps, self.what, self.plan.name(v))
+        self.kept += points
+        if self.pending >= self.done:  # the time per candidate of the largest step so far
+            self.spent, self.done = time.monotonic() - self.started, self.pending
+
+
+class TreeFrontDP:
+    """Leaf-to-root elimination over Pareto sets of (latency, cost[, params]), with back-pointers.
+
+    `mask_for(p, covered, with_unary)` gives, for a set at p covering those children's subtrees
+    (and p's unary term when `with_unary`), the mask of candidates worth keeping (None: all).
     """
-    order = np.argsort(lat, axis=1, kind="stable")
-    sorted_cost = np.take_along_axis(cost, order, axis=1)
-    best = np.minimum.accumulate(sorted_cost, axis=1)
-    keep = np.empty(order.shape, dtype=bool)
-    keep[:, 0] = True
-    np.less(sorted_cost[:, 1:], best[:, :-1], out=keep[:, 1:])
-    rows, pos = np.nonzero(keep)
-    cols = order[rows, pos]
-    finite = np.isfinite(lat[rows, cols])
-    return rows[finite], cols[finite]
+
+    def __init__(self, tree: TreeMRF, guard: Guard, with_params: bool = False,
+                 mask_for: Callable[[int, frozenset, bool], Mask | None] | None = None) -> None:
+        if with_params and tree.params is None:
+            raise ValueError("max_params: the table has no params")
+        self.tree, self.plan, self.guard = tree, guard.plan, guard
+        self.with_params, self.mask_for = with_params, mask_for or (lambda p, covered, with_unary: None)
+        self.terms = (tree.latency, tree.cost, tree.params if with_params else None)
+        #: per recorded set: its variable, its points' states and links (set id, pointer per point)
+        self.records: list[tuple[int, np.ndarray, list[tuple[int, np.ndarray]]]] = []
+
+    def _record(self, v: int, state: np.ndarray, links: list[tuple[int, np.ndarray]]) -> int:
+        self.records.append((v, state, links))
+        return len(self.records) - 1
+
+    def run(self) -> tuple[PointSet, int]:
+        """The virtual root's set (one state: every kept configuration) and its record id."""
+        plan = self.plan
+        messages: dict[int, tuple[PointSet, int]] = {}
+        for v in plan.order[:-1]:  # the plan ends at its virtual root
+            points, rid = self._at(v, [messages.pop(c) for c in plan.children[v]])
+            messages[v] = self._message(v, points, rid)
+        return self._at(plan.virtual, [messages.pop(c) for c in plan.children[plan.virtual]])
+
+    def _unary(self, v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        lat, cost, par = self.terms
+        u = self.plan.unary
+        return (u(lat, v, self.tree.constant_ms), u(cost, v), None if par is None else u(par, v))
+
+    def _at(self, v: int, messages: list[tuple[PointSet, int]]) -> tuple[PointSet, int]:
+        """Variable v's set: its unary term plus its children's messages, summed state by state."""
+        lat_u, cost_u, par_u = self._unary(v)
+        k = self.plan.sizes[v]
+        if not messages:
+            points = PointSet(lat_u, cost_u, par_u, np.arange(k), k)
+            mask = self.mask_for(v, frozenset(), True)
+            if mask is not None:
+                alive = np.flatnonzero(mask(lat_u[:, None], cost_u[:, None], None if par_u is None else par_u[:, None]))
+                points = PointSet(lat_u[alive], cost_u[alive], None if par_u is None else par_u[alive], alive, k)
+                return points, self._record(v, alive, [])
+            return points, self._record(v, points.state, [])
+        messages = sorted(messages, key=lambda m: -len(m[0]))  # the largest first costs nothing to add
+        first, first_id = messages[0]
+        points = first.shifted(lat_u, cost_u, par_u)
+        rid = self._record(v, points.state, [(first_id, np.arange(len(points)))])
+        covered = {self._child_of(first_id)}
+        for message, mid in messages[1:]:
+            left_starts, right_starts = points.starts(), message.starts()
+            widest = int(np.diff(left_starts).max(initial=0)) * int(np.diff(right_starts).max(initial=0))
+            self.guard.before(k * widest, v)
+            (lat, cost, par), width = minkowski_candidates(points, message)
+            covered.add(self._child_of(mid))
+            rows, cols = prune(lat, cost, par, self.mask_for(v, frozenset(covered), True), self.guard.tick)
+            left = left_starts[rows] + cols // width
+            right = right_starts[rows] + cols % width
+            points = PointSet(lat[rows, cols], cost[rows, cols], None if par is None else par[rows, cols], rows, k)
+            rid = self._record(v, rows, [(rid, left), (mid, right)])
+            self.guard.after(len(points), v)
+        return points, rid
+
+    def _child_of(self, message_id: int) -> int:
+        """The child whose message is record `message_id` (its only link is the child's own set)."""
+        return self.records[self.records[message_id][2][0][0]][0]
+
+    def _message(self, v: int, points: PointSet, rid: int) -> tuple[PointSet, int]:
+        """v's set extended by the edge to its parent, pruned per parent state."""
+        p = self.plan.parent[v]
+        k = self.plan.sizes[p]
+        self.guard.before(k * len(points), v)
+        edge = self.plan.edge
+        lat_t, cost_t, par_t = self.terms
+        lat, cost, par = edge_candidates(points, edge(lat_t, v), edge(cost_t, v), None if par_t is None else edge(par_t, v))
+        rows, cols = prune(lat, cost, par, self.mask_for(p, frozenset((v,)), False), self.guard.tick)
+        message = PointSet(lat[rows, cols], cost[rows, cols], None if par is None else par[rows, cols], rows, k)
+        self.guard.after(len(message), v)
+        return message, self._record(p, rows, [(rid, cols)])
+
+    def configs(self, rid: int, pointer: np.ndarray) -> np.ndarray:
+        """Rows of choice indices of the points `pointer` of record `rid`, traced back through the links."""
+        out = np.zeros((pointer.size, self.tree.num_layers), dtype=np.int64)
+        stack = [(rid, pointer)]
+        while stack:
+            rid, pointer = stack.pop()
+            v, state, links = self.records[rid]
+            if v < self.tree.num_layers:
+                out[:, v] = state[pointer]
+            stack.extend((lid, link[pointer]) for lid, link in links)
+        return out
 
 
-def _prune_2d(lat: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_prune_sorted`, after a linear-time pre-filter that drops most dominated points.
+def _params_mask(completion: Completion, max_params: float) -> Callable[[int, frozenset, bool], Mask]:
+    """Masks dropping candidates whose leanest completion would pass the params budget."""
 
-    The latency axis is cut into bins; a point whose cost is no lower than the least cost in
-    an earlier bin of its row (so at a strictly smaller latency) is dominated. Only the few
-    survivors are sorted, which is what keeps the exact front fast.
-    """
-    rows_n, cols_n = lat.shape
-    if lat.size <= PREFILTER_MIN:
-        return _prune_sorted(lat, cost)
-    lo, hi = float(lat.min()), float(lat.max())
-    bins = min(PREFILTER_BINS, cols_n)
-    width = (hi - lo) / bins if hi > lo else 1.0
-    which = ((lat - lo) * (1.0 / width)).astype(np.int64)
-    np.clip(which, 0, bins - 1, out=which)
-    which += (np.arange(rows_n) * bins)[:, None]
-    least = np.full(rows_n * bins, np.inf)
-    np.minimum.at(least, which.ravel(), cost.ravel())
-    least = least.reshape(rows_n, bins)
-    before = np.empty_like(least)
-    before[:, 0] = np.inf
-    np.minimum.accumulate(least[:, :-1], axis=1, out=before[:, 1:])
-    alive = cost < before.ravel()[which]
-    rows, cols = np.nonzero(alive)
-    counts = np.bincount(rows, minlength=rows_n)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(rows.size) - np.repeat(starts, counts)
-    span = int(counts.max()) if rows.size else 1
-    packed_lat = np.full((rows_n, span), np.inf)
-    packed_cost = np.full((rows_n, span), np.inf)
-    packed_col = np.zeros((rows_n, span), dtype=np.int64)
-    packed_lat[rows, pos] = lat[rows, cols]
-    packed_cost[rows, pos] = cost[rows, cols]
-    packed_col[rows, pos] = cols
-    kept_rows, kept_pos = _prune_sorted(packed_lat, packed_cost)
-    return kept_rows, packed_col[kept_rows, kept_pos]
+    def mask_for(p: int, covered: frozenset, with_unary: bool) -> Mask:
+        rest = completion.rest(p, covered, with_unary)[:, None]
+        return lambda lat, cost, par: within(par + rest, max_params)
+    return mask_for
 
 
-def _prefilter_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> np.ndarray:
-    """Drop (from `alive`) points dominated by one in a strictly lower latency bin and params bin.
-
-    Per state, a grid over (latency, params) bins holds the least cost; its two-way running
-    minimum tells each point whether a point with smaller latency and params costs no more.
-    """
-    rows_n = lat.shape[0]
-    if not alive.any():
-        return alive
-    bins = PREFILTER_BINS_3D
-    cells = []
-    for values in (lat, par):
-        lo, hi = float(values[alive].min()), float(values[alive].max())
-        width = (hi - lo) / bins if hi > lo else 1.0
-        cell = ((values - lo) * (1.0 / width)).astype(np.int64)
-        np.clip(cell, 0, bins - 1, out=cell)
-        cells.append(cell)
-    flat = (np.arange(rows_n)[:, None] * bins + cells[0]) * bins + cells[1]
-    least = np.full(rows_n * bins * bins, np.inf)
-    np.minimum.at(least, flat[alive], cost[alive])
-    grid = least.reshape(rows_n, bins, bins)
-    np.minimum.accumulate(grid, axis=1, out=grid)
-    np.minimum.accumulate(grid, axis=2, out=grid)
-    # the least cost over cells strictly below in both latency and params
-    below = np.full((rows_n, bins + 1, bins + 1), np.inf)
-    below[:, 1:, 1:] = grid
-    lower = below[np.arange(rows_n)[:, None], cells[0], cells[1]]
-    return alive & (cost < lower)
-
-
-def _prune_3d(lat: np.ndarray, cost: np.ndarray, par: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Like `_prune_2d` over three criteria, among the points marked alive (the params-feasible)."""
-    if alive.sum() > PREFILTER_MIN:
-        alive = _prefilter_3d(lat, cost, par, alive)
-    out_rows, out_cols = [], []
-    for j in range(lat.shape[0]):
-        cols = np.flatnonzero(alive[j])
-        if cols.size == 0:
-            continue
-        cols = cols[np.lexsort((par[j, cols], cost[j, cols], lat[j, cols]))]
-        c, p = cost[j, cols], par[j, cols]
-        dominated = np.zeros(cols.size, dtype=bool)
-        for start in range(0, cols.size, DOMINANCE_CHUNK):
-            stop = min(start + DOMINANCE_CHUNK, cols.size)
-            # point p (rows) is dominated by an earlier q (columns) with cost and params no larger
-            block = (c[None, :stop] <= c[start:stop, None]) & (p[None, :stop] <= p[start:stop, None])
-            block &= np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
-            dominated[start:stop] = block.any(axis=1)
-        keep = ~dominated
-        out_rows.append(np.full(int(keep.sum()), j))
-        out_cols.append(cols[keep])
-    if not out_rows:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(out_rows), np.concatenate(out_cols)
-
-
-def _rest_min(mats: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-    """For each layer k (0..L, L the output), per state, the least sum of the blocks after it."""
-    rest = [np.zeros(1)]
-    for m in reversed(mats[1:]):
-        rest.append((m + rest[-1][None, :]).min(axis=1))
-    rest.reverse()
-    return rest
-
-
-def build_front(chain: Chain, max_params: float | None = None, limits: FrontLimits = DEFAULT_LIMITS,
+def build_front(tree: TreeMRF, max_params: float | None = None, limits: FrontLimits = DEFAULT_LIMITS,
                 what: str = "exact front", deadline: float | None = None) -> FrontArrays:
     """The exact Pareto front of (latency, cost), optionally among configurations within `max_params`.
 
     `limits` is checked at every step (FrontLimitExceeded names the cap and how far it got);
     `deadline` (time.monotonic) too, when given: FrontTimedOut once it has passed.
     """
-    if max_params is not None and chain.params is None:
+    if max_params is not None and tree.params is None:
         raise ValueError("max_params: the table has no params")
-    dp = _FrontDP(chain, max_params)
-    blocks = len(chain.latency)
-    limits.after_step(dp.lat.size, 0, blocks, what)
-    kept = dp.lat.size
-    for k in range(1, blocks):
-        if deadline is not None and time.monotonic() > deadline:
-            within_params = f" within {max_params:g} params" if max_params is not None else ""
-            raise FrontTimedOut(f"the {what}{within_params} passed its time bound at block {k} of {blocks}")
-        limits.before_step(dp.lat.size * chain.latency[k].shape[1], kept, k, blocks, what)
-        dp.step(k)
-        limits.after_step(dp.lat.size, k, blocks, what)
-        kept += dp.lat.size
-    return dp.front()
+    plan = Plan(tree)
+    if max_params is None:
+        dp = TreeFrontDP(tree, Guard(plan, limits, what, deadline))
+    else:
+        within_params = f"{what} within {max_params:g} params"
+        guard = Guard(plan, limits, within_params, deadline, max_candidates=MAX_PARAMS_CANDIDATES,
+                      too_large=lambda m: FrontTooLarge(f"{m}; query single budgets instead"))
+        dp = TreeFrontDP(tree, guard, True, _params_mask(Completion(plan, tree.params), max_params))
+    points, rid = dp.run()
+    return tidy_front(dp, points, rid, max_params)
 
 
-class _FrontDP:
-    """The state of the front DP after each block: the kept points, their states and back-pointers."""
-
-    def __init__(self, chain: Chain, max_params: float | None) -> None:
-        self.chain, self.max_params = chain, max_params
-        self.par_m = chain.params if max_params is not None else None
-        self.rest = _rest_min(self.par_m) if self.par_m is not None else None
-        self.lat = chain.constant_ms + chain.latency[0][0]
-        self.cost = chain.cost[0][0].copy()
-        self.state = np.arange(self.lat.size)
-        self.par = self.par_m[0][0].copy() if self.par_m is not None else None
-        self.parents: list[np.ndarray] = [np.full(self.lat.size, -1)]
-        self.states: list[np.ndarray] = [self.state]
-        if self.par is not None:
-            feasible = np.flatnonzero(within(self.par + self.rest[0], max_params))
-            self.lat, self.cost, self.par = self.lat[feasible], self.cost[feasible], self.par[feasible]
-            self.state = self.state[feasible]
-            self.parents[0], self.states[0] = self.parents[0][feasible], self.state
-
-    def step(self, k: int) -> None:
-        """Extend every kept point by block k and keep the non-dominated ones per state."""
-        if self.par is not None and self.lat.size * self.chain.latency[k].shape[1] > MAX_PARAMS_CANDIDATES:
-            raise FrontTooLarge(
-                f"the front within {self.max_params:g} params needs over {MAX_PARAMS_CANDIDATES} prefixes "
-                f"at block {k}; query single budgets instead"
-            )
-        # candidates[j, p]: point p extended to state j of the next layer,
-        # gathered from transposed copies so that rows (states) are contiguous
-        cand_lat = np.ascontiguousarray(self.chain.latency[k].T)[:, self.state]
-        cand_lat += self.lat
-        cand_cost = np.ascontiguousarray(self.chain.cost[k].T)[:, self.state]
-        cand_cost += self.cost
-        if self.par is None:
-            rows, cols = _prune_2d(cand_lat, cand_cost)
-        else:
-            cand_par = np.ascontiguousarray(self.par_m[k].T)[:, self.state]
-            cand_par += self.par
-            alive = within(cand_par + self.rest[k][:, None], self.max_params)
-            rows, cols = _prune_3d(cand_lat, cand_cost, cand_par, alive)
-            self.par = cand_par[rows, cols]
-        self.lat, self.cost, self.state = cand_lat[rows, cols], cand_cost[rows, cols], rows
-        self.parents.append(cols)
-        self.states.append(rows)
-
-    def front(self) -> FrontArrays:
-        """The last block's points, ties in latency tidied (the cheapest of each kept), configurations traced back."""
-        lat, cost, par, chain = self.lat, self.cost, self.par, self.chain
-        if lat.size:
-            order = np.lexsort((cost, lat))
-            lat, cost, tail = lat[order], cost[order], self.parents[-1][order]
-            best = np.minimum.accumulate(cost)
-            keep = np.ones(lat.size, dtype=bool)
-            keep[1:] = cost[1:] < best[:-1]
-            lat, cost, tail = lat[keep], cost[keep], tail[keep]
-            par = par[order][keep] if par is not None else None
-        else:
-            tail = np.zeros(0, dtype=np.int64)
-        configs = np.empty((lat.size, chain.num_layers), dtype=np.int64)
-        pointer = tail
-        for k in range(chain.num_layers - 1, -1, -1):
-            configs[:, k] = self.states[k][pointer]
-            pointer = self.parents[k][pointer]
-        if par is None and chain.params is not None:
-            par = chain.totals(chain.params, configs)
-        return FrontArrays(lat, cost, par, configs, self.max_params)
+def tidy_front(dp: TreeFrontDP, points: PointSet, rid: int, max_params: float | None) -> FrontArrays:
+    """The final set as a front: sorted by latency, strictly falling cost, configurations traced back."""
+    lat, cost, par = points.lat, points.cost, points.par
+    order = np.lexsort((cost, lat))
+    lat, cost, index = lat[order], cost[order], order
+    if lat.size:
+        best = np.minimum.accumulate(cost)
+        keep = np.ones(lat.size, dtype=bool)
+        keep[1:] = cost[1:] < best[:-1]
+        lat, cost, index = lat[keep], cost[keep], index[keep]
+    configs = dp.configs(rid, index)
+    tree = dp.tree
+    if par is not None:
+        par = par[index]
+    elif tree.params is not None:
+        par = tree.totals(tree.params, configs)
+    return FrontArrays(lat, cost, par, configs, max_params)

@@ -1,30 +1,35 @@
-"""The latency table, `widthwise-table/1`: read, validate, write.
+"""The latency table, `widthwise-table/1` (a chain) and `widthwise-table/2` (a tree): read, validate, write.
 
-The search owns this format because it is the consumer; the profiler writes tables
-through it. A reader refuses, naming the field, any file it cannot trust: an unknown
-format, a matrix of the wrong shape, a negative number, or a non-finite number anywhere
-(`NaN`/`Infinity` literals are refused at parse time, overflowing numbers after it).
+A table's configurations pick one choice per variable; its latency is `constant_ms` plus a
+sum of factors, each over one or two variables. A `/1` file stores a chain as blocks (block
+k between layers k-1 and k, the ends fixed) and loads into the same `Table`, its blocks seen
+as factors; it saves back as `/1`. A `/2` file lists the variables and the factors, whose
+pairs must form a forest. The search owns both formats because it is the consumer; the
+profiler writes tables through it. A reader refuses, naming the field, any file it cannot
+trust: an unknown format, an array of the wrong shape, a negative number, a cycle among the
+factors, or a non-finite number anywhere (`NaN`/`Infinity` literals are refused at parse
+time, overflowing numbers after it).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from widthwise.device_agents.statistics import FIT_STATISTICS
-
 from .errors import TableError, WidthsError
 
-__all__ = ["FORMAT", "Block", "Table", "TableError", "WidthsError", "load_table"]
+__all__ = ["FORMAT", "FORMAT_V2", "FORMATS", "Block", "Factor", "Table", "TableError", "Variable", "WidthsError",
+           "chain_factors", "load_table"]
 
 FORMAT = "widthwise-table/1"
+FORMAT_V2 = "widthwise-table/2"
+FORMATS = (FORMAT, FORMAT_V2)
 
 
 @dataclass
@@ -53,78 +58,191 @@ class Block:
 
 
 @dataclass
-class Table:
-    """A validated latency table; `predict` gives a configuration's latency in ms."""
+class Factor:
+    """A latency term over one or two variables: `ms` has one axis per variable, in `variables` order."""
 
-    space: dict
-    blocks: list[Block]
-    constant_ms: float = 0.0
-    unit: str = "ms"
-    device: dict = field(default_factory=dict)
-    runtime: dict = field(default_factory=dict)
-    fit: dict = field(default_factory=dict)
-    created: str | None = None
-    extra: dict = field(default_factory=dict)
+    name: str
+    kind: str
+    variables: tuple[int, ...]
+    ms: np.ndarray
+    macs: np.ndarray | None = None
+    params: np.ndarray | None = None
+
+    def value(self, idx: Sequence[int], key: str = "ms") -> float:
+        """The term (`ms`, `macs` or `params`) at a configuration given as every variable's choice index."""
+        return float(getattr(self, key)[tuple(int(idx[v]) for v in self.variables)])
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One searchable variable of a `/2` table: its name, its choices and an optional group (e.g. a stage)."""
+
+    name: str
+    choices: tuple[int, ...]
+    group: str = ""
+
+
+def chain_factors(blocks: Sequence[Block]) -> list[Factor]:
+    """The factors of a chain: block k over layers (k-1, k); the first and last blocks are unary."""
+    last = len(blocks) - 1
+    out = []
+    for k, b in enumerate(blocks):
+        def view(m: np.ndarray | None) -> np.ndarray | None:
+            if m is None:
+                return None
+            if k == 0:
+                return m[0, :]
+            return m[:, 0] if k == last else m
+        variables = (0,) if k == 0 else ((k - 1,) if k == last else (k - 1, k))
+        out.append(Factor(b.name, "", variables, view(b.ms), view(b.macs), view(b.params)))
+    return out
+
+
+def _counts_json(array: np.ndarray) -> list:
+    """A count array as nested lists of integers (exact counts), or of floats where one is fractional."""
+    flat = np.asarray(array, dtype=np.float64)
+    if np.all(flat == np.round(flat)):
+        return np.asarray(np.round(flat), dtype=np.int64).tolist()
+    return flat.tolist()
+
+
+class Table:
+    """A validated latency table; `predict` gives a configuration's latency in ms.
+
+    A chain (`/1`): `Table(space=…, blocks=[Block…], …)`; `space["layers"]` holds the
+    variables. A tree (`/2`): `Table(space=…, variables=[Variable…], factors=[Factor…], …)`;
+    `space` is then the space's identity (name, resolution, parameters). Every other field
+    (`constant_ms`, `device`, `runtime`, `fit`, `created`, `extra`) is keyword-only and common.
+    Both kinds offer `variable_names`, `choices`, `factors`, `indices`, `breakdown`, `predict`.
+    """
+
+    def __init__(self, space: dict, blocks: list[Block] | None = None, *, variables: Iterable[Variable] | None = None,
+                 factors: Iterable[Factor] | None = None, constant_ms: float = 0.0, unit: str = "ms",
+                 device: dict | None = None, runtime: dict | None = None, fit: dict | None = None,
+                 created: str | None = None, extra: dict | None = None) -> None:
+        if (blocks is None) == (variables is None and factors is None):
+            raise ValueError("a table has either blocks (widthwise-table/1) or variables and factors (/2)")
+        if blocks is None and (variables is None or factors is None):
+            raise ValueError("a widthwise-table/2 table needs both variables and factors")
+        self.space = space
+        self.blocks = blocks
+        self.variables: list[Variable] | None = None if variables is None else [
+            Variable(v.name, tuple(int(c) for c in v.choices), v.group) for v in variables]
+        self._factors: list[Factor] | None = None if factors is None else list(factors)
+        self.constant_ms = constant_ms
+        self.unit = unit
+        self.device = {} if device is None else device
+        self.runtime = {} if runtime is None else runtime
+        self.fit = {} if fit is None else fit
+        self.created = created
+        self.extra = {} if extra is None else extra
+
+    def __repr__(self) -> str:
+        return f"Table({self.format}, space={self.space_name!r}, variables={self.num_layers})"
+
+    @property
+    def format(self) -> str:
+        """`widthwise-table/1` for a chain of blocks, `widthwise-table/2` for variables and factors."""
+        return FORMAT if self.blocks is not None else FORMAT_V2
 
     @property
     def space_name(self) -> str:
         return str(self.space.get("name", ""))
 
     @property
+    def variable_names(self) -> tuple[str, ...]:
+        if self.variables is not None:
+            return tuple(v.name for v in self.variables)
+        return tuple(str(layer["name"]) for layer in self.space["layers"])
+
+    @property
     def layer_names(self) -> list[str]:
-        return [str(layer["name"]) for layer in self.space["layers"]]
+        """The variable names (the name a chain gives them)."""
+        return list(self.variable_names)
+
+    @property
+    def variable_groups(self) -> tuple[str, ...]:
+        """Each variable's group ("" when it has none): a stage, "stem", "head"."""
+        if self.variables is not None:
+            return tuple(v.group for v in self.variables)
+        return tuple(str(layer.get("group", "")) for layer in self.space["layers"])
+
+    @property
+    def factors(self) -> list[Factor]:
+        """The latency terms over the variables (a chain's blocks as factors)."""
+        if self._factors is not None:
+            return self._factors
+        return chain_factors(self.blocks)
 
     @property
     def choices(self) -> list[tuple[int, ...]]:
+        if self.variables is not None:
+            return [v.choices for v in self.variables]
         return [tuple(int(c) for c in layer["choices"]) for layer in self.space["layers"]]
 
     @property
     def num_layers(self) -> int:
-        return len(self.space["layers"])
+        """The number of variables (a chain's layers)."""
+        return len(self.variables) if self.variables is not None else len(self.space["layers"])
 
     @property
     def statistic(self) -> str:
         return str(self.runtime.get("statistic", "median"))
 
+    def has_counts(self, key: str) -> bool:
+        """Whether every factor carries `key` ("macs" or "params")."""
+        return all(getattr(f, key) is not None for f in self.factors)
+
     def indices(self, widths: Sequence[int]) -> list[int]:
-        """Each width's index among its layer's choices; WidthsError naming a bad one."""
-        choices = self.choices
+        """Each value's index among its variable's choices; WidthsError naming a bad one."""
+        choices, names = self.choices, self.variable_names
+        word = "layer" if self.blocks is not None else "variable"
         if len(widths) != len(choices):
-            raise WidthsError(f"table has {len(choices)} layers, got {len(widths)} widths", field="widths")
+            raise WidthsError(f"table has {len(choices)} {word}s, got {len(widths)} widths", field="widths")
         out = []
         for k, (w, opts) in enumerate(zip(widths, choices)):
             try:
                 out.append(opts.index(int(w)))
-            except ValueError:
+            except (TypeError, ValueError):
                 raise WidthsError(
-                    f"width {w} of layer {k} ({self.layer_names[k]}) is not one of its choices {list(opts)}",
+                    f"width {w} of {word} {k} ({names[k]}) is not one of its choices {list(opts)}",
                     field=f"widths[{k}]",
                 ) from None
         return out
 
     def breakdown(self, widths: Sequence[int]) -> list[tuple[str, float]]:
-        """Per-block predicted latency (ms) of a configuration, in chain order."""
-        idx = [0, *self.indices(widths), 0]
-        return [(b.name, float(b.ms[idx[k], idx[k + 1]])) for k, b in enumerate(self.blocks)]
+        """Per-factor predicted latency (ms) of a configuration, in the table's order (a chain's blocks)."""
+        idx = self.indices(widths)
+        return [(f.name, f.value(idx)) for f in self.factors]
 
     def predict(self, widths: Sequence[int]) -> float:
-        """Predicted latency (ms): the constant plus every block's term."""
+        """Predicted latency (ms): the constant plus every factor's term."""
         return self.constant_ms + sum(ms for _, ms in self.breakdown(widths))
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {
-            "format": FORMAT,
-            "unit": self.unit,
-            "space": self.space,
-            "blocks": [b.to_json() for b in self.blocks],
-            "constant_ms": float(self.constant_ms),
-            "device": self.device,
-            "runtime": self.runtime,
-            "fit": self.fit,
-        }
+        """The table as its format's JSON object (a `/1` table byte-compatibly as it was read)."""
+        out: dict[str, Any] = {"format": self.format, "unit": self.unit, "space": self.space}
+        if self.blocks is not None:
+            out["blocks"] = [b.to_json() for b in self.blocks]
+        else:
+            out["variables"] = [{"name": v.name, "choices": list(v.choices), **({"group": v.group} if v.group else {})}
+                                for v in self.variables]
+            out["factors"] = [self._factor_json(f) for f in self.factors]
+        out.update({"constant_ms": float(self.constant_ms), "device": self.device, "runtime": self.runtime,
+                    "fit": self.fit})
         if self.created is not None:
             out["created"] = self.created
         out.update(self.extra)
+        return out
+
+    def _factor_json(self, factor: Factor) -> dict:
+        names = self.variable_names
+        out: dict[str, Any] = {"name": factor.name, "kind": factor.kind,
+                               "variables": [names[v] for v in factor.variables],
+                               "ms": np.asarray(factor.ms, dtype=np.float64).tolist()}
+        for key in ("macs", "params"):
+            if getattr(factor, key) is not None:
+                out[key] = _counts_json(getattr(factor, key))
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -151,158 +269,31 @@ class Table:
 
 
 def load_table(path: str | os.PathLike) -> Table:
-    """Read and validate a table file; TableError names the file and the faulty field."""
+    """Read and validate a table file of either format; TableError names the file and the faulty field."""
+    from .table_checks import parse_json
+
     source = str(path)
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise TableError("file", f"cannot read: {exc.strerror or exc}", source) from exc
-    try:
-        obj = json.loads(text, parse_constant=_NonFinite)
-    except json.JSONDecodeError as exc:
-        raise TableError("file", f"not valid JSON ({exc.msg} at line {exc.lineno})", source) from exc
-    return _parse(obj, source)
-
-
-class _NonFinite:
-    """What a `NaN`, `Infinity` or `-Infinity` literal parses to: a marker the check below finds."""
-
-    def __init__(self, literal: str) -> None:
-        self.literal = literal
-
-
-def _non_finite(obj: object) -> tuple[str, str] | None:
-    """(field path, the value as written) of the first non-finite number in `obj`, or None."""
-    stack: list[tuple[str, object]] = [("", obj)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(value.items())))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-        elif isinstance(value, _NonFinite):
-            return where or "(top level)", value.literal
-        elif isinstance(value, float) and not math.isfinite(value):
-            return where or "(top level)", "a number too large for a float"
-        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1023:
-            return where or "(top level)", "an integer too large for a float"
-    return None
-
-
-# --- validation ------------------------------------------------------------------------
-
-_KNOWN = {"format", "unit", "space", "blocks", "constant_ms", "device", "runtime", "fit", "created"}
-
-
-def _width_list(value: object, where: str, source: str | None) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        raise TableError(where, "must be a non-empty list of positive integers", source)
-    out = []
-    for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0:
-            raise TableError(f"{where}[{i}]", f"must be a positive integer, got {v!r}", source)
-        out.append(int(v))
-    return tuple(out)
-
-
-def _matrix(value: object, rows: int, cols: int, where: str, source: str | None, dtype: type) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != rows:
-        got = len(value) if isinstance(value, list) else type(value).__name__
-        raise TableError(where, f"expected {rows} rows (one per input width), got {got}", source)
-    for i, row in enumerate(value):
-        if not isinstance(row, list) or len(row) != cols:
-            got = len(row) if isinstance(row, list) else type(row).__name__
-            raise TableError(f"{where}[{i}]", f"expected {cols} values (one per output width), got {got}", source)
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise TableError(f"{where}[{i}][{j}]", f"must be a finite number >= 0, got {v!r}", source)
-    return np.asarray(value, dtype=dtype).reshape(rows, cols)
+    return _parse(parse_json(text, source), source)
 
 
 def _parse(obj: object, source: str | None) -> Table:
-    """A validated Table from a parsed JSON object; TableError naming the first faulty field."""
-    bad = _non_finite(obj)
-    if bad is not None:
-        raise TableError(bad[0], f"non-finite number ({bad[1]}): the file is corrupt", source)
+    """A validated Table from a parsed JSON object, by its format; TableError naming the first faulty field."""
+    from .table_checks import refuse_non_finite
+    from .table_v1 import parse_v1
+    from .table_v2 import parse_v2
+
+    refuse_non_finite(obj, source)
     if not isinstance(obj, dict):
         raise TableError("(top level)", "must be a JSON object", source)
     fmt = obj.get("format")
-    if fmt != FORMAT:
-        raise TableError("format", f"unknown format {fmt!r}; this reader knows {FORMAT!r}", source)
+    if fmt not in FORMATS:
+        raise TableError("format", f"unknown format {fmt!r}; this reader knows {' and '.join(map(repr, FORMATS))}",
+                         source)
     unit = obj.get("unit", "ms")
     if unit != "ms":
         raise TableError("unit", f"must be 'ms', got {unit!r}", source)
-    space, choices = _space(obj.get("space"), source)
-    blocks = _blocks(obj.get("blocks"), space, choices, source)
-    constant = obj.get("constant_ms", 0.0)
-    if isinstance(constant, bool) or not isinstance(constant, (int, float)) or not math.isfinite(constant) or constant < 0:
-        raise TableError("constant_ms", f"must be a finite number >= 0, got {constant!r}", source)
-    meta = _metadata(obj, source)
-    created = obj.get("created")
-    if created is not None and not isinstance(created, str):
-        raise TableError("created", "must be a string (ISO 8601 time)", source)
-    return Table(space=space, blocks=blocks, constant_ms=float(constant), unit="ms", device=meta["device"],
-                 runtime=meta["runtime"], fit=meta["fit"], created=created,
-                 extra={k: v for k, v in obj.items() if k not in _KNOWN})
-
-
-def _space(space: object, source: str | None) -> tuple[dict, list[tuple[int, ...]]]:
-    """The validated `space` object and each layer's width choices."""
-    if not isinstance(space, dict):
-        raise TableError("space", "missing or not an object", source)
-    for key in ("input_channels", "output_channels"):
-        v = space.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise TableError(f"space.{key}", f"must be a positive integer, got {v!r}", source)
-    layers = space.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise TableError("space.layers", "must be a non-empty list", source)
-    choices = []
-    for k, layer in enumerate(layers):
-        if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
-            raise TableError(f"space.layers[{k}]", "must be an object with a string 'name'", source)
-        ch = _width_list(layer.get("choices"), f"space.layers[{k}].choices", source)
-        if len(set(ch)) != len(ch):
-            raise TableError(f"space.layers[{k}].choices", "has repeated widths", source)
-        choices.append(ch)
-    return space, choices
-
-
-def _blocks(raw_blocks: object, space: dict, choices: list[tuple[int, ...]], source: str | None) -> list[Block]:
-    """The validated blocks: one per layer plus the output, each matching the widths around it."""
-    n_blocks = len(choices) + 1
-    if not isinstance(raw_blocks, list) or len(raw_blocks) != n_blocks:
-        got = len(raw_blocks) if isinstance(raw_blocks, list) else type(raw_blocks).__name__
-        raise TableError("blocks", f"expected {n_blocks} blocks (layers + 1), got {got}", source)
-    chain = [(space["input_channels"],), *choices, (space["output_channels"],)]
-    blocks = []
-    for k, raw in enumerate(raw_blocks):
-        where = f"blocks[{k}]"
-        if not isinstance(raw, dict):
-            raise TableError(where, "must be an object", source)
-        ins = _width_list(raw.get("in"), f"{where}.in", source)
-        outs = _width_list(raw.get("out"), f"{where}.out", source)
-        for key, got, expected in (("in", ins, chain[k]), ("out", outs, chain[k + 1])):
-            if got != tuple(expected):
-                raise TableError(f"{where}.{key}", f"must equal {list(expected)}, got {list(got)}", source)
-        ms = _matrix(raw.get("ms"), len(ins), len(outs), f"{where}.ms", source, np.float64)
-        counts = {key: _matrix(raw[key], len(ins), len(outs), f"{where}.{key}", source, np.float64)
-                  for key in ("macs", "params") if raw.get(key) is not None}
-        blocks.append(Block(str(raw.get("name", f"block{k}")), ins, outs, ms, counts.get("macs"), counts.get("params")))
-    return blocks
-
-
-def _metadata(obj: dict, source: str | None) -> dict[str, dict]:
-    """The `device`, `runtime` and `fit` objects (empty when absent); the statistic must be a fit one."""
-    meta = {}
-    for key in ("device", "runtime", "fit"):
-        value = obj.get(key)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise TableError(key, "must be an object", source)
-        meta[key] = value
-    stat = meta["runtime"].get("statistic", "median")
-    if stat not in FIT_STATISTICS:
-        raise TableError("runtime.statistic", f"must be one of {', '.join(FIT_STATISTICS)}, got {stat!r}", source)
-    return meta
+    return parse_v1(obj, source) if fmt == FORMAT else parse_v2(obj, source)

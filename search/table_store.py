@@ -1,6 +1,6 @@
-"""The daemon's tables: a folder of `widthwise-table/1` files kept in memory and watched.
+"""The daemon's tables: a folder of `widthwise-table/1` and `/2` files kept in memory and watched.
 
-Each `NAME.json` in the folder is one table, loaded once and kept. A file replaced in the
+Each `NAME.json` in the folder is one table of either format, loaded once and kept. A file replaced in the
 folder (written elsewhere, then renamed in) is noticed by its (inode, size, mtime) on the
 next access at least `check_interval` seconds after the previous check, and reloaded. A
 broken file is reported with its error and leaves the other tables alone; a broken
@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
@@ -135,7 +135,7 @@ class TableEntry:
         return STATUS_STALE if self.table is not None else STATUS_ERROR
 
     def describe(self) -> dict:
-        """The entry as /v1/tables shows it: identity, provenance, fit quality, health."""
+        """The entry as /v1/tables shows it: identity, format, variables, provenance, fit quality, health."""
         out: dict[str, Any] = {
             "name": self.name,
             "file": self.path.name,
@@ -146,11 +146,15 @@ class TableEntry:
         version = self.version
         if version is not None:
             table = version.table
+            out["format"] = table.format
             out["space"] = {
                 "name": table.space_name,
                 "resolution": table.space.get("resolution"),
+                "variables": table.num_layers,
                 "layers": table.num_layers,
+                "names": list(table.variable_names),
                 "choices": [list(c) for c in table.choices],
+                "factors": len(table.factors),
             }
             out["device"] = table.device
             out["runtime"] = table.runtime
@@ -292,12 +296,8 @@ def _short_error(exc: TableError, path: Path) -> str:
 
 
 def _named_objectives(table: Table) -> list[str]:
-    names = []
-    if all(b.macs is not None for b in table.blocks):
-        names.append("flops")
-    if all(b.params is not None for b in table.blocks):
-        names.append("params")
-    return names
+    """The named objectives the table's counts allow."""
+    return [name for name, key in (("flops", "macs"), ("params", "params")) if table.has_counts(key)]
 
 
 def _iso(stamp: float | None) -> str | None:

@@ -1,22 +1,23 @@
-"""Min-sum Viterbi over a chain of pairwise blocks, vectorised per block: O(L K^2).
+"""Min-sum over a tree MRF for many gammas: the arg-min of `cost + gamma * latency`, O(sum K_parent K_v).
 
-`min_sum` solves one chain of matrices; `LagrangianViterbi` solves `cost + gamma * latency`
-for many gammas over the same chain, with the blocks stacked and padded once so that one
-pass costs two numpy operations per block. `compiled_kernels` gives the numba versions
-(`search.viterbi_jit`) when numba imports; these numpy passes stay the fallback and the reference.
-"""
+`LagrangianViterbi` lays one tree out once and then solves any gamma (or latency alone)
+in one elimination pass, leaves towards the roots, and a backtrack from the roots; on a
+chain this is the classic Viterbi pass. With the terms stacked and padded, a pass costs
+about two numpy operations per variable. `compiled_kernels` gives the numba versions
+(`search.viterbi_jit`) when numba imports; these numpy passes stay the fallback and the
+reference, and both add the same numbers in the same order so that they agree bit for bit."""
 
 from __future__ import annotations
 
 import os
 import threading
 from types import ModuleType
-from typing import Sequence
 
 import numpy as np
 
 from .budget import BUDGET_RTOL
 from .errors import JitModeError, JitUnavailable
+from .tree import Terms, TreeMRF
 
 #: Environment variable choosing the compiled kernels: "auto" (when numba imports), "on" or "off".
 JIT_ENV = "WIDTHWISE_JIT"
@@ -24,6 +25,9 @@ JIT_MODES = ("auto", "on", "off")
 #: The kernels module once looked up ("module": the module or None, "error": why not).
 _kernels: dict[str, object] = {}
 _kernels_lock = threading.Lock()
+
+#: Rows of `LagrangianViterbi.index`, the integer layout the compiled kernels read.
+SIZE, PARENT, ORDER, UNARY_OFF, EDGE_OFF = range(5)
 
 
 def jit_mode() -> str:
@@ -34,8 +38,14 @@ def jit_mode() -> str:
     return mode
 
 
+def _tiny_tree() -> TreeMRF:
+    """Two variables of two choices: what the kernels are compiled on before first use."""
+    terms = Terms((np.zeros(2), np.zeros(2)), (np.zeros((2, 2)), None))
+    return TreeMRF(((8, 16), (8, 16)), (1, -1), (0, 1), 0.0, terms, terms, None, None)
+
+
 def _load_kernels() -> dict[str, object]:
-    """Import the numba kernels and run them once on a tiny chain (compiling, or loading the on-disk cache).
+    """Import the numba kernels and run them once on a tiny tree (compiling, or loading the on-disk cache).
 
     Any failure, at import or at compilation, leaves the numpy path in use and keeps the reason.
     """
@@ -43,7 +53,7 @@ def _load_kernels() -> dict[str, object]:
         from . import viterbi_jit
     except (ImportError, OSError) as exc:  # no numba on this platform, or llvmlite cannot load
         return {"module": None, "error": exc}
-    tiny = LagrangianViterbi((np.zeros((1, 2)), np.zeros((2, 1))), (np.zeros((1, 2)), np.zeros((2, 1))))
+    tiny = LagrangianViterbi(_tiny_tree())
     try:
         # The argument types of the real calls (float64 C arrays, int64 index, Python floats
         # and ints), so this compiles exactly the signatures later calls use.
@@ -80,90 +90,94 @@ def compiled_kernels(required: bool | None = None) -> ModuleType | None:
     return module
 
 
-def min_sum(blocks: Sequence[np.ndarray]) -> tuple[float, tuple[int, ...]]:
-    """Least total of one entry per block along the chain, and the arg-min states of the L layers.
-
-    Block k has shape (K_{k-1}, K_k), the first has one row and the last one column.
-    """
-    value = np.asarray(blocks[0], dtype=np.float64)[0]
-    back = []
-    for m in blocks[1:]:
-        total = value[:, None] + m
-        arg = total.argmin(axis=0)
-        value = total[arg, np.arange(total.shape[1])]
-        back.append(arg)
-    state, idx = 0, []
-    for arg in reversed(back):
-        state = int(arg[state])
-        idx.append(state)
-    return float(value[0]), tuple(reversed(idx))
-
-
 class LagrangianViterbi:
-    """Arg-min of `cost + gamma * latency` over one chain, for any gamma >= 0 (or latency alone).
+    """Arg-min of `cost + gamma * latency` over one tree, for any gamma >= 0 (or latency alone).
 
-    Two layouts, each built on first use: padded (blocks, K, K) stacks for the numpy passes,
-    and the flat one the compiled kernels read (`flat`, `index`).
+    Two layouts, each built on first use: the tree's padded stacks (`TreeMRF.stacked`) for
+    the numpy passes, and the flat one the compiled kernels read (`flat`, `index`). Both
+    combine `latency * gamma + cost` per term, start each variable's belief at its unary, add
+    it to the variable's edge and reduce into the parent's belief, in the same order, so that
+    they agree bit for bit.
     """
 
-    def __init__(self, latency: Sequence[np.ndarray], cost: Sequence[np.ndarray]) -> None:
-        self._blocks = (tuple(latency), tuple(cost))
-        self._layers = len(self._blocks[0]) - 1
-        self._padded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    def __init__(self, tree: TreeMRF) -> None:
+        self.tree = tree
+        self._padded: tuple[np.ndarray, ...] | None = None
         self._flat: tuple[np.ndarray, np.ndarray] | None = None
+        self._plan: tuple[tuple[int, int, bool, bool], ...] | None = None
 
     @property
     def flat(self) -> np.ndarray:
-        """(2, entries): every block's latency (row 0) and cost (row 1), row-major, one block after another."""
+        """(2, entries): latency (row 0) and cost (row 1) of every unary, then of every edge, row-major."""
         return self._flat_layout()[0]
 
     @property
     def index(self) -> np.ndarray:
-        """(3, blocks) int64: each block's rows, columns, and offset into `flat`."""
+        """(5, variables) int64: size, parent (-1 at a root), the elimination order, and the offsets in
+        `flat` of each variable's unary and of its edge (-1 at a root)."""
         return self._flat_layout()[1]
 
     def _flat_layout(self) -> tuple[np.ndarray, np.ndarray]:
         if self._flat is None:  # a race builds it twice, identically; the assignment is atomic
-            latency, cost = self._blocks
-            index = np.zeros((3, len(latency)), dtype=np.int64)
-            index[:2] = np.array([m.shape for m in latency], dtype=np.int64).T
-            sizes = index[0] * index[1]
-            np.cumsum(sizes[:-1], out=index[2, 1:])
-            flat = np.empty((2, int(sizes.sum())))
-            np.concatenate([m.ravel() for m in latency], out=flat[0])
-            np.concatenate([m.ravel() for m in cost], out=flat[1])
+            tree = self.tree
+            sizes, parent = tree.sizes, tree.parent
+            latency, cost = list(tree.latency.unary), list(tree.cost.unary)
+            unary_off, edge_off, offset = [], [-1] * len(sizes), 0
+            for size in sizes:
+                unary_off.append(offset)
+                offset += size
+            for v, p in enumerate(parent):
+                if p >= 0:
+                    edge_off[v] = offset
+                    offset += sizes[p] * sizes[v]
+                    latency.append(tree.latency.edge[v].ravel())
+                    cost.append(tree.cost.edge[v].ravel())
+            index = np.array([sizes, parent, tree.order, unary_off, edge_off], dtype=np.int64)
+            flat = np.empty((2, offset))
+            np.concatenate(latency, out=flat[0])
+            np.concatenate(cost, out=flat[1])
             self._flat = (flat, index)
         return self._flat
 
-    def _padded_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Latency, cost, latency where the cost is finite, and the start values, padded to (blocks, K, K)."""
+    def _padded_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tree's stacks (`TreeMRF.stacked`: rows 0..K-1 a variable's edge, row K its unary, +inf cost
+        padding) and the latency-only stack, +inf where the cost is; also the plan `_run` follows."""
         if self._padded is None:
-            latency, cost = self._blocks
-            n = len(latency)
-            k = max(max(m.shape) for m in latency)
-            # Padded entries: cost +inf and latency 0, so they stay +inf for every finite gamma.
-            padded_cost = np.full((n, k, k), np.inf)
-            padded_latency = np.zeros((n, k, k))
-            for b, (t, c) in enumerate(zip(latency, cost)):
-                padded_cost[b, : t.shape[0], : t.shape[1]] = c
-                padded_latency[b, : t.shape[0], : t.shape[1]] = t
-            latency_only = np.where(np.isinf(padded_cost), np.inf, padded_latency)
-            start = np.full(k, np.inf)
-            start[0] = 0.0
-            self._padded = (padded_latency, padded_cost, latency_only, start)
+            tree = self.tree
+            latency, cost = tree.stacked
+            k = latency.shape[2]
+            # Per non-root variable in elimination order: (v, parent, whether v's belief can be nonzero (it
+            # has children or a nonzero unary), whether v's reduction may overwrite the parent's belief (v
+            # is its first child and its unary is zero)). Skipping a zero term changes no sum.
+            unary_cost = cost[:, k]
+            zero = ~((latency[:, k] != 0) | ((unary_cost != 0) & np.isfinite(unary_cost))).any(axis=1)
+            first: dict[int, int] = {}
+            for v in tree.order:
+                if tree.parent[v] >= 0:
+                    first.setdefault(tree.parent[v], v)
+            self._plan = tuple((v, p, v in first or not bool(zero[v]), first[p] == v and bool(zero[p]))
+                               for v, p in ((v, tree.parent[v]) for v in tree.order) if p >= 0)
+            self._padded = (latency, cost, np.where(np.isinf(cost), np.inf, latency))
         return self._padded
 
     def _run(self, work: np.ndarray) -> tuple[int, ...]:
-        """Forward min-sum pass in place over `work` (padded blocks), then backtrack."""
-        value = self._padded_layout()[3]
-        for b in range(self._layers + 1):
-            block = work[b]
-            np.add(block, value[:, None], out=block)
-            value = block.min(axis=0)
-        state, idx = 0, [0] * self._layers
-        for b in range(self._layers, 0, -1):
-            state = int(work[b][:, state].argmin())
-            idx[b - 1] = state
+        """Eliminate leaves towards the roots in place over `work` (each variable's belief starts at its
+        unary, row K), then backtrack from the roots."""
+        least = np.minimum.reduce
+        belief = work[:, -1]
+        for v, p, nonzero, overwrite in self._plan:
+            block = work[v, :-1]
+            if nonzero:
+                np.add(block, belief[v], out=block)
+            if overwrite:
+                least(block, 1, out=belief[p])
+            else:
+                belief[p] += least(block, 1)
+        idx = [0] * len(work)
+        for v in self.tree.roots:
+            idx[v] = int(belief[v].argmin())
+        for v, p, _, _ in reversed(self._plan):
+            idx[v] = int(work[v, idx[p]].argmin())
         return tuple(idx)
 
     def solve(self, gamma: float, compiled: bool | None = False) -> tuple[int, ...]:
@@ -178,7 +192,7 @@ class LagrangianViterbi:
         return self._run(work)
 
     def fastest(self, compiled: bool | None = False) -> tuple[int, ...]:
-        """Choice indices of least latency (cost ignored; ties broken arbitrarily)."""
+        """Choice indices of least latency (cost ignored; ties broken on the first state)."""
         kernels = compiled_kernels(compiled)
         if kernels is not None:
             flat, index = self._flat_layout()

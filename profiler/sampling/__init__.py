@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Sampler(ABC):
 
     @abstractmethod
     def _draw_indices(self) -> list[int]:
-        """The next configuration as one choice index per layer."""
+        """The next configuration as one choice index per variable."""
 
     def draw(self) -> Widths:
         """The next configuration of the plan, as widths."""
@@ -79,14 +79,13 @@ def make_sampler(name: str, space: Space, *, seed: int = 0) -> Sampler:
     return sampler_class(name)(space, seed=seed)
 
 
-def chain_terms(indices: list[int]) -> list[tuple[int, int, int]]:
-    """The (block, in-index, out-index) terms of a configuration given as choice indices, one per
-    block (the first block's input and the last block's output have a single choice)."""
-    chain = [0, *indices, 0]
-    return [(k, chain[k], chain[k + 1]) for k in range(len(indices) + 1)]
+def factor_entries(space: Space, indices: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:
+    """The entry of every factor a configuration given as choice indices exercises: (factor,
+    the choice indices of its variables, in the factor's variable order)."""
+    return [(f, tuple(int(indices[v]) for v in factor.variables)) for f, factor in enumerate(space.factors)]
 
 
-def block_terms(space: Space, widths: Widths) -> list[tuple[int, int, int]]:
-    """The terms a configuration given as widths exercises (kept for callers that hold widths,
-    such as a check of a plan's coverage: the samplers count terms by index)."""
-    return chain_terms([layer.choices.index(w) for layer, w in zip(space.layers, widths)])
+def factor_terms(space: Space, widths: Widths) -> list[tuple[int, tuple[int, ...]]]:
+    """The factor entries a configuration given as widths exercises (for checks of a plan's
+    coverage: the samplers count entries by index)."""
+    return factor_entries(space, [layer.choices.index(w) for layer, w in zip(space.layers, widths)])

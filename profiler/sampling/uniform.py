@@ -1,4 +1,4 @@
-"""Uniform sampling: every layer's width drawn independently and uniformly from its choices."""
+"""Uniform sampling: every variable's value drawn independently and uniformly from its choices."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from . import Sampler
 
 
 class UniformSampler(Sampler):
-    """Independent uniform choices per layer: the plain baseline that coverage sampling beats."""
+    """Independent uniform choices per variable: the plain baseline that coverage sampling beats."""
 
     name = "uniform"
 

@@ -1,5 +1,7 @@
 """The ONNX builder: valid models (checker, shape inference) equal to a numpy forward pass."""
 
+import hashlib
+
 import sys
 
 import numpy as np
@@ -43,6 +45,13 @@ REFERENCE = {
     "dwsep": lambda b, w, x: _relu6(
         _conv2d(_relu6(_conv2d(x, w["dw_w"], w["dw_b"], b.stride, b.cin)), w["pw_w"], w["pw_b"], 1, 1)
     ),
+    "ir_dwproject": lambda b, w, x: _conv2d(
+        _relu6(_conv2d(x, w["dw_w"], w["dw_b"], b.stride, b.cin)), w["pw_w"], w["pw_b"], 1, 1
+    ),
+    "ir_expand": lambda b, w, x: _relu6(
+        _conv2d(_relu6(_conv2d(x, w["ex_w"], w["ex_b"], 1, 1)), w["dw_w"], w["dw_b"], b.stride, b.hidden)
+    ),
+    "ir_project": lambda b, w, x: _conv2d(x, w["pw_w"], w["pw_b"], 1, 1),
     "pool_fc": lambda b, w, x: x.mean(axis=(2, 3)) @ w["w"].T + w["b"],
     "embedding": lambda b, w, x: w["table"][x],
     "proj_dense": lambda b, w, x: np.maximum((x @ w["proj"]).mean(axis=1) @ w["w"].T + w["b"], 0.0),
@@ -51,8 +60,12 @@ REFERENCE = {
 
 
 def reference_forward(space, widths, x, seed=0):
+    inputs = []
     for block in space.blocks(widths):
+        inputs.append(x)
         x = REFERENCE[block.kind](block, block_weights(block, seed), x.astype(np.float64) if x.dtype.kind == "f" else x)
+        if block.residual:
+            x = x + inputs[block.residual_from]
     return x
 
 
@@ -78,6 +91,7 @@ def test_same_pads_put_the_odd_pixel_at_the_end():
 
 
 def test_every_block_kind_has_an_emitter():
+    assert {"ir_dwproject", "ir_expand", "ir_project"} <= set(EMITTERS)
     assert set(BLOCK_COUNTERS) <= set(EMITTERS)
 
 
@@ -90,6 +104,46 @@ def test_mobilenet_matches_numpy_reference(resolution):
     assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
     x = np.random.default_rng(0).uniform(-1, 1, space.input_shape).astype(np.float32)
     np.testing.assert_allclose(_run(model, x), reference_forward(space, widths, x, seed=3), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("resolution", [32, 37])
+def test_mobilenet_v2_matches_numpy_reference(resolution):
+    space = make_space("mobilenet_v2", {"resolution": resolution, "levels": 5})
+    rng = np.random.default_rng(4)
+    widths = [int(rng.choice(layer.choices)) for layer in space.layers]
+    model = build_onnx(space, widths, seed=2)
+    inferred = _check(model)
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
+    x = np.random.default_rng(1).uniform(-1, 1, space.input_shape).astype(np.float32)
+    np.testing.assert_allclose(_run(model, x), reference_forward(space, widths, x, seed=2), rtol=1e-4, atol=1e-4)
+
+
+def test_mobilenet_v2_graph_is_the_inverted_residual_network_with_adds_on_later_blocks_only():
+    space = make_space("mobilenet_v2", {"resolution": 32, "levels": 3})
+    proto = onnx.load_from_string(build_onnx(space, space.smallest()))
+    expected = ["Conv", "Clip"]  # stem
+    for t, _c, n, _s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                         (6, 320, 1, 1)):
+        for m in range(1, n + 1):
+            expected += ["Conv", "Clip"] * (t > 1) + ["Conv", "Clip", "Conv"] + ["Add"] * (m > 1)
+    expected += ["Conv", "Clip", "GlobalAveragePool", "Flatten", "Gemm"]  # head, classifier
+    assert [n.op_type for n in proto.graph.node] == expected
+    # an Add sums the linear projection just before it and the input of its block's 1x1 expansion
+    nodes = list(proto.graph.node)
+    for i, node in enumerate(nodes):
+        if node.op_type == "Add":
+            expand = nodes[i - 5]
+            assert node.input[0] == nodes[i - 1].output[0] and node.input[1] == expand.input[0]
+            assert expand.op_type == "Conv" and [a.ints for a in expand.attribute if a.name == "kernel_shape"] == [[1, 1]]
+
+
+def test_mobilenet_v2_weights_in_the_model_match_the_exact_count():
+    space = make_space("mobilenet_v2", {"resolution": 32, "levels": 4})
+    rng = np.random.default_rng(9)
+    widths = [int(rng.choice(layer.choices)) for layer in space.layers]
+    proto = onnx.load_from_string(build_onnx(space, widths))
+    weights = sum(int(np.prod(t.dims)) for t in proto.graph.initializer if not t.name.startswith("relu6"))
+    assert weights == space.counts(widths)[1]
 
 
 def test_text_lowrank_matches_numpy_reference():
@@ -155,3 +209,24 @@ def test_onnx_and_tflite_float_networks_agree_for_a_seed():
     session = litert.load(build_tflite(space, widths, seed=7))
     (tflite_logits,) = session.run({session.inputs[0].name: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
     np.testing.assert_allclose(tflite_logits, onnx_logits, rtol=1e-4, atol=1e-4)
+
+
+# sha256 of the networks the builders made before the spaces became trees of factors (producer
+# version pinned): the chain spaces must keep building exactly the same bytes.
+CHAIN_BYTES = {
+    ("mobilenet_v1", (8, 16, 24, 24, 48, 48, 104, 104, 104, 104, 104, 104, 208, 208)):
+        "67ea1cfe91a828e00fdaf3cf18f2d45d5f3e5c1b39d3832bbdea4eeb94b3e843",
+    ("mobilenet_v1", (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)):
+        "5dd7175aba6c18902d45622f6593810b80d4abf125d0b1cb47022cfe29ee9357",
+    ("text_lowrank", (10, 64)): "4119177f9aaa985dba8acc39ee0eea6a369c3970909f0abdc41108fa2b93da87",
+}
+
+
+@pytest.mark.parametrize("name, widths", list(CHAIN_BYTES))
+def test_chain_spaces_build_the_same_bytes_as_before(name, widths, monkeypatch):
+    from widthwise.device_agents import build_onnx as module
+
+    monkeypatch.setattr(module, "__version__", "pinned")
+    params = {"resolution": 96} if name == "mobilenet_v1" else {"vocab": 2000, "dim": 64, "tokens": 16}
+    model = build_onnx(make_space(name, params), widths, seed=3)
+    assert hashlib.sha256(model).hexdigest() == CHAIN_BYTES[(name, widths)]

@@ -203,3 +203,94 @@ def test_bad_dtype_and_widths_are_refused(mobilenet):
         build_tflite(space, widths, dtype="int4")
     with pytest.raises(BadWidths):
         build_tflite(space, widths[:-1])
+
+
+# --- MobileNet-V2: inverted residuals and their Adds ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2():
+    # 40 -> 20 (stem) -> 20 -> 10 -> 5 -> 3 -> 3 -> 2 -> 2: strided blocks on even and odd sizes
+    space = make_space("mobilenet_v2", {"resolution": 40, "levels": 4})
+    rng = np.random.default_rng(6)
+    return space, [int(rng.choice(layer.choices)) for layer in space.layers]
+
+
+def test_mobilenet_v2_ops_have_an_add_closing_each_later_block(mobilenet_v2):
+    space, widths = mobilenet_v2
+    m = _parse(build_tflite(space, widths))
+    ops = _ops(m)
+    # stem + 16 expansions + 17 projections + head; a depthwise per block; 10 later blocks
+    assert ops.count("CONV_2D") == 1 + 16 + 17 + 1 and ops.count("DEPTHWISE_CONV_2D") == 17
+    assert ops.count("ADD") == 10
+    later = [f"stage{s}.block{k}.project.add" for s, n in ((2, 2), (3, 3), (4, 4), (5, 3), (6, 3))
+             for k in range(2, n + 1)]
+    assert sorted(n for n in _tensors(m) if n.endswith(".add")) == sorted(later)
+
+
+def test_float_mobilenet_v2_matches_onnxruntime_and_the_numpy_pass(mobilenet_v2):
+    space, widths = mobilenet_v2
+    model = build_tflite(space, widths, seed=4)
+    session = ort.InferenceSession(build_onnx(space, widths, seed=4), providers=["CPUExecutionProvider"])
+    blocks = space.blocks(widths)
+    weights = [block_weights(b, 4) for b in blocks]
+    for x in _images(space, 2, seed=3):
+        expected = session.run(None, {"input": x.transpose(0, 3, 1, 2).copy()})[0]
+        assert expected.shape == (1, 1000)
+        np.testing.assert_allclose(_run_tflite(model, x), expected, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(_run_tflite(model, x, OpResolverType.AUTO), expected, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(forward(blocks, weights, x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_mobilenet_v2_runs_and_agrees_with_float():
+    space = make_space("mobilenet_v2", {"resolution": 96, "levels": 4})
+    widths = space.base_widths()
+    f32, i8 = build_tflite(space, widths), build_tflite(space, widths, dtype="int8")
+    assert len(i8) < len(f32) / 3
+    for x in _images(space, 3, seed=12):
+        ref = _run_tflite(f32, x)
+        for resolver in (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, OpResolverType.AUTO):
+            got = _run_tflite(i8, x, resolver)
+            assert got.dtype == np.float32 and got.shape == (1, 1000)
+            assert _cosine(got, ref) >= 0.98
+
+
+def test_int8_adds_have_their_own_calibrated_quantisation(mobilenet_v2):
+    from widthwise.device_agents.build_tflite import activation_quant
+    from widthwise.device_agents.int8_calibration import activation_ranges
+
+    space, widths = mobilenet_v2
+    blocks = space.blocks(widths)
+    ranges = activation_ranges(space, blocks, [block_weights(b, 0) for b in blocks], 0)
+    m = _parse(build_tflite(space, widths, dtype="int8"))
+    g = m.Subgraphs(0)
+    ops = _ops(m)
+    adds = [g.Operators(i) for i in range(g.OperatorsLength()) if ops[i] == "ADD"]
+    assert len(adds) == 10
+    for op in adds:
+        out = g.Tensors(op.Outputs(0))
+        name = out.Name().decode()
+        assert out.Type() == tflite.TensorType.INT8
+        want = activation_quant(*ranges[name])
+        assert out.Quantization().ScaleAsNumpy()[0] == pytest.approx(want.scale[0], rel=1e-6)
+        assert out.Quantization().ZeroPointAsNumpy()[0] == want.zero_point[0]
+        # its inputs: the block's linear projection and the block's input
+        assert g.Tensors(op.Inputs(0)).Name().decode() == name.removesuffix(".add") + ".pw"
+        assert g.Tensors(op.Inputs(1)).Type() == tflite.TensorType.INT8
+
+
+CHAIN_BYTES = {
+    ("mobilenet_v1", (8, 16, 24, 24, 48, 48, 104, 104, 104, 104, 104, 104, 208, 208)):
+        "ff54781fd7da21e3120749b2ec620363fa9bebeed371694c729ab3a82acbcce0",
+    ("text_lowrank", (10, 64)): "ea59bce544cb87e60d033ea1f547e53ba3ec7c1f6322bfc42c3069b3fa3a0f4f",
+}
+
+
+@pytest.mark.parametrize("name, widths", list(CHAIN_BYTES))
+def test_chain_spaces_build_the_same_float_bytes_as_before(name, widths):
+    """sha256 of what the builder wrote before the spaces became trees of factors."""
+    import hashlib
+
+    params = {"resolution": 96} if name == "mobilenet_v1" else {"vocab": 2000, "dim": 64, "tokens": 16}
+    model = build_tflite(make_space(name, params), widths, seed=3)
+    assert hashlib.sha256(model).hexdigest() == CHAIN_BYTES[(name, widths)]

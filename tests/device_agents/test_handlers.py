@@ -34,7 +34,7 @@ def test_hello_describes_the_device():
     for key in ("agent_version", "cpu", "os", "python", "machine", "fingerprint"):
         assert isinstance(body[key], str) and body[key]
     assert body["cores"] >= 1 and "onnxruntime" in body["runtimes"]
-    assert set(body["spaces"]) >= {"mobilenet_v1", "text_lowrank"}
+    assert set(body["spaces"]) >= {"mobilenet_v1", "mobilenet_v2", "text_lowrank"}
     assert set(body["runtimes"]).isdisjoint(body["runtimes_unavailable"])
     assert HANDLERS["hello"]({"type": "hello", "id": 2}, b"")[0]["fingerprint"] == body["fingerprint"]
 
@@ -51,6 +51,112 @@ def test_bench_spec_times_a_mobilenet_and_caches_the_build():
 def test_bench_spec_times_a_text_model():
     body, _ = bench_spec(TEXT)
     check_bench_body(body)
+
+
+V2 = {"space": "mobilenet_v2", "params": {"resolution": 32, "levels": 3}}
+
+
+def test_bench_spec_times_a_mobilenet_v2():
+    widths = list(make_space("mobilenet_v2", V2["params"]).base_widths())
+    body, _ = bench_spec(dict(V2, widths=widths, seed=2))
+    check_bench_body(body)
+
+
+def test_mobilenet_v2_widths_are_checked_naming_the_variable():
+    space = make_space("mobilenet_v2", V2["params"])
+    with pytest.raises(BadWidths, match="has 25 variables, got 24 widths, in the order stem, stage1, "):
+        bench_spec(dict(V2, widths=list(space.smallest())[:-1]))
+    widths = list(space.smallest())
+    widths[20] = -8
+    with pytest.raises(BadWidths, match=r"width of variable 20 \(stage6.block2.expand\) must be positive"):
+        bench_spec(dict(V2, widths=widths))
+    with pytest.raises(BadRequest, match="spec.widths is missing: a list of 25 widths, in the order stem, stage1"):
+        bench_spec(V2)
+
+
+# --- a run of blocks timed alone (`block`, `block_count`) ----------------------------------------
+
+
+def test_bench_spec_times_a_block_alone_and_reports_what_it_built():
+    from widthwise.device_agents.spaces import block_counts
+
+    space = make_space("mobilenet_v2", V2["params"])
+    widths = list(space.base_widths())
+    blocks = space.blocks(widths)
+    later = next(b for b in blocks if b.residual and b.residual_from < b.index)  # a projection closing a residual
+    body, _ = bench_spec(dict(V2, widths=widths), block=later.index)
+    check_bench_body(body)
+    assert body["block"]["first"] == later.index and body["block"]["count"] == 1
+    assert body["block"]["names"] == [later.name] and body["block"]["kinds"] == ["ir_project"]
+    shape = [1, later.cout, later.out_hw, later.out_hw]
+    assert body["block"]["input_shape"] == [1, later.cin, later.in_hw, later.in_hw]
+    assert body["block"]["output_shape"] == body["block"]["output_shapes"][0] == shape
+    assert body["block"]["skip_shapes"] == {str(later.residual_from): shape}
+    assert (body["block"]["macs"], body["block"]["params"]) == block_counts(later)
+    whole, _ = bench_spec(dict(V2, widths=widths))
+    assert body["model_bytes"] < whole["model_bytes"] and "block" not in whole
+
+    pair, _ = bench_spec(dict(V2, widths=widths), block=later.residual_from, block_count=2)
+    assert pair["block"]["names"] == [blocks[later.residual_from].name, later.name]
+    assert pair["block"]["skip_shapes"] == {} and pair["block"]["output_shapes"] == [shape]
+    classifier, _ = bench_spec(dict(V2, widths=widths), block=len(blocks) - 1)
+    assert classifier["block"]["input_shape"] == [1, blocks[-1].cin, blocks[-1].in_hw, blocks[-1].in_hw]
+    assert classifier["block"]["output_shapes"] == [[1, 1000]]
+
+
+def test_a_block_alone_can_be_paired_with_the_whole_reference():
+    space = make_space("mobilenet_v2", V2["params"])
+    widths = list(space.base_widths())
+    body, _ = bench_spec(dict(V2, widths=widths), block=0, pair_with=dict(V2, widths=widths))
+    assert 0 < body["pair"]["ratio_median"] < 1.0  # the stem alone does less than the whole network
+    assert body["block"]["names"] == ["stem"]
+
+
+@pytest.mark.parametrize(
+    "fields, field, match",
+    [
+        ({"block": 36}, "block", "block must be the index of a block of space mobilenet_v2, 0 to 35 "
+                                 r"\(stem to classifier\), got 36"),
+        ({"block": -1}, "block", "got -1"),
+        ({"block": "stem"}, "block", "got 'stem'"),
+        ({"block": 35, "block_count": 2}, "block_count", "block_count must be an integer from 1 to 1"),
+        ({"block_count": 2}, "block_count", "block_count needs block"),
+    ],
+)
+def test_a_bad_block_run_is_refused_naming_the_field(fields, field, match):
+    widths = list(make_space("mobilenet_v2", V2["params"]).smallest())
+    with pytest.raises(BadRequest, match=match) as exc:
+        bench_spec(dict(V2, widths=widths), **fields)
+    assert exc.value.details["field"] == field
+
+
+def test_bench_model_refuses_block():
+    space = make_space("mobilenet_v1", {"resolution": 32})
+    with pytest.raises(BadRequest, match="block is a bench_spec field") as exc:
+        HANDLERS["bench_model"]({"type": "bench_model", "id": 3, "block": 0}, build_onnx(space, space.smallest()))
+    assert exc.value.details["field"] == "block"
+
+
+def test_the_caps_hold_the_run_timed_not_the_whole_network():
+    from widthwise.device_agents import limits
+    from widthwise.device_agents.errors import LimitExceeded
+
+    space = make_space("mobilenet_v2", {"resolution": 224})
+    widths = list(space.largest())
+    macs, _ = space.counts(widths)
+    spec = {"space": "mobilenet_v2", "params": {"resolution": 224}, "widths": widths}
+    limits.configure(limits.with_overrides(max_macs=macs // 4))
+    try:
+        with pytest.raises(LimitExceeded, match="multiply-accumulate count"):
+            bench_spec(spec)
+        body, _ = bench_spec(spec, block=len(space.templates) - 1)  # the classifier: 1.9 M MACs
+        assert body["block"]["macs"] < macs // 4
+        classifier_macs = body["block"]["macs"]
+        limits.configure(limits.with_overrides(max_macs=classifier_macs - 1))
+        with pytest.raises(LimitExceeded, match=f"{classifier_macs:,}, above this agent's cap of {classifier_macs - 1:,}"):
+            bench_spec(spec, block=len(space.templates) - 1)
+    finally:
+        limits.configure(limits.DEFAULT_LIMITS)
 
 
 def test_bench_model_times_onnx_bytes():
@@ -297,6 +403,7 @@ def test_bench_model_refuses_pair_with():
                                                                             768, 768, 768, 1536, 1536]},
         {"space": "text_lowrank", "params": {"vocab": 100_000, "dim": 300, "tokens": 32}, "widths": [300, 512]},
         {"space": "mobilenet_v1", "params": {"resolution": 224, "levels": 14}, "widths": [8] * 14},
+        {"space": "mobilenet_v2", "params": {"resolution": 224}, "widths": list(make_space("mobilenet_v2").largest())},
     ],
 )
 def test_the_default_caps_admit_the_largest_networks_the_project_uses(spec):
@@ -318,6 +425,29 @@ def test_a_cap_refusal_names_the_cap_and_the_value():
     with pytest.raises(LimitExceeded, match="pair_with.params.levels") as exc:
         bench_spec(SMALL, pair_with=dict(SMALL, params={"resolution": 32, "levels": 10**9}))
     assert exc.value.details["field"] == "pair_with.params.levels" and exc.value.details["value"] == 10**9
+
+
+def test_mobilenet_v2_caps_count_its_macs_and_its_residual_activations():
+    from widthwise.device_agents import limits
+    from widthwise.device_agents.errors import LimitExceeded
+
+    space = make_space("mobilenet_v2")
+    widths = space.largest()
+    macs, params = space.counts(widths)
+    # the largest live set: the first stride-2 expansion (input, expanded at 112, depthwise output at 56)
+    blocks = {b.name: b for b in space.blocks(widths)}
+    first = blocks["stage2.block1.expand"]
+    assert limits.peak_activation_elems(space, widths) == (first.cin + first.hidden) * 112 ** 2 + first.hidden * 56 ** 2
+    later = blocks["stage2.block2.project"]  # projection, the residual input and the sum
+    assert limits.ACTIVATIONS["ir_project"](later) == (later.cin + 3 * later.cout) * 56 ** 2
+    spec = {"space": "mobilenet_v2", "params": {"resolution": 224}, "widths": list(widths)}
+    limits.configure(limits.with_overrides(max_macs=macs - 1))
+    try:
+        with pytest.raises(LimitExceeded, match=f"{macs:,}, above this agent's cap of {macs - 1:,}"):
+            handlers.parse_spec(spec)
+    finally:
+        limits.configure(limits.DEFAULT_LIMITS)
+    assert handlers.parse_spec(spec)[1] == widths and params < handlers.MAX_PARAMS
 
 
 def test_the_serve_flags_configure_the_caps():

@@ -157,3 +157,36 @@ def test_blas_is_limited_inside_the_calibration_context():
         assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
     assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == \
         [p["num_threads"] for p in blas]
+
+
+def test_mobilenet_v2_ranges_cover_every_role_and_each_residual_add():
+    space = make_space("mobilenet_v2", {"resolution": 40, "levels": 3})
+    blocks = space.blocks(space.base_widths())
+    weights = [block_weights(b, 1) for b in blocks]
+    ranges = calib.activation_ranges(space, blocks, weights, seed=1)
+    relu6 = {"stem", "head"} | {f"{b.name}.{part}" for b in blocks if b.kind == "ir_expand" for part in ("ex", "dw")}
+    relu6 |= {f"{b.name}.dw" for b in blocks if b.kind == "ir_dwproject"}
+    linear = {f"{b.name}.pw" for b in blocks if b.kind in ("ir_project", "ir_dwproject")}
+    adds = {f"{b.name}.add" for b in blocks if b.residual}
+    assert len(adds) == 10
+    assert set(ranges) == relu6 | linear | adds | {"classifier.logits"}
+    for role in relu6:
+        assert ranges[role][0] == 0.0 and 0.0 < ranges[role][1] <= 6.0, role
+    for role in linear | adds:
+        lo, hi = ranges[role]
+        assert lo < 0.0 < hi, role  # linear projections and their sums take both signs
+
+
+def test_a_residual_add_is_the_sum_of_the_projection_and_the_block_input():
+    space = make_space("mobilenet_v2", {"resolution": 16, "levels": 3})
+    blocks = space.blocks(space.smallest())
+    weights = [block_weights(b, 0) for b in blocks]
+    x = calib.calibration_input(space, 0)
+    k = next(b.index for b in blocks if b.residual)  # stage2.block2.project
+    start = blocks[k].residual_from
+    block_input = calib.forward(blocks[:start], weights[:start], x)
+    projected = block_input
+    for b in blocks[start:k + 1]:  # the block's own ops, without the loop that adds the residual
+        projected = calib.FORWARDS[b.kind](b, weights[b.index], projected, {})
+    with_add = calib.forward(blocks[:k + 1], weights[:k + 1], x)
+    np.testing.assert_allclose(with_add, projected + block_input, rtol=1e-6, atol=1e-6)

@@ -352,6 +352,92 @@ def test_process_logs_refusals_and_keeps_serving(tmp_path: Path) -> None:
     assert TOKEN.decode() not in err
 
 
+def test_process_times_mobilenet_v2_alone_paired_and_int8(tmp_path: Path) -> None:
+    """A real agent process builds and times the tree space on both runtimes; bad widths name the variable."""
+    from widthwise.device_agents.spaces import make_space
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    space = make_space("mobilenet_v2", {"resolution": 64, "levels": 4})
+    spec = {"space": "mobilenet_v2", "params": {"resolution": 64, "levels": 4}, "widths": list(space.smallest())}
+    timing = {"warmup": 1, "repeat": 3, "min_repeat_ms": 1, "number": 1, "clock": "thread_cpu"}
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        channel = FrameChannel(open_tcp("127.0.0.1", int(port_file.read_text())))
+        hello = ask(channel, request_header("hello", 1)).header["body"]
+        assert "mobilenet_v2" in hello["spaces"]
+        wide = dict(spec, widths=list(space.base_widths()))
+        answers = [
+            ask(channel, request_header("bench_spec", 2, {"spec": spec, "timing": timing}), b""),
+            ask(channel, request_header("bench_spec", 3, {"spec": wide, "pair_with": spec, "timing": timing}), b""),
+            ask(channel, request_header("bench_spec", 4, {"spec": dict(spec, dtype="int8"), "runtime": "litert",
+                                                          "timing": timing}), b""),
+        ]
+        bodies = [a.header.get("body") or pytest.fail(str(a.header)) for a in answers]
+        assert all(len(b["times_ms"]) == 3 and b["stats"]["median"] > 0 for b in bodies)
+        assert bodies[1]["pair"]["ratio_median"] > 1.0  # the base widths do more work than the smallest
+        assert bodies[2]["runtime"]["name"] == "litert" and bodies[2]["runtime"]["dtype"] == "int8"
+        bad = dict(spec, widths=list(space.smallest())[:-1])
+        error = ask(channel, request_header("bench_spec", 5, {"spec": bad, "timing": timing}), b"").header["error"]
+        assert error["code"] == "bad_widths" and "has 25 variables, got 24 widths, in the order stem," in error["message"]
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_process_times_every_mobilenet_v2_block_alone(tmp_path: Path) -> None:
+    """A real agent process times each block of the tree space alone, fed its own input shape;
+    the isolated times add up to a positive figure, and a bad block index names the field."""
+    from widthwise.device_agents.network import isolated_network
+    from widthwise.device_agents.spaces import make_space
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "widthwise.device_agents", "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    params = {"resolution": 32, "levels": 4}
+    space = make_space("mobilenet_v2", params)
+    widths = space.base_widths()
+    spec = {"space": "mobilenet_v2", "params": params, "widths": list(widths)}
+    timing = {"warmup": 1, "repeat": 3, "min_repeat_ms": 1, "clock": "thread_cpu"}
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        channel = FrameChannel(open_tcp("127.0.0.1", int(port_file.read_text())))
+        total = 0.0
+        for k in range(len(space.templates)):
+            answer = ask(channel, request_header("bench_spec", 10 + k, {"spec": spec, "timing": timing, "block": k}))
+            body = answer.header.get("body") or pytest.fail(str(answer.header))
+            expected = list(isolated_network(space, widths, k).output_shape)
+            assert body["block"]["first"] == k and body["block"]["output_shapes"] == [expected]
+            assert body["stats"]["median"] > 0
+            total += body["stats"]["median"]
+        assert total > 0
+        k = next(b.index for b in space.blocks(widths) if b.residual and b.residual_from < b.index)
+        int8 = ask(channel, request_header("bench_spec", 90, {"spec": dict(spec, dtype="int8"), "runtime": "litert",
+                                                               "timing": timing, "block": k})).header
+        out = int8.get("body", {}).get("block", {}).get("output_shapes") or pytest.fail(str(int8))
+        n, c, h, w = isolated_network(space, widths, k).output_shape
+        assert out == [[n, h, w, c]] and int8["body"]["runtime"]["dtype"] == "int8"  # NHWC in TFLite
+        error = ask(channel, request_header("bench_spec", 91, {"spec": spec, "timing": timing,
+                                                               "block": len(space.templates)})).header["error"]
+        assert error["code"] == "bad_request" and error["details"]["field"] == "block"
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),

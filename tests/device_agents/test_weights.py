@@ -44,3 +44,19 @@ def test_tensors_larger_than_the_pool_wrap_around():
     text = make_space("text_lowrank", {"vocab": 20_000})
     table = block_weights(text.block_at(0, 20_000, 100))["table"]
     assert table.shape == (20_000, 100) and np.isfinite(table).all()
+
+
+def test_inverted_residual_layouts_and_scales():
+    space = make_space("mobilenet_v2")
+    blocks = {b.name: b for b in space.blocks(space.base_widths())}
+    t1 = block_weights(blocks["stage1.block1"])
+    assert t1["dw_w"].shape == (32, 1, 3, 3) and t1["pw_w"].shape == (16, 32, 1, 1) and t1["pw_b"].shape == (16,)
+    expand = block_weights(blocks["stage4.block2.expand"])
+    assert expand["ex_w"].shape == (384, 64, 1, 1) and expand["ex_b"].shape == (384,)
+    assert expand["dw_w"].shape == (384, 1, 3, 3) and expand["dw_b"].shape == (384,)
+    first, later = block_weights(blocks["stage4.block1.project"]), block_weights(blocks["stage4.block2.project"])
+    assert first["pw_w"].shape == (64, 192, 1, 1) and later["pw_w"].shape == (64, 384, 1, 1)
+    # linear projections: unit gain, halved in variance where a residual Add follows
+    assert abs(first["pw_w"].std() - np.sqrt(1 / 192)) < 0.01
+    assert abs(later["pw_w"].std() - np.sqrt(0.5 / 384)) < 0.01
+    assert abs(expand["ex_w"].std() - np.sqrt(2 / 64)) < 0.02

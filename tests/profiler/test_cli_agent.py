@@ -49,14 +49,15 @@ def run(*args: str):
 
 
 def test_bench_json_gives_the_agents_response(agent_url: str) -> None:
-    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["8"] * 14), "--json")
+    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["8"] * 14), "--any-widths", "--json")
     assert result.exit_code == 0, result.output
     response = json.loads(result.output)
     assert len(response["times_ms"]) == 2 and response["runtime"]["threads"] == 1
 
 
 def test_bench_human_output_is_a_short_stats_table(agent_url: str) -> None:
-    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["16"] * 14), "--threads", "1")
+    result = run("bench", "--agent", agent_url, *TINY, "--widths", ",".join(["16"] * 14), "--any-widths",
+                 "--threads", "1")
     assert result.exit_code == 0, result.output
     assert "median" in result.output and "p90" in result.output and "onnxruntime" in result.output
     assert len(result.output.splitlines()) <= 8
@@ -71,17 +72,34 @@ def test_bench_defaults_to_the_base_widths(agent_url: str) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--widths", "8,8,8"], "bad_widths: space mobilenet_v1 has 14 searchable layers, got 3 widths"),
-        (["--widths", ",".join(["8"] * 13 + ["0"])], "must be positive"),
+        (["--widths", "8,8,8"], "space mobilenet_v1 has 14 searchable layers, got 3 widths"),
+        (["--widths", ",".join(["8"] * 13 + ["0"]), "--any-widths"], "must be positive"),
+        (["--widths", ",".join(["8"] * 14)], "width 8 of layer 1 (dwsep1) is not one of its choices"),
         (["--widths", "8,eight"], "item 1 ('eight') is not an integer"),
-        (["--space", "resnet", "--widths", "8"], "unknown_space"),
+        (["--space", "resnet", "--widths", "8"], "unknown space 'resnet'"),
     ],
 )
-def test_bad_bench_input_is_one_clear_line_and_a_failure(agent_url: str, args: list[str], message: str) -> None:
+def test_bad_bench_input_is_one_usage_line(agent_url: str, args: list[str], message: str) -> None:
     result = run("bench", "--agent", agent_url, "--resolution", "32", *args)
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_bench_times_a_mobilenet_v2_given_by_name(agent_url: str) -> None:
+    from widthwise.device_agents.spaces import make_space
+
+    space = make_space("mobilenet_v2", {"resolution": 32, "levels": 4})
+    smallest = {v.name: v.choices[0] for v in space.layers}
+    flat = run("bench", "--agent", agent_url, *TINY[2:], "--space", "mobilenet_v2", "--levels", "4",
+               "--widths", ",".join(str(smallest[v.name]) for v in space.layers), "--json")
+    named = run("bench", "--agent", agent_url, *TINY[2:], "--space", "mobilenet_v2", "--levels", "4",
+                "--widths-json", json.dumps(smallest), "--json")
+    assert flat.exit_code == 0 and named.exit_code == 0, flat.output + named.output
+    # one network either way: the same bytes, built from the same flat configuration
+    assert json.loads(flat.output)["model_bytes"] == json.loads(named.output)["model_bytes"]
+    base = run("bench", "--agent", agent_url, *TINY[2:], "--space", "mobilenet_v2", "--json")
+    assert json.loads(base.output)["model_bytes"] > 4 * json.loads(named.output)["model_bytes"]
 
 
 def test_bench_model_file_and_a_file_that_is_not_a_model(agent_url: str, tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from widthwise.device_agents.spaces import make_space
 from widthwise.profiler.cli import main
+from widthwise.profiler.store import SampleStore
 from widthwise.errors import EXIT_STATUS
 from widthwise.profiler.cli_collect import parse_assignments
 
@@ -156,3 +158,17 @@ def test_pairing_and_clock_options_reach_the_db_identity(tmp_path):
     assert refused.exit_code == 1 and "pairing=false" in refused.output and "pairing=true" in refused.output
     bad = invoke("--samples", "3", "--db", str(tmp_path / "t.sqlite"), "--threads", "2", "--clock", "thread_cpu")
     assert bad.exit_code == 1 and "thread_cpu needs threads=1" in bad.output
+
+
+def test_collect_samples_mobilenet_v2_with_its_parameters(tmp_path):
+    db = tmp_path / "v2.sqlite"
+    result = invoke("--space", "mobilenet_v2", "--samples", "3", "--db", str(db), "--json")  # BASE: 32 px, 4 levels
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["samples"] == 3
+    space = make_space("mobilenet_v2", {"resolution": 32, "levels": 4})
+    with SampleStore(str(db)) as store:
+        assert store.meta["space"] == "mobilenet_v2" and store.meta["space_params"] == space.param_dict
+    with sqlite3.connect(db) as con:
+        widths = [json.loads(w) for (w,) in con.execute("SELECT widths FROM samples WHERE kind = 'sample'")]
+    assert len(widths) == 3 and all(len(w) == space.num_layers for w in widths)
+    assert all(v in layer.choices for w in widths for v, layer in zip(w, space.layers))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from widthwise.device_agents.spaces import make_space
 from widthwise.profiler.cli import main
 from tests.support.fit_synthetic import make_ground_truth, random_widths
+from tests.support.synthetic import mobilenet_v2_like_table
 from widthwise.profiler.store import SampleStore
 from widthwise.search.table import load_table
 
@@ -99,10 +100,10 @@ def test_predict_refuses_widths_off_the_grid(table_path, space):
     widths = [layer.choices[0] for layer in space.layers]
     widths[2] += 1
     result = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", ",".join(map(str, widths))])
-    assert result.exit_code == 1
-    assert "layer 2" in result.output and "not one of its choices" in result.output
+    assert result.exit_code == 2
+    assert f"width {widths[2]} of layer 2 (dwsep2) is not one of its choices" in result.output
     short = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,8"])
-    assert short.exit_code == 1 and "got 2 widths" in short.output
+    assert short.exit_code == 2 and "table has 14 layers, got 2 widths" in short.output
     junk = CliRunner().invoke(main, ["predict", "--table", str(table_path), "--widths", "8,x"])
     assert junk.exit_code == 2 and "item 1 ('x') is not an integer" in junk.output
 
@@ -201,3 +202,46 @@ def test_fit_accepts_the_former_method_names_and_refuses_unknown_ones(dbs, tmp_p
     assert json.loads(result.output)["method"] == "nnls-monotone" == load_table(out).fit["method"]
     bad = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--method", "magic"])
     assert bad.exit_code == 1 and "unknown method 'magic'" in bad.output and "pooled-prior" in bad.output
+
+
+def test_predict_on_a_tree_gives_the_breakdown_per_factor(tmp_path):
+    table = mobilenet_v2_like_table(levels=4, seed=1)
+    path = tmp_path / "v2.json"
+    table.save(path)
+    names = table.variable_names
+    values = {n: c[1] for n, c in zip(names, table.choices)}
+    result = CliRunner().invoke(main, ["predict", "--table", str(path), "--widths-json", json.dumps(values), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    flat = [values[n] for n in names]
+    assert out["widths"] == flat and out["named_widths"] == values and "blocks" not in out
+    assert out["latency_ms"] == pytest.approx(table.predict(flat))
+    assert out["latency_ms"] == pytest.approx(out["constant_ms"] + sum(f["ms"] for f in out["factors"]))
+    assert [(f["name"], f["kind"], f["variables"]) for f in out["factors"]] == \
+        [(f.name, f.kind, [names[v] for v in f.variables]) for f in table.factors]
+    text = CliRunner().invoke(main, ["predict", "--table", str(path), "--widths", " ".join(map(str, flat))])
+    rows = [line.split() for line in text.output.splitlines()[2:]]
+    assert [(r[0], r[1]) for r in rows] == [(f.name, f.kind) for f in table.factors]
+    assert sum(float(r[2]) for r in rows) == pytest.approx(out["latency_ms"] - out["constant_ms"], abs=1e-3 * len(rows))
+    values["stage4"] += 1
+    off = CliRunner().invoke(main, ["predict", "--table", str(path), "--widths-json", json.dumps(values)])
+    assert off.exit_code == 2 and f"of variable {names.index('stage4')} (stage4) is not one of its choices" in off.output
+
+
+def test_fit_validate_and_predict_on_a_mobilenet_v2_db(tmp_path):
+    space = make_space("mobilenet_v2", {"resolution": 32, "levels": 3})
+    truth = make_ground_truth(space, seed=2)
+    _write_db(tmp_path / "train.sqlite", space, truth, 150, seed=1)
+    _write_db(tmp_path / "val.sqlite", space, truth, 40, seed=2)
+    out = tmp_path / "v2.json"
+    fitted = CliRunner().invoke(main, ["fit", "--db", str(tmp_path / "train.sqlite"), "-o", str(out)])
+    assert fitted.exit_code == 0, fitted.output
+    table = load_table(out)
+    assert table.format == "widthwise-table/2" and list(table.variable_names) == [v.name for v in space.layers]
+    checked = CliRunner().invoke(main, ["validate", "--table", str(out), "--db", str(tmp_path / "val.sqlite"), "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["count"] == 40
+    widths = [v.choices[-1] for v in space.layers]
+    predicted = CliRunner().invoke(main, ["predict", "--table", str(out), "--widths", ",".join(map(str, widths)),
+                                          "--json"])
+    assert json.loads(predicted.output)["latency_ms"] == pytest.approx(table.predict(widths))

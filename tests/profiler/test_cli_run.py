@@ -6,7 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
+from widthwise.profiler.cli import main
+from widthwise.profiler.cli_run import report_lines
+from widthwise.profiler.job import DEFAULT_SAMPLES, SPACE_SAMPLES
 from widthwise.search.table import load_table
 
 
@@ -74,3 +78,37 @@ def test_run_is_paired_and_retimes_against_the_tables_reference(finished):
     # widest network's error is a few per cent here, and a factor of 2 either way only rules out
     # a wrong scale (an unconverted or unpaired value), not an inaccurate fit
     assert 0.5 < generous["measured_adjusted_ms"] / generous["predicted_ms"] < 2.0
+
+
+def test_run_on_mobilenet_v2_collects_fits_a_tree_and_retimes_its_answers(tmp_path):
+    done = _run("--space", "mobilenet_v2", "--resolution", "32", "--levels", "3", "--samples", "24",
+                "--out", str(tmp_path), "--budget-ms", "1000", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["db"].endswith("mobilenet_v2-32-onnxruntime.sqlite") and summary["collect"]["samples"] == 24
+    table = load_table(summary["table"])
+    assert table.format == "widthwise-table/2" and table.space_name == "mobilenet_v2"
+    assert {f.kind for f in table.factors} == {"conv", "ir_dwproject", "ir_expand", "ir_project", "pool_fc"}
+    (widest,) = summary["answers"]
+    assert widest["widths"] == [max(c) for c in table.choices]
+    assert widest["named_widths"] == dict(zip(table.variable_names, widest["widths"]))
+    assert widest["measured_ms"] > 0 and 0.5 < widest["measured_adjusted_ms"] / widest["predicted_ms"] < 2.0
+    assert summary["variable_groups"] == list(table.variable_groups)
+    row, v = report_lines(summary)[-2], widest["named_widths"]
+    assert f"  stem {v['stem']} | stage1 {v['stage1']} | stage2 {v['stage2']} " \
+           f"[{v['stage2.block1.expand']} {v['stage2.block2.expand']}] | stage3 " in row
+    assert row.endswith(f" | head {v['head']}")
+
+
+def test_run_refuses_an_unknown_space_or_parameter_before_any_work(tmp_path):
+    for args, message in [(["--space", "resnet"], "unknown space 'resnet'"),
+                          (["--space", "text_lowrank", "--levels", "3"], "no parameter 'levels'")]:
+        done = _run(*args, "--out", str(tmp_path / "o"))
+        assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_help_states_each_spaces_default_samples():
+    text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    assert f"default {DEFAULT_SAMPLES}," in text
+    assert all(f"{n} for {space}" in text for space, n in SPACE_SAMPLES.items())

@@ -329,3 +329,40 @@ def test_paired_collection_stores_ratios_and_no_periodic_references(agent, tmp_p
         collect(agent, settings(db, 9, pairing=True, clock="thread_cpu", pair_share=0.5), progress=False)
     with pytest.raises(CollectError, match="pair_share"):
         settings(db, 9, pair_share=0.0)
+
+
+# --- a tree space: MobileNet-V2's flat configuration of widths and expansions -------------------------
+
+
+def test_a_tree_space_collects_resumes_and_fits_to_a_version_2_table(agent, tmp_path):
+    from widthwise.profiler.fit import fit_table
+    from widthwise.profiler.sampling import factor_terms
+
+    params = {"resolution": 32, "levels": 3}
+    db = tmp_path / "v2.sqlite"
+    v2 = dict(space="mobilenet_v2", space_params=params, pairing=True, clock="thread_cpu")
+    first = collect(agent, settings(db, 7, **v2), progress=False)
+    rows = sample_rows(db)
+    grown = collect(agent, settings(db, 14, **v2), progress=False)
+    assert (first["new"], grown["new"], grown["samples"]) == (7, 7, 14)
+    assert sample_rows(db)[:7] == rows  # resumed: nothing re-measured
+    with pytest.raises(IdentityMismatch, match="space_params"):
+        collect(agent, settings(db, 14, **{**v2, "space_params": {"resolution": 32, "levels": 4}}), progress=False)
+    space = make_space("mobilenet_v2", params)
+    plan = stored_plan(str(db))
+    assert plan == make_sampler("coverage", space, seed=0).plan(14)
+    # 14 draws at 3 levels exercise every entry of every factor (the largest has 12)
+    entries = {t for w in plan for t in factor_terms(space, w)}
+    assert len(entries) == sum(int(np.prod([len(space.layers[v].choices) for v in f.variables])) for f in space.factors)
+    with sqlite3.connect(db) as con:
+        pairs = [json.loads(p) for (p,) in con.execute("SELECT pair FROM samples ORDER BY id")]
+    assert all(p["ref_widths"] == list(pair_reference_widths(space)) for p in pairs)
+    assert len(pairs[0]["ref_widths"]) == space.num_layers == 25
+    with SampleStore(db) as store:
+        data = store.training_data()
+    assert data.widths.shape == (14, 25) and np.all(data.latency_ms > 0)
+    table = fit_table(data, holdout=0.0).table
+    assert table.format == "widthwise-table/2" and len(table.factors) == len(space.factors)
+    assert table.extra["reference"]["widths"] == list(pair_reference_widths(space))
+    measured = data.latency_ms
+    assert np.median(np.abs(np.array([table.predict(w) for w in data.widths]) - measured) / measured) < 0.1

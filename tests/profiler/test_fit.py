@@ -92,9 +92,43 @@ def test_fitted_tables_are_monotone(mobilenet):
     truth = make_ground_truth(mobilenet, seed=8, jitter=0.05)
     run = synthetic_samples(truth, 200, seed=9, noise=0.03)
     table = fit_table(run.data, holdout=0.0).table
+    assert table.fit["monotone"] is True
     for block in table.blocks:
         assert np.all(np.diff(block.ms, axis=0) >= 0), block.name
         assert np.all(np.diff(block.ms, axis=1) >= 0), block.name
+
+
+def _off_tile_truth(space, slow: float = 1.3):
+    """A device whose kernels run widths off the 16-channel tile (8, 24, 40 ...) on a slow path:
+    every factor entry with such a width costs `slow` times more, so 8 channels are slower than 16."""
+    truth = make_ground_truth(space, seed=5, jitter=0.0)
+    layout = truth.layout
+    term = truth.term_ms.copy()
+    for f, (offset, variables) in enumerate(zip(layout.offsets, layout.variables)):
+        choices = space.factor_choices(f)
+        for k, entry in enumerate(np.ndindex(*[len(c) for c in choices])):
+            if any(choices[a][i] % 16 for a, i in enumerate(entry)):
+                term[offset + k] *= slow
+    return type(truth)(layout, term, truth.constant_ms)
+
+
+def test_monotonicity_is_kept_only_where_the_device_is_monotone(mobilenet):
+    # a monotone device: the fit keeps its tables monotone (test_fitted_tables_are_monotone);
+    # a device slower at 8 channels than at 16: cross-validation drops the projection, and the
+    # free tables predict fresh configurations better than the projected ones would
+    truth = _off_tile_truth(mobilenet)
+    drops = [np.diff(m, axis=a).min() < 0 for m in truth.layout.split(truth.term_ms) for a in range(m.ndim)]
+    assert sum(drops) >= 10, "the synthetic device is not slower at 8 channels than at 16"
+    run = synthetic_samples(truth, 300, seed=6, noise=0.01, burst_rate=0.0)
+    free = fit_table(run.data, holdout=0.0).table
+    assert free.fit["monotone"] is False
+    err_free = _fresh_error(free, truth, mobilenet)
+    projected = fit_table(run.data, holdout=0.0).table
+    for block in projected.blocks:  # what a fit that always projects would have kept (unweighted)
+        block.ms = monotone_matrix(block.ms, np.ones_like(block.ms))
+    err_forced = _fresh_error(projected, truth, mobilenet)
+    assert np.mean(err_free) < np.mean(err_forced), (np.mean(err_free), np.mean(err_forced))
+    assert np.mean(err_free <= 0.05) > np.mean(err_forced <= 0.05)
 
 
 def test_monotone_projection_is_a_projection():
@@ -252,3 +286,69 @@ def test_search_picks_are_predicted_as_fast_as_they_are(pooled_fit):
             errors.append((answer.latency_ms - true_ms) / true_ms)
     # a free per-block prior put the cheapest picks here 3-4 % too fast
     assert max(abs(e) for e in errors) <= 0.025, np.round(errors, 3)
+
+
+# --- a tree of factors: MobileNet-V2's widths and expansions, a widthwise-table/2 --------------------
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return make_space("mobilenet_v2", {"resolution": 64, "levels": 5})
+
+
+@pytest.fixture(scope="module")
+def tree_fit(tree):
+    truth = make_ground_truth(tree, seed=7)  # per-factor costs spread, tile padding, per-term jitter
+    run = synthetic_samples(truth, 300, seed=8, noise=0.02)
+    return truth, run, fit_table(run.data, holdout=0.15, seed=1)
+
+
+def test_recovers_a_known_factor_table_of_a_tree_space(tree, tree_fit):
+    truth, _, result = tree_fit
+    assert result.table.format == "widthwise-table/2"
+    err = _fresh_error(result.table, truth, tree)
+    assert np.mean(err <= 0.05) >= 0.97 and np.mean(err <= 0.10) >= 0.995, (np.mean(err <= 0.05), err.max())
+    assert np.mean(err) < 0.015
+    assert result.report["within_5pct"] >= 0.9 and result.report["count"] == 45
+    flops = fit_table(tree_fit[1].data, holdout=0.15, seed=1, method="flops").table
+    assert np.mean(err) < 0.5 * np.mean(_fresh_error(flops, truth, tree))
+
+
+def test_a_tree_table_is_monotone_along_every_axis_of_every_factor(tree_fit):
+    table = tree_fit[2].table
+    for factor in table.factors:
+        for axis in range(factor.ms.ndim):
+            assert np.all(np.diff(factor.ms, axis=axis) >= 0), (factor.name, axis)
+
+
+def test_a_tree_table_saves_as_version_2_and_loads_back(tree, tree_fit, tmp_path):
+    _, run, result = tree_fit
+    path = tmp_path / "v2.json"
+    result.table.save(path)
+    raw = json.loads(path.read_text())
+    assert raw["format"] == "widthwise-table/2" and "blocks" not in raw
+    assert [v["name"] for v in raw["variables"]] == [l.name for l in tree.layers]
+    assert [v["group"] for v in raw["variables"]] == [l.group for l in tree.layers]
+    assert [f["kind"] for f in raw["factors"]] == [f.kind for f in tree.factors]
+    assert raw["fit"]["method"] == "pooled-prior" and raw["runtime"]["statistic"] == "min"
+    table = load_table(path)
+    assert table.variable_names == tuple(l.name for l in tree.layers)
+    for f, factor in enumerate(table.factors):
+        assert factor.variables == tree.factors[f].variables
+        choices = tree.factor_choices(f)
+        last = tuple(len(c) - 1 for c in choices)
+        op = tree.factor_op(f, [c[-1] for c in choices])
+        assert (factor.macs[last], factor.params[last]) == block_counts(op)
+    widths = run.data.widths[:20]
+    np.testing.assert_allclose(table_predictions(table, widths), [result.table.predict(w) for w in widths], rtol=1e-12)
+    report = error_report(table, run.data)
+    assert report["count"] == len(run.data) and report["within_10pct"] > 0.9
+    with pytest.raises(SpaceMismatch):
+        error_report(table, synthetic_samples(make_ground_truth(make_space("mobilenet_v1", {"resolution": 64, "levels": 5})), 20).data)
+
+
+def test_outliers_of_a_tree_space_are_the_injected_bursts(tree):
+    truth = make_ground_truth(tree, seed=3)
+    run = synthetic_samples(truth, 200, seed=11, noise=0.015, burst_range=(0.2, 0.4))
+    assert len(run.burst_ids) >= 3
+    assert sorted(flag_outliers(run.data)) == sorted(run.burst_ids)

@@ -12,8 +12,8 @@ import pytest
 from widthwise.errors import UsageError
 from widthwise.profiler.agent_client import connect
 from widthwise.profiler.errors import CollectError
-from widthwise.profiler.job import (Fitted, JobSettings, collect_settings, collect_step, default_budgets, fit_step,
-                                    job_files, retime_step, search_step, validate_step)
+from widthwise.profiler.job import (DEFAULT_SAMPLES, SPACE_SAMPLES, Fitted, JobSettings, collect_settings, collect_step,
+                                    default_budgets, fit_step, job_files, retime_step, search_step, validate_step)
 from widthwise.profiler.store import SampleStore
 from widthwise.search.engine import InfeasibleBudget
 from widthwise.search.table import load_table
@@ -61,8 +61,26 @@ def test_settings_refuse_bad_budgets_and_too_few_samples() -> None:
         JobSettings(samples=19)
 
 
+def test_settings_take_every_spaces_parameters_and_its_default_samples() -> None:
+    assert JobSettings().samples == DEFAULT_SAMPLES and JobSettings(samples=25).samples == 25
+    assert JobSettings(space="mobilenet_v2").samples == SPACE_SAMPLES["mobilenet_v2"]
+    v2 = JobSettings(space="mobilenet_v2", resolution=64, levels=3).make_space()
+    assert v2.name == "mobilenet_v2" and v2.param_dict == {"resolution": 64, "levels": 3}
+    assert JobSettings(space="text_lowrank", params={"vocab": 1000}).make_space().param_dict["vocab"] == 1000
+    for settings, message, field in [({"space": "resnet"}, "unknown space 'resnet'", "--space"),
+                                     ({"space": "text_lowrank", "resolution": 64}, "no parameter 'resolution'",
+                                      "--space-param")]:
+        with pytest.raises(UsageError, match=message) as caught:
+            JobSettings(**settings)
+        assert caught.value.field == field
+
+
 def test_files_are_named_after_space_and_runtime(client, job, files) -> None:
     assert files.runtime == "onnxruntime" and files.db.name == "mobilenet_v1-32-onnxruntime.sqlite"
+    hello = client.hello()
+    assert job_files(JobSettings(space="mobilenet_v2", resolution=64), hello).db.name == \
+        "mobilenet_v2-64-onnxruntime.sqlite"
+    assert job_files(JobSettings(space="text_lowrank"), hello).table.name == "text_lowrank-onnxruntime.json"
     assert files.table == files.db.with_suffix(".json") and str(files.db.parent) == job.out_dir
     with pytest.raises(CollectError, match="runtime nosuch is not usable on the agent"):
         job_files(dataclasses.replace(job, runtime="nosuch"), client.hello())

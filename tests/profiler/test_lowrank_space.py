@@ -158,7 +158,7 @@ def test_exact_search_respects_latency_and_params_budgets(space, fitted) -> None
             assert params[i] <= max_params
         # exact: no feasible configuration has a lower cost
         idx_of = lambda w: tuple(l.choices.index(v) for l, v in zip(space.layers, w))  # noqa: E731
-        best = min(searcher.chain.cost_of(idx_of(configs[j])) for j in np.flatnonzero(feasible))
+        best = min(searcher.tree.cost_of(idx_of(configs[j])) for j in np.flatnonzero(feasible))
         assert answer.cost == pytest.approx(best)
 
     # the params budget is binding somewhere: it changes the answer the latency alone gives

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from widthwise.device_agents.spaces import make_space
-from widthwise.profiler.sampling import SAMPLER_MODULES, Sampler, UnknownSampler, block_terms, make_sampler, sampler_class
+from widthwise.profiler.sampling import SAMPLER_MODULES, Sampler, UnknownSampler, factor_terms, make_sampler, sampler_class
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,30 @@ def test_negative_plan_is_refused(space):
         make_sampler("uniform", space).plan(-1)
 
 
-def test_block_terms_follow_the_chain(space):
+def test_factor_terms_follow_the_chain(space):
     widths = space.largest()
-    terms = block_terms(space, widths)
+    terms = factor_terms(space, widths)
     assert len(terms) == space.num_layers + 1
-    assert terms[0] == (0, 0, len(space.layers[0].choices) - 1)
-    assert terms[-1] == (space.num_layers, len(space.layers[-1].choices) - 1, 0)
+    top = len(space.layers[0].choices) - 1
+    assert terms[0] == (0, (top,))  # the stem: unary on layer 0
+    assert terms[1] == (1, (top, len(space.layers[1].choices) - 1))
+    assert terms[-1] == (space.num_layers, (len(space.layers[-1].choices) - 1,))  # the classifier
+
+
+def test_factor_terms_of_a_tree_name_each_factor_s_own_variables():
+    tree = make_space("mobilenet_v2", {"resolution": 32, "levels": 3})
+    indices = [k % len(layer.choices) for k, layer in enumerate(tree.layers)]
+    widths = tuple(layer.choices[i] for layer, i in zip(tree.layers, indices))
+    terms = factor_terms(tree, widths)
+    assert [f for f, _ in terms] == list(range(len(tree.factors)))
+    for (f, entry), factor in zip(terms, tree.factors):
+        assert entry == tuple(indices[v] for v in factor.variables)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_MODULES))
+def test_plans_on_a_tree_space_are_flat_configurations_on_the_grid(name):
+    tree = make_space("mobilenet_v2", {"resolution": 32, "levels": 4})
+    plan = make_sampler(name, tree, seed=0).plan(30)
+    assert plan == make_sampler(name, tree, seed=0).plan(30)
+    for widths in plan:
+        assert tree.validate_widths(widths, on_grid=True) == widths

@@ -17,10 +17,11 @@ from widthwise.search.engine import Searcher, make_objective
 from widthwise.search.errors import NonFiniteAnswer
 from widthwise.search.table_store import TableStore
 from tests.search.serving import running
-from tests.support.synthetic import mobilenet_v1_table, random_costs, random_table
+from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table, random_costs, random_table
 
 MB = mobilenet_v1_table(seed=8)
 SMALL = random_table(4, 3, 3)
+V2 = mobilenet_v2_like_table(6, seed=8)
 
 
 def _middle_budget(table: object) -> float:
@@ -38,6 +39,7 @@ def _loss_samples(table: object) -> list:
 
 COSTS = random_costs(SMALL, 4)
 SMALL_BUDGET = _middle_budget(SMALL)
+V2_BUDGET = _middle_budget(V2)
 
 #: (endpoint, request body): every answer type, every method, both budgets, every kind of objective
 REQUESTS = [
@@ -53,6 +55,11 @@ REQUESTS = [
     ("pareto", {"table": "small", "objective": COSTS}),
     ("marginals", {"table": "mb", "budget_ms": 9.5, "temperature": 0.05}),
     ("marginals", {"table": "small", "budget_ms": SMALL_BUDGET, "temperature": 0.5, "objective": COSTS}),
+    ("query", {"table": "v2", "budget_ms": V2_BUDGET}),
+    ("query", {"table": "v2", "budget_ms": V2_BUDGET, "method": "lagrangian"}),
+    ("query", {"table": "v2", "budget_ms": V2_BUDGET, "method": "greedy", "objective": "params"}),
+    ("pareto", {"table": "v2"}),
+    ("marginals", {"table": "v2", "budget_ms": V2_BUDGET, "temperature": 0.05}),
 ]
 
 
@@ -61,6 +68,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tables")
     MB.save(path / "mb.json")
     SMALL.save(path / "small.json")
+    V2.save(path / "v2.json")
     return path
 
 
@@ -102,6 +110,12 @@ def test_cli_json_is_the_daemon_body(client: httpx.Client, folder: Path, tmp_pat
     objective = body.get("objective", "flops")
     expected = "loss-samples" if "loss_samples" in body else "costs" if isinstance(objective, dict) else objective
     assert parsed["objective"] == expected
+    names = {"mb": MB, "small": SMALL, "v2": V2}[body["table"]].variable_names
+    if endpoint == "query":  # the widths named in the table's variable order
+        assert list(parsed["named_widths"]) == list(names)
+        assert list(parsed["named_widths"].values()) == parsed["widths"]
+    elif endpoint == "marginals":
+        assert [layer["name"] for layer in parsed["layers"]] == list(names)
 
 
 def test_an_error_is_the_same_message_on_both(client: httpx.Client, folder: Path, tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from widthwise.profiler.cli import main
+from widthwise.search.cli import widths_line
 from widthwise.search.engine import Searcher, make_objective
-from tests.support.synthetic import anti_latency_costs, mobilenet_v1_table, random_costs, random_table
+from widthwise.search.table import load_table
+from tests.support.synthetic import (anti_latency_costs, mobilenet_v1_table, mobilenet_v2_like_table, random_costs,
+                                     random_table)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +155,64 @@ def test_a_front_over_its_cap_is_one_line_naming_the_limit(tmp_path, command):
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line]
     assert len(lines) == 1 and "points limit" in lines[0] and "200,000" in lines[0] and "lagrangian" in lines[0]
+
+
+# --- a tree table (widthwise-table/2) --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trees") / "v2.json"
+    mobilenet_v2_like_table(levels=5, seed=2).save(path)
+    return path
+
+
+def test_query_on_a_tree_prints_the_widths_by_stage_and_block(tree_file):
+    table = load_table(tree_file)
+    answer = Searcher(table, make_objective(table)).query(4.0)
+    result = run("query", "--table", tree_file, "--budget-ms", 4.0)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "widths      " + " ".join(map(str, answer.widths))
+    value = dict(zip(table.variable_names, answer.widths))
+    by_group = {line.split()[0]: line.split()[1:] for line in lines[1:] if line.startswith("  ")}
+    assert by_group["stem"] == [str(value["stem"])] and by_group["head"] == [str(value["head"])]
+    # a stage: its own width, then each of its blocks' expansions by name
+    assert by_group["stage3"] == [str(value["stage3"]), "block1.expand", str(value["stage3.block1.expand"]),
+                                  "block2.expand", str(value["stage3.block2.expand"]),
+                                  "block3.expand", str(value["stage3.block3.expand"])]
+    assert set(by_group) == set(table.variable_groups)
+
+
+def test_query_json_on_a_tree_names_each_variables_width(tree_file):
+    got = json.loads(run("query", "--table", tree_file, "--budget-ms", 4.0, "--json").output)
+    table = load_table(tree_file)
+    assert got["named_widths"] == dict(zip(table.variable_names, got["widths"]))
+    assert got["latency_ms"] == pytest.approx(table.predict(got["widths"])) and got["latency_ms"] <= 4.0
+
+
+def test_pareto_and_marginals_on_a_tree(tree_file, tmp_path):
+    table = load_table(tree_file)
+    text = run("pareto", "--table", tree_file)
+    assert text.exit_code == 0, text.output
+    rows = [line for line in text.output.splitlines()[2:] if line]
+    front = json.loads(run("pareto", "--table", tree_file, "--json").output)["front"]
+    assert len(rows) == len(front) >= 2
+    stem, stage1 = table.variable_names.index("stem"), table.variable_names.index("stage1")
+    assert rows[-1].split(None, 2)[2].startswith(f"stem {front[-1]['widths'][stem]} | "
+                                                  f"stage1 {front[-1]['widths'][stage1]} | stage2 ")
+    run("pareto", "--table", tree_file, "--csv", tmp_path / "f.csv")
+    assert next(csv.reader((tmp_path / "f.csv").open()))[4:] == list(table.variable_names)
+    layers = json.loads(run("marginals", "--table", tree_file, "--budget-ms", 4.0, "--temperature", 0.05,
+                            "--json").output)["layers"]
+    assert [v["name"] for v in layers] == list(table.variable_names)
+    assert all(sum(v["probabilities"]) == pytest.approx(1.0) for v in layers)
+    human = run("marginals", "--table", tree_file, "--budget-ms", 4.0, "--temperature", 0.05)
+    assert human.output.splitlines()[2].startswith("stage2.block1.expand ")
+
+
+def test_widths_line_groups_a_stage_and_keeps_a_chain_plain():
+    names = ["stem", "stage1", "stage2.block1.expand", "stage2", "stage2.block2.expand", "head"]
+    groups = ["stem", "stage1", "stage2", "stage2", "stage2", "head"]
+    assert widths_line([32, 16, 96, 24, 144, 1280], names, groups) == \
+        "stem 32 | stage1 16 | stage2 24 [96 144] | head 1280"
+    assert widths_line([8, 16], ["a", "b"], ["", ""], sep=",") == "8,16"

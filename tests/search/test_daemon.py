@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -21,7 +22,7 @@ from widthwise.search import daemon
 from tests.search.serving import running
 from tests.support.procs import read_line
 from widthwise.search.cli_serve import serve as serve_command
-from tests.support.synthetic import synthetic_table
+from tests.support.synthetic import random_tree_table, synthetic_table
 from widthwise.search.table import Table
 from widthwise.search.table_store import TableStore
 
@@ -43,13 +44,17 @@ def table_bytes(table: Table) -> bytes:
 
 
 def configs(table: Table) -> list[tuple[tuple[int, ...], float, float]]:
-    """Every configuration with its predicted latency and exact MACs (brute force)."""
+    """Every configuration with its predicted latency and exact MACs (brute force over the factors)."""
     out = []
     for widths in itertools.product(*table.choices):
-        idx = [0, *table.indices(widths), 0]
-        macs = sum(float(b.macs[idx[k], idx[k + 1]]) for k, b in enumerate(table.blocks))
-        out.append((widths, table.predict(widths), macs))
+        idx = table.indices(widths)
+        out.append((widths, table.predict(widths), sum(f.value(idx, "macs") for f in table.factors)))
     return out
+
+
+def params_of(table: Table, widths: list[int] | tuple[int, ...]) -> float:
+    idx = table.indices(widths)
+    return sum(f.value(idx, "params") for f in table.factors)
 
 
 def best_macs(table: Table, budget_ms: float) -> float:
@@ -72,9 +77,16 @@ def small() -> Table:
     return synthetic_table(CHOICES, seed=3)
 
 
+@functools.cache
+def tree_table() -> Table:
+    """A small `widthwise-table/2` tree (6 variables, 3 choices each: 729 configurations to check by brute force)."""
+    return random_tree_table("random", seed=9, levels=3, variables=6)
+
+
 def fill(folder: Path, small: Table) -> Path:
-    """Two good tables, one broken one and a file that is not a table."""
+    """Two good chains (`/1`), a good tree (`/2`), one broken file and a file that is not a table."""
     small.save(folder / "small.json")
+    tree_table().save(folder / "tree.json")
     synthetic_table(CHOICES[:3], seed=5).save(folder / "other.json")
     (folder / "broken.json").write_text('{"format": "widthwise-table/1", "space": ')
     (folder / "notes.txt").write_text("not a table")
@@ -112,9 +124,9 @@ def tables_by_name(client: httpx.Client) -> dict[str, dict]:
 def test_health_and_tables_report_a_broken_file_beside_good_ones(client: httpx.Client) -> None:
     health = client.get("/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "tables": 3, "broken": 1}
+    assert health.json() == {"status": "ok", "tables": 4, "broken": 1}
     tables = tables_by_name(client)
-    assert set(tables) == {"small", "other", "broken"}
+    assert set(tables) == {"small", "other", "tree", "broken"}
     assert tables["small"]["status"] == "ok" and tables["small"]["error"] is None
     assert tables["small"]["space"]["layers"] == len(CHOICES)
     assert tables["small"]["runtime"]["name"] == "synthetic" and "fit" in tables["small"]
@@ -208,20 +220,18 @@ def test_pareto_is_served_from_its_cache_unchanged(client: httpx.Client) -> None
     assert first.status_code == second.status_code == 200 and first.content == second.content
 
 
-def test_params_objective_with_a_parameter_budget(client: httpx.Client, small: Table) -> None:
-    widest_params = max(sum(float(b.params[i, j]) for b, (i, j) in zip(small.blocks, _pairs(small, w)))
-                        for w, _, _ in configs(small))
-    cap = widest_params * 0.5
-    response = client.post("/v1/query", json={"table": "small", "budget_ms": 100, "objective": "params",
+@pytest.mark.parametrize("name", ["small", "tree"])
+def test_params_objective_with_a_parameter_budget(client: httpx.Client, small: Table, name: str) -> None:
+    table = small if name == "small" else tree_table()
+    everything = [(w, lat, params_of(table, w)) for w, lat, _ in configs(table)]
+    cap = (max(p for _, _, p in everything) + min(p for _, _, p in everything)) / 2
+    budget = sorted(lat for _, lat, _ in everything)[len(everything) // 2]
+    response = client.post("/v1/query", json={"table": name, "budget_ms": budget, "objective": "params",
                                               "max_params": cap})
     assert response.status_code == 200, response.text
-    widths = response.json()["widths"]
-    assert sum(float(b.params[i, j]) for b, (i, j) in zip(small.blocks, _pairs(small, widths))) <= cap
-
-
-def _pairs(table: Table, widths: list[int]) -> list[tuple[int, int]]:
-    idx = [0, *table.indices(widths), 0]
-    return [(idx[k], idx[k + 1]) for k in range(len(table.blocks))]
+    widths, optimum = response.json()["widths"], max(p for _, lat, p in everything if lat <= budget and p <= cap)
+    assert params_of(table, widths) <= cap and table.predict(widths) <= budget + 1e-9
+    assert params_of(table, widths) == pytest.approx(optimum)  # exact within both budgets on a small table
 
 
 def test_pareto_front_is_sorted_and_reaches_the_optimum(client: httpx.Client, small: Table) -> None:
@@ -302,6 +312,30 @@ def test_infeasible_budget_states_the_smallest_latency(client: httpx.Client, sma
     assert f"{fastest:.3f}"[:4] in body["detail"]
 
 
+def test_a_tree_table_is_served_beside_the_chains(client: httpx.Client) -> None:
+    tree, names = tree_table(), list(tree_table().variable_names)
+    listed = tables_by_name(client)["tree"]
+    assert listed["status"] == "ok" and listed["error"] is None and listed["format"] == "widthwise-table/2"
+    assert listed["space"]["variables"] == len(names) and listed["space"]["names"] == names
+    everything = configs(tree)
+    latencies = sorted(lat for _, lat, _ in everything)
+    for budget in (latencies[len(latencies) // 4], latencies[len(latencies) // 2], latencies[-1]):
+        body = client.post("/v1/query", json={"table": "tree", "budget_ms": budget}).json()
+        assert body["latency_ms"] == pytest.approx(tree.predict(body["widths"])) and body["latency_ms"] <= budget + 1e-9
+        assert macs_of(tree, body["widths"]) == pytest.approx(best_macs(tree, budget)), budget
+        assert body["named_widths"] == dict(zip(names, body["widths"]))
+    front = client.post("/v1/pareto", json={"table": "tree"}).json()["front"]
+    assert macs_of(tree, front[-1]["widths"]) == pytest.approx(max(m for _, _, m in everything))
+    for point in front:
+        assert macs_of(tree, point["widths"]) == pytest.approx(best_macs(tree, point["latency_ms"]))
+    layers = client.post("/v1/marginals", json={"table": "tree", "budget_ms": latencies[100],
+                                                "temperature": 0.5}).json()["layers"]
+    assert [(v["name"], v["widths"]) for v in layers] == [(n, list(c)) for n, c in zip(names, tree.choices)]
+    assert all(sum(v["probabilities"]) == pytest.approx(1.0, abs=1e-6) for v in layers)
+    infeasible = client.post("/v1/query", json={"table": "tree", "budget_ms": latencies[0] / 2})
+    assert infeasible.status_code == 409 and infeasible.json()["min_latency_ms"] == pytest.approx(latencies[0])
+
+
 # --- reload -----------------------------------------------------------------------------------
 
 def test_a_table_renamed_in_is_picked_up_without_restart(own_client: httpx.Client, tables_dir: Path,
@@ -323,7 +357,7 @@ def test_a_table_renamed_in_is_picked_up_without_restart(own_client: httpx.Clien
     # A new file appears, a removed one disappears.
     replace_atomically(tables_dir / "fresh.json", table_bytes(faster))
     (tables_dir / "other.json").unlink()
-    wait_for(lambda: set(tables_by_name(client)) == {"small", "fresh", "broken"})
+    wait_for(lambda: set(tables_by_name(client)) == {"small", "fresh", "tree", "broken"})
     # a file that appears is listed at once, "loading" (queries on it: 503) until its loader is done
     wait_for(lambda: tables_by_name(client)["fresh"]["status"] == "ok")
     assert client.post("/v1/query", json={"table": "other", "budget_ms": 5}).status_code == 404
@@ -399,7 +433,7 @@ def test_serve_command_runs_and_prints_its_port(tables_dir: Path) -> None:
         assert "http://127.0.0.1:" in line
         url = line.split("http://", 1)[1].split()[0]
         response = httpx.get(f"http://{url}/healthz", timeout=10)
-        assert response.json()["tables"] == 3
+        assert response.json()["tables"] == 4
         assert "no token" in line
     finally:
         proc.terminate()

@@ -6,10 +6,15 @@ import json
 import math
 import threading
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from widthwise.search.budget import within
 from widthwise.search.engine import Answer, InfeasibleBudget, ObjectiveError, QueryError, Searcher, make_objective
-from tests.support.synthetic import mobilenet_v1_table, random_table
+from tests.search.brute import TREE_CASES, brute_marginals, enumerate_tree, tree_instance
+from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table, random_table
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def test_unknown_method_and_bad_params_budget(searcher):
 
 
 def test_infeasible_budget_states_the_smallest_latency(searcher):
-    low = searcher.chain.min_latency()
+    low = searcher.tree.min_latency()
     for method in ("exact", "lagrangian", "greedy"):
         with pytest.raises(InfeasibleBudget) as err:
             searcher.query(low / 2, method)
@@ -58,7 +63,7 @@ def test_infeasible_budget_states_the_smallest_latency(searcher):
 def test_params_budget_infeasible_names_the_fewest_params():
     table = random_table(2, 3, 3)
     searcher = Searcher(table, make_objective(table))
-    fewest = searcher.chain.min_params()
+    fewest = searcher.tree.min_params()
     with pytest.raises(InfeasibleBudget) as err:
         searcher.query(1e9, "exact", max_params=fewest - 1)
     assert err.value.min_params == pytest.approx(fewest)
@@ -144,7 +149,7 @@ def test_errors_name_the_request_field(searcher):
         searcher.query(searcher.min_latency_ms / 2)
     assert err.value.field == "budget_ms" and err.value.code == "infeasible_budget"
     with pytest.raises(InfeasibleBudget) as err:
-        searcher.query(1e9, max_params=searcher.chain.min_params() / 2)
+        searcher.query(1e9, max_params=searcher.tree.min_params() / 2)
     assert err.value.field == "max_params"
 
 
@@ -160,3 +165,76 @@ def test_lookup_answers_from_the_caches_alone_and_equals_query() -> None:
         with pytest.raises(InfeasibleBudget):
             searcher.lookup(searcher.min_latency_ms / 2, method)
     assert searcher.lookup(9.0, "exact", max_params=2e6) is None, "branch and bound is work"
+
+
+def staircase(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(latency, cost) points sorted, each kept only when cheaper than the last kept by more than rounding
+    (two sums of the same costs in another order may differ in the last bit)."""
+    front: list[tuple[float, float]] = []
+    for lat, cost in sorted(points):
+        if not front or cost < front[-1][1] - 1e-9 * (1.0 + abs(cost)):
+            front.append((lat, cost))
+    return front
+
+
+def brute_front(points) -> list[tuple[float, float]]:
+    """(latency, cost) of the Pareto front by enumeration: fastest first, each strictly cheaper."""
+    return staircase([(lat, cost) for _, lat, cost, _ in points])
+
+
+@settings(max_examples=120, deadline=None)
+@given(TREE_CASES, st.floats(0.0, 1.0))
+def test_tree_tables_answer_as_brute_force(case, where):
+    """query (every method), pareto and marginals on trees of every shape, against enumeration."""
+    table, objective = tree_instance(*case)
+    searcher = Searcher(table, objective)
+    points = enumerate_tree(searcher.tree)
+    front = brute_front(points)
+    answers = [(a.latency_ms, a.cost) for a in searcher.pareto()]
+    assert answers == sorted(answers), "fastest first"
+    assert all(c2 < c1 + 1e-9 * (1.0 + abs(c1)) for (_, c1), (_, c2) in zip(answers, answers[1:])), "none dominated"
+    got = staircase(answers)
+    assert len(got) == len(front)
+    np.testing.assert_allclose(np.array(got), np.array(front), rtol=1e-9, atol=1e-9)
+    budget = front[0][0] + where * (front[-1][0] - front[0][0])
+    optimum = min(c for _, lat, c, _ in points if within(lat, budget))
+    for method in ("exact", "lagrangian", "greedy"):
+        try:
+            answer = searcher.query(budget, method)
+        except InfeasibleBudget:
+            assert method == "greedy", "only greedy may stall where a configuration fits"
+            continue
+        assert len(answer.widths) == table.num_layers and within(answer.latency_ms, budget)
+        assert answer.latency_ms == pytest.approx(table.predict(answer.widths), rel=1e-9, abs=1e-9)
+        assert answer.cost >= optimum - 1e-9
+        if method == "exact":
+            assert answer.cost == pytest.approx(optimum, rel=1e-9, abs=1e-9)
+        assert searcher.lookup(budget, method) in (None, answer)
+    probs = searcher.marginals(budget, 0.5)
+    found = searcher.lagrangian_path().query(budget)
+    gamma = found.gamma_inside if found.gamma_inside is not None else found.gamma
+    for row, expected, choices in zip(probs, brute_marginals(searcher.tree, gamma, 0.5), table.choices):
+        np.testing.assert_allclose([row[w] for w in choices], expected, atol=1e-9)
+
+
+def test_mobilenet_v2_like_table_end_to_end():
+    """25 variables: every method answers with 25 widths on the grids, the table predicts the latency, and the
+    cached look-ups equal the queries."""
+    table = mobilenet_v2_like_table(14, seed=5)
+    searcher = Searcher(table, make_objective(table))
+    assert searcher.tree.num_layers == 25
+    front = searcher.pareto()
+    budget = front[len(front) // 2].latency_ms
+    costs = {}
+    for method in ("exact", "lagrangian", "greedy"):
+        answer = searcher.query(budget, method)
+        assert len(answer.widths) == 25 and all(w in c for w, c in zip(answer.widths, table.choices))
+        assert answer.latency_ms == pytest.approx(table.predict(answer.widths)) and answer.latency_ms <= budget
+        assert answer.macs > 0 and answer.params > 0
+        costs[method] = answer.cost
+    assert costs["exact"] <= min(costs.values())
+    for method in ("exact", "lagrangian"):
+        assert searcher.lookup(budget, method) == searcher.query(budget, method)
+    probs = searcher.marginals(budget, 0.05)
+    assert [sorted(p) for p in probs] == [sorted(c) for c in table.choices]
+    assert all(math.isclose(sum(p.values()), 1.0, rel_tol=1e-9) for p in probs)

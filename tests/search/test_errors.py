@@ -26,11 +26,12 @@ CHOICES = [[8, 16, 24], [16, 32, 48, 64], [32, 64, 96], [64, 128]]
 #: (module, exception) raised inside the search but never to a user: the Searcher checks the
 #: input first, or turns the exception into a typed error (engine.py), or it guards a programming error.
 INTERNAL = {
-    ("branch_bound", "ValueError"), ("branch_bound", "SearchTooLarge"), ("daemon_guard", "ValueError"),
+    ("branch_bound", "ValueError"), ("daemon_guard", "ValueError"),
     ("front_limits", "ValueError"), ("front_limits", "FrontLimitExceeded"), ("greedy", "GreedyStuck"),
     ("lagrangian", "LagrangianInfeasible"), ("marginals", "ValueError"), ("pareto_front", "ValueError"),
-    ("pareto_front", "FrontTooLarge"), ("pareto_front", "FrontTimedOut"), ("branch_bound", "SearchTimedOut"),
+    ("branch_bound", "SearchTimedOut"),
     ("two_budget", "LagrangianInfeasible"), ("two_budget", "ValueError"), ("table_store", "LookupError"), ("table_store", "NotADirectoryError"),
+    ("table", "ValueError"), ("tree", "ValueError"),
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from widthwise.search import table_store
-from tests.support.synthetic import synthetic_table
+from tests.support.synthetic import mobilenet_v2_like_table, synthetic_table
 from widthwise.search.table_store import SearcherCache, TableStore
 
 CHOICES = [[8, 16], [16, 32, 48], [32, 64]]
@@ -158,3 +158,36 @@ def test_an_entry_not_loaded_yet_is_loading_not_ok(tmp_path: Path) -> None:
     assert entry.status == "loading" and entry.describe()["status"] == "loading"
     entry.error = "fresh.json: not JSON"
     assert entry.status == "error"
+
+
+def test_v2_tables_are_listed_and_served_beside_v1_tables(tmp_path: Path) -> None:
+    write_table(tmp_path / "chain.json")
+    tree = mobilenet_v2_like_table(levels=5, seed=3)
+    tree.save(tmp_path / "tree.json")
+    store = TableStore(tmp_path)
+    assert store.names() == ["chain", "tree"]
+    chain_entry, tree_entry = store.get("chain").describe(), store.get("tree").describe()
+    assert chain_entry["format"] == "widthwise-table/1" and chain_entry["space"]["variables"] == len(CHOICES)
+    assert tree_entry["status"] == "ok" and tree_entry["format"] == "widthwise-table/2"
+    assert tree_entry["space"]["variables"] == tree.num_layers == 25
+    assert tree_entry["space"]["names"][:2] == ["stem", "stage1"] and tree_entry["space"]["factors"] == 36
+    assert tree_entry["space"]["resolution"] == 224 and tree_entry["objectives"] == ["flops", "params"]
+    served = store.get("tree").table
+    widths = [c[0] for c in served.choices]
+    assert served.predict(widths) == pytest.approx(tree.predict(widths))
+    assert json.dumps(tree_entry, allow_nan=False)
+
+
+def test_a_corrupt_v2_table_is_an_error_entry_naming_the_field(tmp_path: Path) -> None:
+    obj = mobilenet_v2_like_table(levels=5, seed=3).to_json()
+    obj["factors"][4]["variables"] = ["stage2", "stage9"]
+    (tmp_path / "bad.json").write_text(json.dumps(obj))
+    cyclic = mobilenet_v2_like_table(levels=5, seed=3).to_json()
+    cyclic["factors"].append({"name": "loop", "variables": ["stem", "head"], "ms": [[0.0] * 5] * 5})
+    (tmp_path / "loop.json").write_text(json.dumps(cyclic))
+    write_table(tmp_path / "ok.json")
+    store = TableStore(tmp_path)
+    bad, loop = store.get("bad"), store.get("loop")
+    assert bad.status == "error" and bad.error.startswith("bad.json: factors[4].variables[1]: unknown variable 'stage9'")
+    assert loop.status == "error" and "stem and head close a cycle" in loop.error
+    assert "space" not in bad.describe() and store.get("ok").status == "ok"

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from widthwise.profiler.cli import main
 from widthwise.search.budget import within
-from widthwise.search.chain import build_chain
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
 from widthwise.search.front_limits import FrontLimits
+from widthwise.search.tree import build_tree
 from widthwise.search.two_budget import gap_of, two_budget_lagrangian
-from tests.search.brute import enumerate_chain
-from tests.support.synthetic import mobilenet_v1_table, random_objective, random_table
+from tests.search.brute import TREE_CASES, enumerate_tree, tree_instance
+from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table, random_objective, random_table
 
 SHIPPED = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
 #: bounds that stop the exact search at once: no time, or a candidate cap of one prefix
@@ -31,7 +31,7 @@ def _case(seed: int, layers: int, choices: int, where_lat: float, where_par: flo
     """A random small table and objective, a budget pair inside its ranges, and every feasible configuration."""
     table = random_table(seed, layers, choices, integer=False)
     objective = make_objective(table, random_objective(table, seed + 1, "pairwise"))
-    points = enumerate_chain(build_chain(table, objective))
+    points = enumerate_tree(build_tree(table, objective))
     lats, pars = sorted(p[1] for p in points), sorted(p[3] for p in points)
     budget, max_params = lats[int(where_lat * (len(lats) - 1))], pars[int(where_par * (len(pars) - 1))]
     feasible = [p for p in points if within(p[1], budget) and within(p[3], max_params)]
@@ -80,6 +80,60 @@ def test_past_the_bounds_the_answer_is_feasible_and_its_gap_brackets_the_optimum
         assert answer.cost == pytest.approx(optimum)
 
 
+@settings(max_examples=80, deadline=None)
+@given(TREE_CASES, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_on_trees_the_lagrangian_alone_is_feasible_and_its_bound_is_below_the_optimum(case, where_lat,
+                                                                                       where_par) -> None:
+    table, objective = tree_instance(*case)
+    tree = build_tree(table, objective)
+    points = enumerate_tree(tree)
+    lats, pars = sorted(p[1] for p in points), sorted(p[3] for p in points)
+    budget, max_params = lats[int(where_lat * (len(lats) - 1))], pars[int(where_par * (len(pars) - 1))]
+    feasible = [p for p in points if within(p[1], budget) and within(p[3], max_params)]
+    found = two_budget_lagrangian(tree, budget, max_params, time.monotonic() - 1.0, front_limits=FrontLimits())
+    if found.best is None:
+        return  # the multipliers met nothing feasible (the engine then adds its repairs)
+    optimum = min(p[2] for p in feasible)
+    assert within(found.best.latency_ms, budget) and within(found.best.params, max_params)
+    assert found.best.cost >= optimum - 1e-9 * max(1.0, abs(optimum))
+    assert found.dual_bound <= optimum + 1e-9 * max(1.0, abs(optimum))
+    marks = found.marks()
+    assert marks["gap"] >= 0 and (not marks["exact"] or found.best.cost == pytest.approx(optimum))
+
+
+@settings(max_examples=40, deadline=None)
+@given(TREE_CASES, st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.sampled_from(TINY))
+def test_on_trees_past_the_bounds_the_searcher_answers_whenever_something_fits(case, where_lat, where_par,
+                                                                              limits) -> None:
+    table, objective = tree_instance(*case)
+    searcher = Searcher(table, objective, limits)
+    points = enumerate_tree(searcher.tree)
+    lats, pars = sorted(p[1] for p in points), sorted(p[3] for p in points)
+    budget, max_params = lats[int(where_lat * (len(lats) - 1))], pars[int(where_par * (len(pars) - 1))]
+    feasible = [p for p in points if within(p[1], budget) and within(p[3], max_params)]
+    if not feasible:
+        with pytest.raises(InfeasibleBudget):
+            searcher.query(budget, max_params=max_params)
+        return
+    answer = searcher.query(budget, max_params=max_params)
+    optimum = min(p[2] for p in feasible)
+    assert _fits(answer, budget, max_params) and answer.cost >= optimum - 1e-9 * max(1.0, abs(optimum))
+    if answer.method != "exact":
+        assert answer.gap >= 0 and answer.dual_bound <= optimum + 1e-9 * max(1.0, abs(optimum))
+
+
+def test_a_mobilenet_v2_like_table_answers_both_budgets_within_the_bound_plus_the_lagrangian() -> None:
+    table = mobilenet_v2_like_table(levels=14, seed=0)
+    searcher = Searcher(table, make_objective(table), FrontLimits(max_search_seconds=0.5))
+    front = searcher.front()
+    at = int(0.5 * len(front))
+    budget, max_params = float(front.latency[at]), 0.6 * float(front.params[at])
+    answer = searcher.query(budget, max_params=max_params)
+    body = answer.to_json()
+    assert _fits(answer, budget, max_params) and isinstance(body["exact"], bool)
+    assert body["gap"] is not None and body["gap"] >= 0 and body["dual_bound"] <= body["cost"]
+
+
 def test_a_zero_bound_on_a_mobilenet_table_answers_approximately_with_its_gap() -> None:
     table = mobilenet_v1_table(seed=8)
     searcher = Searcher(table, make_objective(table), FrontLimits(max_search_seconds=0.0))
@@ -92,10 +146,10 @@ def test_a_zero_bound_on_a_mobilenet_table_answers_approximately_with_its_gap() 
 
 def test_the_lagrangian_alone_takes_its_minimum_steps_past_the_deadline() -> None:
     table = mobilenet_v1_table(seed=8)
-    chain = build_chain(table, make_objective(table))
-    found = two_budget_lagrangian(chain, 9.5, 1_500_000, time.monotonic() - 1.0)
+    tree = build_tree(table, make_objective(table))
+    found = two_budget_lagrangian(tree, 9.5, 1_500_000, time.monotonic() - 1.0)
     assert found.best is not None and found.steps > 0 and found.best.cost >= found.dual_bound
-    assert within(chain.params_of(found.best.idx), 1_500_000) and within(chain.latency_of(found.best.idx), 9.5)
+    assert within(tree.params_of(found.best.idx), 1_500_000) and within(tree.latency_of(found.best.idx), 9.5)
     assert found.marks()["gap"] == pytest.approx(found.best.cost - found.dual_bound)
 
 
@@ -109,7 +163,7 @@ def test_gap_of() -> None:
 def test_infeasible_budget_pairs_are_still_errors(limits: FrontLimits) -> None:
     table = mobilenet_v1_table(seed=8)
     searcher = Searcher(table, make_objective(table), limits)
-    min_params = searcher.chain.min_params()
+    min_params = searcher.tree.min_params()
     with pytest.raises(InfeasibleBudget) as err:
         searcher.query(30.0, max_params=0.5 * min_params)
     assert err.value.field == "max_params"

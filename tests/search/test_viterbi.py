@@ -1,63 +1,78 @@
-"""Min-sum Viterbi against enumeration."""
+"""Min-sum passes over trees (chains, stars, caterpillars, random trees, forests) against enumeration."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from widthwise.search.chain import build_chain
-from widthwise.search.engine import make_objective
-from tests.support.synthetic import random_costs, random_table
-from widthwise.search.viterbi import LagrangianViterbi, min_sum
+from widthwise.search.tree import build_tree
+from widthwise.search.viterbi import EDGE_OFF, ORDER, PARENT, SIZE, UNARY_OFF, LagrangianViterbi
+from tests.search.brute import CASES, TREE_CASES, enumerate_tree, instance, make_objective, tree_instance
+from tests.support.synthetic import random_costs, random_tree_table
+
+GAMMAS = st.sampled_from([0.0, 1e-3, 0.25, 1.0, 3.0, 1e6])
 
 
-def random_blocks(rng, sizes):
-    chain = [1, *sizes, 1]
-    return [rng.normal(size=(chain[k], chain[k + 1])) for k in range(len(sizes) + 1)]
+def check_pass(tree, gamma: float) -> None:
+    """The pass's configuration attains the least `cost + gamma * latency`, and `fastest` the least latency."""
+    points = enumerate_tree(tree)
+    solver = LagrangianViterbi(tree)
+    value = lambda p: p[2] + gamma * p[1]  # noqa: E731
+    best = min(value(p) for p in points)
+    got = solver.solve(gamma)
+    assert tree.cost_of(got) + gamma * tree.latency_of(got) == pytest.approx(best, rel=1e-9, abs=1e-9)
+    fastest = solver.fastest()
+    assert tree.latency_of(fastest) == pytest.approx(min(p[1] for p in points), rel=1e-9, abs=1e-9)
+    assert tree.min_latency() == pytest.approx(tree.latency_of(fastest), rel=1e-9, abs=1e-9)
 
 
-def chain_total(blocks, idx):
-    path = [0, *idx, 0]
-    return sum(float(b[path[k], path[k + 1]]) for k, b in enumerate(blocks))
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.integers(0, 10**6), st.lists(st.integers(1, 5), min_size=1, max_size=5))
-def test_min_sum_equals_enumeration(seed, sizes):
-    blocks = random_blocks(np.random.default_rng(seed), sizes)
-    value, idx = min_sum(blocks)
-    best = min(chain_total(blocks, c) for c in itertools.product(*(range(s) for s in sizes)))
-    assert value == pytest.approx(best)
-    assert chain_total(blocks, idx) == pytest.approx(best)
+@settings(max_examples=200, deadline=None)
+@given(TREE_CASES, GAMMAS)
+def test_pass_minimises_cost_plus_gamma_latency_on_trees(case, gamma):
+    table, objective = tree_instance(*case)
+    check_pass(build_tree(table, objective), gamma)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 10**6), st.integers(1, 4), st.integers(1, 4), st.floats(0.0, 5.0))
-def test_lagrangian_viterbi_minimises_cost_plus_gamma_latency(seed, layers, choices, gamma):
-    table = random_table(seed, layers, choices, integer=False)
-    chain = build_chain(table, make_objective(table, random_costs(table, seed, integer=False)))
-    solver = LagrangianViterbi(chain.latency, chain.cost)
-    configs = list(itertools.product(*(range(len(c)) for c in chain.choices)))
-    value = lambda c: chain.cost_of(c) + gamma * chain.latency_of(c)  # noqa: E731
-    assert value(solver.solve(gamma)) == pytest.approx(min(value(c) for c in configs))
-    fastest = solver.fastest()
-    assert chain.latency_of(fastest) == pytest.approx(min(chain.latency_of(c) for c in configs))
-    assert chain.min_latency() == pytest.approx(chain.latency_of(fastest))
+@given(CASES, GAMMAS)
+def test_pass_minimises_cost_plus_gamma_latency_on_chain_tables(case, gamma):
+    table, objective = instance(*case)
+    check_pass(build_tree(table, objective), gamma)
+
+
+@pytest.mark.parametrize("shape", ["chain", "star", "caterpillar", "random", "forest"])
+def test_ties_go_to_the_first_state(shape):
+    """Every configuration takes and costs the same: state 0 everywhere, whatever the shape."""
+    table = random_tree_table(shape, 3, levels=4, variables=6, exact_levels=True)
+    tree = build_tree(table, make_objective(table))
+    zero = tree.latency.scaled(0.0)
+    tied = tree.with_terms(latency=zero, cost=zero)
+    solver = LagrangianViterbi(tied)
+    assert solver.solve(1.0) == solver.fastest() == (0,) * 6
 
 
 def test_flat_layout_of_the_compiled_kernels():
-    """`flat` and `index`: every block row-major, one after another, with its rows, columns and offset."""
-    table = random_table(11, 3, 4, integer=True)
-    chain = build_chain(table, make_objective(table, random_costs(table, 11)))
-    solver = LagrangianViterbi(chain.latency, chain.cost)
+    """`flat` and `index`: each variable's unary, then each edge row-major, with sizes, parents and order."""
+    table = random_tree_table("caterpillar", 11, levels=4, variables=6)
+    tree = build_tree(table, make_objective(table, random_costs(table, 11, integer=False)))
+    solver = LagrangianViterbi(tree)
     flat, index = solver.flat, solver.index
-    assert index.shape == (3, len(chain.latency)) and flat.shape == (2, sum(m.size for m in chain.latency))
-    for b, (t, c) in enumerate(zip(chain.latency, chain.cost)):
-        rows, cols, off = index[:, b]
-        assert (rows, cols) == t.shape
-        assert np.array_equal(flat[0, off : off + t.size].reshape(t.shape), t)
-        assert np.array_equal(flat[1, off : off + c.size].reshape(c.shape), c)
+    assert index.shape == (5, tree.num_layers)
+    assert tuple(index[SIZE]) == tree.sizes and tuple(index[PARENT]) == tree.parent
+    assert tuple(index[ORDER]) == tree.order
+    entries = sum(tree.sizes) + sum(e.size for e in tree.latency.edge if e is not None)
+    assert flat.shape == (2, entries)
+    for v in range(tree.num_layers):
+        u = index[UNARY_OFF, v]
+        assert np.array_equal(flat[0, u : u + tree.sizes[v]], tree.latency.unary[v])
+        assert np.array_equal(flat[1, u : u + tree.sizes[v]], tree.cost.unary[v])
+        e = tree.latency.edge[v]
+        if e is None:
+            assert index[EDGE_OFF, v] == -1
+            continue
+        off = index[EDGE_OFF, v]
+        assert np.array_equal(flat[0, off : off + e.size].reshape(e.shape), e)
+        assert np.array_equal(flat[1, off : off + e.size].reshape(e.shape), tree.cost.edge[v])
+

@@ -1,14 +1,15 @@
 """Synthetic timings with a known answer, for testing and benchmarking the fit.
 
-A ground-truth per-block table is generated from a cost model the fit's prior cannot
-express exactly (work padded to tiles of 16 channels that the prior only approximates, a per-term perturbation), and
+A ground-truth table of factor entries (a chain's per-block matrices, or any tree of
+factors) is generated from a cost model the fit's prior cannot express exactly (work
+padded to tiles of 16 channels that the prior only approximates, a per-term perturbation), and
 samples are drawn from it with multiplicative noise and occasional slow bursts, the way
 timings on a shared machine look.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,28 +38,29 @@ def make_ground_truth(
 ) -> GroundTruth:
     """A plausible device: MAC, memory and per-call costs, tile padding, a little per-term jitter.
 
-    `pooled`: every block pays the same cost per MAC, element and call (no per-block spread)."""
+    Costs are drawn per factor (a chain's factors are its blocks). `pooled`: every factor pays
+    the same cost per MAC, element and call (no per-factor spread)."""
     rng = np.random.default_rng(seed)
     layout = term_layout(space)
-    ms_per_gmac = 25.0 * rng.uniform(0.8, 1.2, size=layout.num_blocks)
-    ms_per_gelem = 150.0 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
-    ms_per_call = 0.02 * rng.uniform(0.5, 1.5, size=layout.num_blocks)
+    ms_per_gmac = 25.0 * rng.uniform(0.8, 1.2, size=layout.num_factors)
+    ms_per_gelem = 150.0 * rng.uniform(0.5, 1.5, size=layout.num_factors)
+    ms_per_call = 0.02 * rng.uniform(0.5, 1.5, size=layout.num_factors)
     if pooled:
-        ms_per_gmac, ms_per_gelem, ms_per_call = (np.full(layout.num_blocks, v) for v in (25.0, 150.0, 0.02))
+        ms_per_gmac, ms_per_gelem, ms_per_call = (np.full(layout.num_factors, v) for v in (25.0, 150.0, 0.02))
     term = np.empty(layout.num_terms)
     t = 0
-    for k in range(layout.num_blocks):
-        for cin in space.block_in_choices(k):
-            for cout in space.block_out_choices(k):
-                block = space.block_at(k, cin, cout)
-                padded = space.block_at(k, _pad(cin, tile), _pad(cout, tile))
-                act_in, act_out = block_activations(block)
-                term[t] = (
-                    ms_per_gmac[k] * layout.features[t, 0] * 1e-9 * _tile_ratio(block, padded)
-                    + ms_per_gelem[k] * (act_in + act_out) * 1e-9
-                    + ms_per_call[k]
-                )
-                t += 1
+    for f in range(layout.num_factors):
+        choices = space.factor_choices(f)
+        for entry in np.ndindex(*[len(c) for c in choices]):
+            op = space.factor_op(f, [choices[a][i] for a, i in enumerate(entry)])
+            padded = replace(op, cin=_pad(op.cin, tile), cout=_pad(op.cout, tile), hidden=_pad(op.hidden, tile))
+            act_in, act_out = block_activations(op)
+            term[t] = (
+                ms_per_gmac[f] * layout.features[t, 0] * 1e-9 * _tile_ratio(op, padded)
+                + ms_per_gelem[f] * (act_in + act_out) * 1e-9
+                + ms_per_call[f]
+            )
+            t += 1
     term *= 1.0 + jitter * rng.standard_normal(layout.num_terms)
     return GroundTruth(layout, np.maximum(term, 0.0), constant_ms=0.15)
 
@@ -74,7 +76,7 @@ def _tile_ratio(block, padded) -> float:
 
 
 def random_widths(space: Space, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n configurations, each layer's width drawn uniformly from its choices."""
+    """n configurations, each variable's value drawn uniformly from its choices."""
     cols = [rng.choice(np.asarray(layer.choices), size=n) for layer in space.layers]
     return np.stack(cols, axis=1).astype(np.int64)
 

@@ -1,4 +1,5 @@
-"""Synthetic latency tables: realistic-looking `widthwise-table/1` tables for tests and benchmarks.
+"""Synthetic latency tables: realistic-looking `widthwise-table/1` chains for tests and benchmarks
+(the `/2` trees are in tests/support/synthetic_tree.py, re-exported here).
 
 The latency of a block follows its multiply-accumulate count with a per-block overhead, a
 penalty for widths that do not fill a SIMD lane, and seeded noise, so the search sees the
@@ -24,6 +25,14 @@ from widthwise.device_agents.spaces import (
     width_grid,
 )
 from widthwise.search.table import Block, Table
+
+from .synthetic_tree import (  # noqa: F401  (re-exported: one import site for every synthetic table)
+    MOBILENET_V2_LIKE_STAGES,
+    TREE_SHAPES,
+    mobilenet_v2_like_table,
+    random_tree_table,
+    tree_edges,
+)
 
 #: (kind, stride, base width) of MobileNet-V1's 14 searchable layers: the space's own rows.
 MOBILENET_V1_SHAPE: tuple[tuple[str, int, int], ...] = MOBILENET_V1_LAYERS
@@ -207,8 +216,14 @@ def random_table(
     return Table(space=space, blocks=blocks, constant_ms=float(rng.integers(0, 3)))
 
 
+def _cost_shapes(table: Table) -> list[tuple[int, ...]]:
+    """The shape of each pairwise cost: a chain's blocks (`/1`), else the factors."""
+    terms = table.blocks if table.blocks is not None else table.factors
+    return [tuple(t.ms.shape) for t in terms]
+
+
 def random_costs(table: Table, seed: int, *, pairwise: bool = True, integer: bool = True) -> dict:
-    """A random `widthwise-costs/1` object for `table` (optionally with pairwise terms)."""
+    """A random `widthwise-costs/1` object for `table` (optionally with pairwise terms, one per block or factor)."""
     rng = np.random.default_rng(seed)
 
     def draw(shape: tuple[int, ...]) -> list:
@@ -219,7 +234,7 @@ def random_costs(table: Table, seed: int, *, pairwise: bool = True, integer: boo
         "format": "widthwise-costs/1",
         "space": table.space_name,
         "unary": [draw((len(c),)) for c in table.choices],
-        "pairwise": [draw(b.ms.shape) for b in table.blocks] if pairwise else None,
+        "pairwise": [draw(shape) for shape in _cost_shapes(table)] if pairwise else None,
     }
 
 
@@ -234,7 +249,7 @@ def random_objective(table: Table, seed: int, kind: str, *, integer: bool = True
 
 
 def anti_latency_costs(table: Table) -> dict:
-    """A `widthwise-costs/1` object whose pairwise costs are minus each block's latency.
+    """A `widthwise-costs/1` object whose pairwise costs are minus each block's (factor's) latency.
 
     Every step that costs time saves as much cost, so (nearly) every configuration is
     Pareto-optimal: the stress case the front caps (search/front_limits.py) exist for.
@@ -243,5 +258,6 @@ def anti_latency_costs(table: Table) -> dict:
         "format": "widthwise-costs/1",
         "space": table.space_name,
         "unary": [[0.0] * len(c) for c in table.choices],
-        "pairwise": [(-np.asarray(b.ms, dtype=np.float64)).tolist() for b in table.blocks],
+        "pairwise": [(-np.asarray(t.ms, dtype=np.float64)).tolist()
+                     for t in (table.blocks if table.blocks is not None else table.factors)],
     }
