@@ -9,7 +9,7 @@ names `shipped` and `paper` (of pooled-prior and nnls-monotone) are accepted as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -193,10 +193,11 @@ def _monotone_fit(layout: TermLayout, raw: Solution, widths: np.ndarray) -> Solu
     return Solution(monotone_projection(layout, raw.term_ms, weights=1.0 + support), raw.constant_ms, raw.info)
 
 
-def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PriorSelection:
-    """k-fold CV in three stages: the block penalty with the prior dominant (strongest pull), the
-    most pooled within noise of the best; the strength of the pull at that penalty; then whether
-    the tables are made monotone (kept unless the free tables predict better beyond noise)."""
+def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator, *,
+                 test_monotone: bool = False) -> PriorSelection:
+    """k-fold CV in two stages: the block penalty with the prior dominant (strongest pull), the
+    most pooled within noise of the best; then the strength of the pull at that penalty. With
+    `test_monotone`, a third: whether monotone tables predict as well as free ones, within noise."""
     folds = _folds(len(y), CV_FOLDS, rng)
     problems = []
     for val in folds:
@@ -220,18 +221,20 @@ def select_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.
     block_penalty = BLOCK_PENALTY_GRID[_most_constrained_within_noise(by_penalty)]
     strength_scores = [selection_score(out_of_fold(block_penalty, g), y) for g in PRIOR_GRID]
     strength = PRIOR_GRID[int(np.argmin(strength_scores))]
+    candidates = tuple(tried)
+    predictions = np.array([tried[c] for c in candidates])
+    scores = np.array([selection_score(p, y) for p in predictions])
+    selection = PriorSelection(candidates, predictions, scores, len(folds), block_penalty, strength)
+    if not test_monotone:
+        return selection
     free = out_of_fold(block_penalty, strength)
     monotone = np.zeros(len(y))
     for val, train, problem in problems:
         raw = problem.solve(strength, block_penalty)
         monotone[val] = _monotone_fit(layout, raw, widths[train]).predict(layout, widths[val])
-    keep_monotone = _most_constrained_within_noise(np.array([losses(free), losses(monotone)])) == 1
-    monotone_scores = {"monotone": selection_score(monotone, y), "free": selection_score(free, y)}
-    candidates = tuple(tried)
-    predictions = np.array([tried[c] for c in candidates])
-    scores = np.array([selection_score(p, y) for p in predictions])
-    return PriorSelection(candidates, predictions, scores, len(folds), block_penalty, strength,
-                          keep_monotone, monotone_scores)
+    keep = _most_constrained_within_noise(np.array([losses(free), losses(monotone)])) == 1
+    return replace(selection, monotone=keep,
+                   monotone_scores={"monotone": selection_score(monotone, y), "free": selection_score(free, y)})
 
 
 def cross_validated_predictions(
@@ -243,25 +246,40 @@ def cross_validated_predictions(
     return selection.predictions, selection.scores, selection.folds
 
 
-@register_method("pooled-prior")
-def fit_pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """Factor terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
-    per op kind with penalised per-factor parts), relative Huber loss, both strengths by k-fold
-    CV, then projected onto monotone tables unless CV finds the free tables better beyond noise
-    (narrow widths can be slower than wider ones, e.g. off the SIMD tile)."""
-    sel = select_prior(layout, widths, y, rng)
+def _pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator, *,
+                  test_monotone: bool) -> Solution:
+    """The pooled-prior fit, its tables projected monotone always or only where CV keeps them so."""
+    sel = select_prior(layout, widths, y, rng, test_monotone=test_monotone)
     raw = PriorProblem.build(layout, widths, y).solve(sel.strength, sel.block_penalty)
     solution = _monotone_fit(layout, raw, widths) if sel.monotone else raw
     info = {
         "prior_strength": sel.strength,
         "block_penalty": sel.block_penalty,
         "monotone": sel.monotone,
-        "monotone_cv_scores": sel.monotone_scores,
         "cv_folds": sel.folds,
         "cv_scores": {f"{g:g}": sel.score(sel.block_penalty, g) for g in PRIOR_GRID},
         "block_penalty_scores": {f"{b:g}": sel.score(b, PRIOR_GRID[-1]) for b in BLOCK_PENALTY_GRID},
     }
+    if test_monotone:
+        info["monotone_cv_scores"] = sel.monotone_scores
     return Solution(solution.term_ms, raw.constant_ms, info)
+
+
+@register_method("pooled-prior")
+def fit_pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """Factor terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
+    per op kind with penalised per-factor parts), relative Huber loss, both strengths by k-fold
+    CV, then projected onto monotone tables: the search's picks stay honest where a free table
+    would let it chase dips that are noise."""
+    return _pooled_prior(layout, widths, y, rng, test_monotone=False)
+
+
+@register_method("pooled-prior-free")
+def fit_pooled_prior_free(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
+    """pooled-prior, monotone only where cross-validation does not find the free tables better
+    beyond noise: more accurate on random configurations where narrow widths run slower than
+    wider ones (off the SIMD tile), but the exact search's picks re-time less faithfully."""
+    return _pooled_prior(layout, widths, y, rng, test_monotone=True)
 
 
 # --- nnls-monotone: NNLS with a monotonicity penalty --------------------------------------------
