@@ -16,6 +16,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from .block_kinds import BlockSpec, BlockTemplate, block_counts
 from .errors import BadRequest, BadWidths
 
@@ -102,8 +104,12 @@ class Space:
         return ("layer", "searchable layers") if self.is_chain else ("variable", "variables")
 
     def validate_widths(self, widths: Sequence[object], *, on_grid: bool = False) -> tuple[int, ...]:
-        """Check a configuration: right length, positive integers (and on the grid if asked)."""
+        """Check a configuration: right length, positive integers (and on the grid if asked).
+
+        A numpy row is taken as its list (a design matrix's rows are configurations too)."""
         one, many = self._noun
+        if isinstance(widths, np.ndarray):
+            widths = widths.tolist()
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
             raise BadWidths(f"widths must be a list of {self.num_layers} integers{self.order_hint()}")
         if len(widths) != self.num_layers:

@@ -9,6 +9,8 @@ table (EXIT_STATUS, applied by `cli_errors`), the daemon into HTTP statuses with
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Callable, Mapping, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -81,6 +83,21 @@ def error_line(error: BaseException, agent_url: str | None = None) -> tuple[str,
     raise ValueError(f"not a user-facing error: {type(error).__name__}")
 
 
+#: The exit status of a command whose reader went away (`widthwise pareto ... | head`): a shell's for SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe() -> None:
+    """Stop quietly when the reader of our output has gone: no error line, and no second one from
+    the interpreter's last flush of stdout (pointed at the null device first)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test runner's)
+        pass
+    raise SystemExit(EXIT_BROKEN_PIPE)
+
+
 def cli_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a click command's function: a typed error becomes one line on stderr and its exit status.
 
@@ -94,6 +111,8 @@ def cli_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except (WidthwiseError, AgentError, OSError) as exc:
             url = kwargs.get("agent_url")
             message, status = error_line(exc, url if isinstance(url, str) else None)

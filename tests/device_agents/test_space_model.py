@@ -76,6 +76,10 @@ def test_numpy_integer_widths_are_accepted():
     widths = np.array(space.base_widths(), dtype=np.int64)
     assert space.validate_widths(list(widths)) == space.base_widths()
     assert all(type(w) is int for w in space.validate_widths(list(widths)))
+    assert space.validate_widths(widths) == space.base_widths()  # the row itself, not only its list
+    assert space.counts(widths) == space.counts(space.base_widths())
+    with pytest.raises(BadWidths, match="has 25 variables, got 2 widths"):  # two rows are not one configuration
+        space.validate_widths(np.array([widths, widths]))
 
 
 def test_to_json_keeps_its_keys_and_adds_groups_when_set():

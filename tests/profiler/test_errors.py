@@ -91,3 +91,22 @@ def test_every_profiler_command_goes_through_the_one_table() -> None:
         assert command.callback.__code__ is WRAPPER_CODE, command.name
         checked.append(command.name)
     assert {"bench", "collect", "fit", "predict", "validate", "run", "factorize", "info", "bundle"} <= set(checked)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path) -> None:
+    # `widthwise pareto --table T | head -1`: the pipe closes after one line; no "Broken pipe" line
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from widthwise.errors import EXIT_BROKEN_PIPE
+
+    table = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
+    widthwise = Path(sys.executable).with_name("widthwise")
+    proc = subprocess.Popen([str(widthwise), "pareto", "--table", str(table)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_BROKEN_PIPE, err
+    assert b"Broken pipe" not in err and b"Traceback" not in err, err
