@@ -109,23 +109,25 @@ def _conv(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.
     return y
 
 
-@register_forward("dwsep")
-def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+def _depthwise_pointwise(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+    """Depthwise + ReLU6 (observed), then the pointwise with its bias, before any activation."""
     y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
     _observe_relu6(seen, f"{b.name}.dw", y)
     z = pointwise(y, wts["pw_w"][:, :, 0, 0])
     z += wts["pw_b"]
-    relu6(z)
+    return z
+
+
+@register_forward("dwsep")
+def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
+    z = relu6(_depthwise_pointwise(b, wts, x, seen))
     _observe_relu6(seen, f"{b.name}.pw", z)
     return z
 
 
 @register_forward("ir_dwproject")
 def _ir_dwproject(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
-    y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
-    _observe_relu6(seen, f"{b.name}.dw", y)
-    z = pointwise(y, wts["pw_w"][:, :, 0, 0])
-    z += wts["pw_b"]
+    z = _depthwise_pointwise(b, wts, x, seen)  # a linear projection: no activation
     _observe(seen, f"{b.name}.pw", z)
     return z
 

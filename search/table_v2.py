@@ -33,6 +33,17 @@ def parse_v2(obj: dict, source: str | None) -> Table:
                  extra={k: v for k, v in obj.items() if k not in _KNOWN})
 
 
+def _unique_name(item: dict, where: str, seen: dict[str, int], what: str, source: str | None) -> str:
+    """The entry's `name`: a non-empty string not used by an earlier entry of `what` (recorded in `seen`)."""
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise TableError(f"{where}.name", f"must be a non-empty string, got {name!r}", source)
+    if name in seen:
+        raise TableError(f"{where}.name", f"repeats the name {name!r} of {what}[{seen[name]}]", source)
+    seen[name] = len(seen)
+    return name
+
+
 def _variables(raw: object, source: str | None) -> list[Variable]:
     """The validated variables: unique names, strictly increasing positive choices, an optional group."""
     if not isinstance(raw, list) or not raw:
@@ -43,12 +54,7 @@ def _variables(raw: object, source: str | None) -> list[Variable]:
         where = f"variables[{k}]"
         if not isinstance(item, dict):
             raise TableError(where, "must be an object with 'name' and 'choices'", source)
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise TableError(f"{where}.name", f"must be a non-empty string, got {name!r}", source)
-        if name in first:
-            raise TableError(f"{where}.name", f"repeats the name {name!r} of variables[{first[name]}]", source)
-        first[name] = k
+        name = _unique_name(item, where, first, "variables", source)
         choices = width_list(item.get("choices"), f"{where}.choices", source)
         if any(b <= a for a, b in zip(choices, choices[1:])):
             raise TableError(f"{where}.choices", f"must be strictly increasing, got {list(choices)}", source)
@@ -70,12 +76,7 @@ def _factors(raw: object, variables: list[Variable], source: str | None) -> list
         where = f"factors[{k}]"
         if not isinstance(item, dict):
             raise TableError(where, "must be an object", source)
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise TableError(f"{where}.name", f"must be a non-empty string, got {name!r}", source)
-        if name in seen:
-            raise TableError(f"{where}.name", f"repeats the name {name!r} of factors[{seen[name]}]", source)
-        seen[name] = k
+        name = _unique_name(item, where, seen, "factors", source)
         kind = item.get("kind", "")
         if not isinstance(kind, str):
             raise TableError(f"{where}.kind", f"must be a string, got {kind!r}", source)
