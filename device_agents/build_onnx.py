@@ -101,24 +101,24 @@ def _emit_conv(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     return g.relu6(_conv(g, x, w, bias, b, kernel=b.kernel, stride=b.stride, group=1))
 
 
-@register_emitter("dwsep")
-def _emit_dwsep(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+def _depthwise_pointwise(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+    """Depthwise k x k on cin channels + ReLU6, then the 1x1 pointwise, before any activation."""
     dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
     dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
     y = g.relu6(_conv(g, x, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.cin))
     pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
     pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
-    return g.relu6(_conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1))
+    return _conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1)
+
+
+@register_emitter("dwsep")
+def _emit_dwsep(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
+    return g.relu6(_depthwise_pointwise(g, b, wts, x))
 
 
 @register_emitter("ir_dwproject")
 def _emit_ir_dwproject(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
-    dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
-    dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
-    y = g.relu6(_conv(g, x, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.cin))
-    pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
-    pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
-    return _conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1)  # linear projection
+    return _depthwise_pointwise(g, b, wts, x)  # a linear projection: no activation
 
 
 @register_emitter("ir_expand")

@@ -104,7 +104,7 @@ def answer_query(searcher: Searcher, table: str, budget_ms: float, method: str =
             return None
     else:
         answer = searcher.query(budget_ms, method, max_params)
-    named = dict(zip(searcher.table.variable_names, answer.widths))
+    named = dict(zip(searcher.tree.names, answer.widths))  # the names kept once, not rebuilt per request
     return {"table": table, "objective": searcher.objective.name, **answer.to_json(), "named_widths": named}
 
 
