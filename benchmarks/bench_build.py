@@ -4,8 +4,10 @@ Prints the median build time of MobileNet-V1 at 224 for width multipliers 0.25, 
 1.5 (target: the 1.5x model in under 100 ms), the session-creation time, and the in-process
 median latency of the 1.0 model with the agent's default timing settings; then the median
 build times of MobileNet-V2 at 224 (every width and expansion times the multiplier) as
-ONNX, TFLite float32 and TFLite int8 (target: 1.5x within 150 ms each).
-Run: .venv/bin/python benchmarks/bench_build.py [--builds N] [--threads T]
+ONNX, TFLite float32 and TFLite int8 (target: 1.5x within 150 ms each); then those of
+Once-for-All's MobileNet-V3 (ofa_mbv3) at 224, its smallest and largest configurations
+(largest: every block k7e6, depth 4, the widest stage widths).
+Run: .venv/bin/python benchmarks/bench_build.py [--builds N] [--threads T] [--only SPACE]
 """
 
 from __future__ import annotations
@@ -76,13 +78,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", choices=("mobilenet_v1", "mobilenet_v2", "ofa_mbv3"),
+                        help="only this space's figures (default: all)")
     args = parser.parse_args()
+    if args.only in (None, "mobilenet_v1"):
+        mobilenet_v1_builds(args.builds, args.threads)
+    if args.only in (None, "mobilenet_v2"):
+        mobilenet_v2_builds(args.builds)
+    if args.only in (None, "ofa_mbv3"):
+        ofa_mbv3_builds(args.builds)
+
+
+def mobilenet_v1_builds(builds: int, threads: int) -> None:
+    """Median ONNX build times of MobileNet-V1 at 224, and the 1.0x model's latency in-process."""
     space = make_space("mobilenet_v1", {"resolution": 224})
-    print(f"MobileNet-V1 at 224, ONNX build, median of {args.builds} builds")
+    print(f"MobileNet-V1 at 224, ONNX build, median of {builds} builds")
     results: dict[float, float] = {}
     fault_counts: dict[float, float] = {}
     for mult in MULTIPLIERS:
-        times, size, faults = build_times_ms(space, scaled_widths(space, mult), args.builds)
+        times, size, faults = build_times_ms(space, scaled_widths(space, mult), builds)
         results[mult] = build_ms = statistics.median(times)
         fault_counts[mult] = faults
         params = space.counts(scaled_widths(space, mult))[1]
@@ -99,16 +113,15 @@ def main() -> None:
     runtime = get_runtime("onnxruntime")
     model = build_onnx(space, scaled_widths(space, 1.0))
     start = time.perf_counter_ns()
-    session = runtime.load(model, threads=args.threads)
+    session = runtime.load(model, threads=threads)
     init_ms = (time.perf_counter_ns() - start) / 1e6
-    settings = TimingSettings(threads=args.threads)
+    settings = TimingSettings(threads=threads)
     m = time_session(session, settings)
-    print(f"1.0x in-process, onnxruntime {runtime.version()}, threads={args.threads}, defaults {settings.to_json()}")
+    print(f"1.0x in-process, onnxruntime {runtime.version()}, threads={threads}, defaults {settings.to_json()}")
     print(f"  session init {init_ms:.1f} ms; latency median {m.median:.3f} ms, min {m.min:.3f}, p90 {m.p90:.3f}, "
           f"IQR/median {m.iqr / m.median:.1%}, number {m.number}, repeats {m.count}, peak RSS {m.peak_rss_kb} KiB")
     for warning in m.warnings:
         print(f"  warning: {warning}")
-    mobilenet_v2_builds(args.builds)
 
 
 def mobilenet_v2_builds(builds: int) -> None:
@@ -127,6 +140,19 @@ def mobilenet_v2_builds(builds: int) -> None:
         verdict = "meets" if medians[1.5] <= V2_TARGET_MS else "MISSES"
         print(f"  {name:<15} 1.5x build / {V2_TARGET_MS:.0f} ms target = {medians[1.5] / V2_TARGET_MS:.2f} "
               f"({verdict} the target)")
+
+
+def ofa_mbv3_builds(builds: int) -> None:
+    """Median build times of ofa_mbv3 at 224, smallest and largest configuration, per builder."""
+    space = make_space("ofa_mbv3", {"resolution": 224})
+    print(f"ofa_mbv3 at 224 ({space.num_layers} variables, {len(space.factors)} blocks), median of {builds} builds")
+    for name, build in V2_BUILDERS.items():
+        for which in ("smallest", "largest"):
+            widths = getattr(space, which)()
+            times, size, _ = build_times_ms(space, widths, builds, build)
+            macs, params = space.counts(widths)
+            print(f"  {name:<15} {which:<8}  build median {statistics.median(times):7.1f} ms (min {min(times):6.1f})   "
+                  f"{size / 2**20:6.1f} MiB   {params / 1e6:5.2f} M params   {macs / 1e6:6.0f} MMACs")
 
 
 if __name__ == "__main__":

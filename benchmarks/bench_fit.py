@@ -1,14 +1,18 @@
 """Latency-table accuracy of every fit method on the same real timings, beside an isolated-block LUT.
 
 Collects (or reuses) a training db and a fresh validation db from a local agent (ONNX
-Runtime, one thread, `--space` mobilenet_v1 by default or mobilenet_v2), fits every method
-on the training db and prints, on the validation configurations: MAPE, share within +-5 %
-and +-10 %, median signed error (bias), fit time, and the collection time. Targets:
+Runtime, one thread, `--space` mobilenet_v1 by default, mobilenet_v2 or ofa_mbv3), fits every
+method on the training db and prints, on the validation configurations: MAPE, share within
++-5 % and +-10 %, median signed error (bias), fit time, and the collection time. Targets:
 mobilenet_v1 >= 95 % within 5 % and >= 99 % within 10 % from <= 300 samples in <= 2 min;
-mobilenet_v2 the same shares from <= 500 samples in <= 4 min.
+mobilenet_v2 the same shares from <= 500 samples in <= 4 min; ofa_mbv3 the same from <= 600
+samples in <= 5 min. On ofa_mbv3 a validation configuration draws every option uniformly,
+skips included (a stage's depth is then 2, 3 or 4, or a kept block 4 after a skipped 3,
+which is the same network as depth 3).
 
 Beside the fitted tables, the isolated-block lookup table (profiler.block_lut, `--lut`;
-on by default for mobilenet_v2): each network block timed alone on the same agent and
+on by default for the trees, mobilenet_v2 and ofa_mbv3; an OFA MBConv block is one unit,
+a skipped block 0 ms): each network block timed alone on the same agent and
 clock, the times summed, as OFA- and ProxylessNAS-style latency LUTs do; filled on demand
 for the validation configurations (what a full LUT predicts for them), its entries cached
 in the out dir. Every fitted table is saved in the out dir too (`<training db>-<method>.json`).
@@ -53,9 +57,11 @@ from widthwise.profiler.fit_solvers import METHOD_ALIASES, METHODS, resolve_meth
 from widthwise.profiler.store import SampleStore
 
 ORDER = ("pooled-prior", "pooled-prior-free", "nnls-monotone", "nnls", "flops")
-SPACES = ("mobilenet_v1", "mobilenet_v2")
+SPACES = ("mobilenet_v1", "mobilenet_v2", "ofa_mbv3")
 #: per space: default training samples, and the target's sample and collection-time bounds
-TARGETS = {"mobilenet_v1": (300, 300, 120), "mobilenet_v2": (500, 500, 240)}
+TARGETS = {"mobilenet_v1": (300, 300, 120), "mobilenet_v2": (500, 500, 240), "ofa_mbv3": (600, 600, 300)}
+#: spaces whose isolated-block LUT is scored by default (the trees, where OFA-style LUTs are used)
+LUT_SPACES = ("mobilenet_v2", "ofa_mbv3")
 
 
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
@@ -186,7 +192,8 @@ def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingDat
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="mobilenet_v1", choices=SPACES)
-    parser.add_argument("--samples", type=int, default=None, help="training samples (default: 300, mobilenet_v2 500)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="training samples (default: 300, mobilenet_v2 500, ofa_mbv3 600)")
     parser.add_argument("--val-samples", type=int, default=300)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--levels", type=int, default=14)
@@ -208,14 +215,14 @@ def main() -> int:
     parser.add_argument("--recheck", type=int, default=60, help="thread-cpu: re-time this many validation configurations")
     parser.add_argument("--lut", default=None,
                         help=f"isolated-block LUT unit sizes to score, from {', '.join(GROUPINGS)}, or none "
-                             "(default: block for mobilenet_v2, none for mobilenet_v1)")
+                             "(default: block for mobilenet_v2 and ofa_mbv3, none for mobilenet_v1)")
     parser.add_argument("--lut-val", type=int, default=None, help="score the LUT on the first N validation configurations")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.samples is None:
         args.samples = TARGETS[args.space][0]
-    lut = args.lut if args.lut is not None else ("block" if args.space == "mobilenet_v2" else "none")
+    lut = args.lut if args.lut is not None else ("block" if args.space in LUT_SPACES else "none")
     args.lut = [] if lut == "none" else lut.split(",")
     for grouping in args.lut:
         if grouping not in GROUPINGS:

@@ -8,10 +8,31 @@ are registries keyed by the block kind, so adding a family never touches the sol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from .errors import UnknownSpace
+
+
+#: the non-linearities a block may use after its non-linear convolutions
+ACTIVATIONS = ("relu6", "relu", "hswish")
+
+
+def round_width(x: float, multiple: int = 8) -> int:
+    """`x` rounded to the nearest multiple of `multiple` (halves up), at least `multiple`."""
+    return max(multiple, int(math.floor(x / multiple + 0.5)) * multiple)
+
+
+def se_width(hidden: int) -> int:
+    """The squeeze width of a squeeze-excitation on `hidden` channels: hidden / 4 rounded to 8."""
+    return round_width(hidden / 4)
+
+
+def _se_counts(hidden: int) -> tuple[int, int]:
+    """(MACs, params) of a squeeze-excitation: two 1x1s (with bias) on the pooled 1x1 tensor."""
+    se = se_width(hidden)
+    return 2 * hidden * se, hidden * se + se + se * hidden + hidden
 
 
 @dataclass(frozen=True)
@@ -21,7 +42,10 @@ class BlockTemplate:
     `cin_from`, `hidden_from` and `cout_from` are the indices of the variables giving the
     block's input, hidden (expansion) and output widths; None means the fixed `cin`,
     `hidden` or `cout` instead. `residual_from` is the index of the block whose input this
-    block adds to its output (a residual Add), or -1.
+    block adds to its output (a residual Add), or -1. `activation` is the non-linearity after
+    each non-linear conv ("relu6", "relu" or "hswish"); `se` adds a squeeze-excitation on the
+    hidden tensor. `option_from` is the option variable choosing kernel, expansion and keep;
+    with it, hidden = expand x `expand_base` (or x the actual input width when 0), rounded to 8.
     """
 
     name: str
@@ -37,11 +61,15 @@ class BlockTemplate:
     cout: int = 0
     hidden: int = 0
     residual_from: int = -1
+    activation: str = "relu6"
+    se: bool = False
+    option_from: int | None = None
+    expand_base: int = 0
 
     def variables(self) -> tuple[int, ...]:
-        """The variables the block depends on, in (input, hidden, output) order, each once."""
+        """The variables the block depends on, in (input, hidden, option, output) order, each once."""
         out: list[int] = []
-        for v in (self.cin_from, self.hidden_from, self.cout_from):
+        for v in (self.cin_from, self.hidden_from, self.option_from, self.cout_from):
             if v is not None and v not in out:
                 out.append(v)
         return tuple(out)
@@ -53,7 +81,7 @@ class BlockSpec:
 
     `hidden` is the expansion width of an inverted-residual block (0 for other kinds);
     `residual_from` is the index of the block whose input is added to this block's output
-    (-1: no residual Add).
+    (-1: no residual Add). `activation` and `se` as in `BlockTemplate`.
     """
 
     index: int
@@ -68,6 +96,8 @@ class BlockSpec:
     attrs: tuple[tuple[str, int], ...] = ()
     hidden: int = 0
     residual_from: int = -1
+    activation: str = "relu6"
+    se: bool = False
 
     @property
     def residual(self) -> bool:
@@ -114,7 +144,7 @@ def block_counts(block: BlockSpec) -> tuple[int, int]:
 
 @register_counter("conv")
 def _count_conv(b: BlockSpec) -> tuple[int, int]:
-    # k×k convolution with bias (batch norm folded), then ReLU6.
+    # k×k convolution with bias (batch norm folded), then the block's activation.
     weights = b.kernel * b.kernel * b.cin * b.cout
     return b.out_hw * b.out_hw * weights, weights + b.cout
 
@@ -151,6 +181,37 @@ def _count_ir_project(b: BlockSpec) -> tuple[int, int]:
     # linear pointwise hidden→cout (+bias), then the residual Add when the block has one.
     project = b.cin * b.cout
     return b.out_hw * b.out_hw * project, project + b.cout
+
+
+@register_counter("mb_expand")
+def _count_mb_expand(b: BlockSpec) -> tuple[int, int]:
+    # ir_expand with the block's activation, then a squeeze-excitation on the hidden tensor if `se`.
+    macs, params = _count_ir_expand(b)
+    if b.se:
+        m, p = _se_counts(b.hidden)
+        macs, params = macs + m, params + p
+    return macs, params
+
+
+@register_counter("mb_block")
+def _count_mb_block(b: BlockSpec) -> tuple[int, int]:
+    # a whole stride-1 inverted residual: expand, depthwise, SE if `se`, linear project (+bias);
+    # the residual Add costs no MACs and no parameters.
+    macs, params = _count_mb_expand(b)
+    project = b.hidden * b.cout
+    return macs + b.out_hw * b.out_hw * project, params + project + b.cout
+
+
+@register_counter("identity")
+def _count_identity(b: BlockSpec) -> tuple[int, int]:
+    # a skipped block: its output is its input.
+    return 0, 0
+
+
+@register_counter("pool_mix_fc")
+def _count_pool_mix_fc(b: BlockSpec) -> tuple[int, int]:
+    # global average pooling, dense cin→hidden (+bias, activation), dense hidden→cout (+bias).
+    return b.cin * b.hidden + b.hidden * b.cout, b.cin * b.hidden + b.hidden + b.hidden * b.cout + b.cout
 
 
 @register_counter("pool_fc")

@@ -7,113 +7,50 @@ adds the input of an earlier block to its output (`BlockSpec.residual_from`), wh
 kind. `build_onnx_network` makes a model of any `Network` (device_agents.network): the
 whole network, or a run of its blocks alone for isolated-block timing. Padding is SAME everywhere
 (TensorFlow's convention: the extra pixel, if any, goes at the end), no final softmax.
+A block's activation is ReLU6 (Clip), ReLU or h-swish (HardSwish, which ONNX has from opset
+14 on: a model declares opset 14 only when it uses it, so every other model keeps opset 13).
+The MobileNet-V3 kinds (squeeze-excitation, h-swish) are in build_onnx_mbv3.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from . import __version__, onnx_proto
+from . import build_onnx_mbv3  # noqa: F401  (registers the MobileNet-V3 kinds in EMITTERS)
+from .build_checks import check_activation
+from .build_onnx_graph import EMITTERS, OPSET, GraphBuilder, conv_node, register_emitter, same_pads
 from .errors import RuntimeUnavailable, UnknownSpace
 from .network import INPUT_NAME, Network, isolated_network, skip_input_name, whole_network
-from .spaces import BlockSpec, Space, kind_registry
+from .spaces import BlockSpec, Space
 from .weights import block_weights
 
-OPSET = 13
+__all__ = ["EMITTERS", "OPSET", "OUTPUT_NAME", "GraphBuilder", "build_onnx", "build_onnx_network", "conv_node",
+           "register_emitter", "same_pads"]
+
 OUTPUT_NAME = "logits"
-
-
-class GraphBuilder:
-    """Accumulates the nodes and initialisers of one graph, naming every value uniquely."""
-
-    def __init__(self) -> None:
-        self.nodes: list[tuple[str, list[str], str, dict]] = []  # (op_type, inputs, output, attrs)
-        self.initializers: list[onnx_proto.Message] = []
-        self._constants: set[str] = set()
-        self._counter = 0
-
-    def const(self, name: str, array: np.ndarray) -> str:
-        """Add an initialiser (once per name) and return its name."""
-        if name not in self._constants:
-            self._constants.add(name)
-            self.initializers.append(onnx_proto.tensor(name, array))
-        return name
-
-    def op(self, op_type: str, inputs: Sequence[str], *, out: str | None = None, **attrs: object) -> str:
-        """Append a node and return the name of its (single) output."""
-        self._counter += 1
-        output = out or f"{op_type.lower()}_{self._counter}"
-        self.nodes.append((op_type, list(inputs), output, attrs))
-        return output
-
-    def rename_last_output(self, name: str) -> str:
-        """Give the last node's output a fixed name (the graph output); nothing reads it yet."""
-        op_type, inputs, _, attrs = self.nodes[-1]
-        self.nodes[-1] = (op_type, inputs, name, attrs)
-        return name
-
-    def node_messages(self) -> list[onnx_proto.Message]:
-        """The nodes as NodeProto messages, in the order they were added."""
-        return [
-            onnx_proto.node(op_type, inputs, [output], name=f"{op_type}_{k}", **attrs)
-            for k, (op_type, inputs, output, attrs) in enumerate(self.nodes)
-        ]
-
-    def relu6(self, x: str) -> str:
-        """Clip to [0, 6] (opset 13 takes the bounds as inputs)."""
-        lo = self.const("relu6_min", np.array(0.0, dtype=np.float32))
-        hi = self.const("relu6_max", np.array(6.0, dtype=np.float32))
-        return self.op("Clip", [x, lo, hi])
-
-
-Emitter = Callable[[GraphBuilder, BlockSpec, dict, str], str]
-EMITTERS: dict[str, Emitter] = {}
-
-
-register_emitter = kind_registry(EMITTERS)  # @register_emitter("kind"): the ONNX emitter of a kind
-
-
-def same_pads(in_hw: int, stride: int, kernel: int) -> list[int]:
-    """ONNX `pads` [top, left, bottom, right] giving TensorFlow SAME output ceil(in/stride)."""
-    out_hw = -(-in_hw // stride)
-    total = max((out_hw - 1) * stride + kernel - in_hw, 0)
-    begin = total // 2
-    return [begin, begin, total - begin, total - begin]
-
-
-def _conv(g: GraphBuilder, x: str, w: str, b: str, b_spec: BlockSpec, *, kernel: int, stride: int, group: int) -> str:
-    return g.op(
-        "Conv",
-        [x, w, b],
-        kernel_shape=[kernel, kernel],
-        strides=[stride, stride],
-        pads=same_pads(b_spec.in_hw, stride, kernel) if kernel > 1 else [0, 0, 0, 0],
-        group=group,
-    )
 
 
 @register_emitter("conv")
 def _emit_conv(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     w = g.const(f"{b.name}.w", wts["w"])
     bias = g.const(f"{b.name}.b", wts["b"])
-    return g.relu6(_conv(g, x, w, bias, b, kernel=b.kernel, stride=b.stride, group=1))
+    return g.activation(conv_node(g, x, w, bias, b, kernel=b.kernel, stride=b.stride, group=1), b.activation)
 
 
 def _depthwise_pointwise(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
-    """Depthwise k x k on cin channels + ReLU6, then the 1x1 pointwise, before any activation."""
+    """Depthwise k x k on cin channels + activation, then the 1x1 pointwise, before any activation."""
     dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
     dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
-    y = g.relu6(_conv(g, x, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.cin))
+    y = g.activation(conv_node(g, x, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.cin), b.activation)
     pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
     pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
-    return _conv(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1)
+    return conv_node(g, y, pw_w, pw_b, b, kernel=1, stride=1, group=1)
 
 
 @register_emitter("dwsep")
 def _emit_dwsep(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
-    return g.relu6(_depthwise_pointwise(g, b, wts, x))
+    return g.activation(_depthwise_pointwise(g, b, wts, x), b.activation)
 
 
 @register_emitter("ir_dwproject")
@@ -125,17 +62,17 @@ def _emit_ir_dwproject(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
 def _emit_ir_expand(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     ex_w = g.const(f"{b.name}.ex_w", wts["ex_w"])
     ex_b = g.const(f"{b.name}.ex_b", wts["ex_b"])
-    y = g.relu6(_conv(g, x, ex_w, ex_b, b, kernel=1, stride=1, group=1))
+    y = g.activation(conv_node(g, x, ex_w, ex_b, b, kernel=1, stride=1, group=1), b.activation)
     dw_w = g.const(f"{b.name}.dw_w", wts["dw_w"])
     dw_b = g.const(f"{b.name}.dw_b", wts["dw_b"])
-    return g.relu6(_conv(g, y, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.hidden))
+    return g.activation(conv_node(g, y, dw_w, dw_b, b, kernel=b.kernel, stride=b.stride, group=b.hidden), b.activation)
 
 
 @register_emitter("ir_project")
 def _emit_ir_project(g: GraphBuilder, b: BlockSpec, wts: dict, x: str) -> str:
     pw_w = g.const(f"{b.name}.pw_w", wts["pw_w"])
     pw_b = g.const(f"{b.name}.pw_b", wts["pw_b"])
-    return _conv(g, x, pw_w, pw_b, b, kernel=1, stride=1, group=1)  # linear; the residual Add follows
+    return conv_node(g, x, pw_w, pw_b, b, kernel=1, stride=1, group=1)  # linear; the residual Add follows
 
 
 @register_emitter("pool_fc")
@@ -196,10 +133,13 @@ def build_onnx_network(net: Network, *, dtype: str = "float32", seed: int = 0) -
         emitter = EMITTERS.get(b.kind)
         if emitter is None:
             raise UnknownSpace(f"the ONNX builder has no emitter for block kind {b.kind!r}", kind=b.kind)
+        check_activation(b)
         block_inputs[b.index] = x
         x = emitter(g, b, block_weights(b, seed), x)
         if b.residual:  # the structural Add: this block's output plus an earlier block's input
             x = g.op("Add", [x, block_inputs[b.residual_from]])
+    if not g.nodes or g.nodes[-1][2] != x:  # the network's output is an input (a run of skipped blocks)
+        g.op("Identity", [x])
     g.rename_last_output(OUTPUT_NAME)
     graph = onnx_proto.graph(
         net.name,
@@ -208,4 +148,4 @@ def build_onnx_network(net: Network, *, dtype: str = "float32", seed: int = 0) -
         outputs=[onnx_proto.value_info(OUTPUT_NAME, "float32", net.output_shape)],
         initializers=g.initializers,
     )
-    return onnx_proto.model(graph, opset=OPSET, producer_version=__version__)
+    return onnx_proto.model(graph, opset=g.opset, producer_version=__version__)

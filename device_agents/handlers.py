@@ -15,12 +15,14 @@ from typing import Callable, Mapping, Sequence
 
 from . import __version__, limits, sysinfo
 from .bench_answer import finish_body
+from .buildable import buildable_kinds, check_buildable
 from .builders import build_model, detect_format
 from .errors import BadModel, BadRequest, BadWidths, RuntimeUnavailable
 from .model_check import check_model
 from .pair_handler import bench_paired
 from .runtimes import RUNTIME_MODULES, Runtime, available_runtimes, get_runtime, unavailable_runtimes
 from .network import check_block_range, isolated_network
+from .space_spec import SPEC_FORMAT
 from .spaces import SPACES, BlockSpec, Space, block_counts, make_space
 from .timing import NO_DRIFT, DriftInjector, TimingSettings, random_inputs, reset_peak_rss, time_session
 
@@ -31,7 +33,7 @@ DTYPES = ("float32", "int8")
 #: dtype -> model format to pick a default runtime for (None: the protocol's default order)
 DTYPE_FORMATS: dict[str, str | None] = {"float32": None, "int8": "tflite"}
 SPEC_KEYS = ("space", "params", "widths", "dtype", "seed")
-MAX_PARAMS = 1 << 28  # 1 GiB of float32 weights: beyond this a board runs out of memory building it
+MAX_PARAMS = limits.MAX_PARAMS
 
 _drift: DriftInjector = NO_DRIFT
 _bench_lock = threading.Lock()  # one timing at a time: two would distort each other
@@ -188,15 +190,20 @@ def block_answer(space: Space, widths: Sequence[int], run: tuple[int, int]) -> d
 
 
 def handle_hello(header: dict, payload: bytes) -> tuple[dict, bytes]:
-    """Who this agent is: versions, runtimes, device facts and fingerprint, spaces."""
+    """Who this agent is: versions, runtimes, device facts and fingerprint, spaces, and the block
+    kinds it can build per target (a space spec may use those)."""
     facts = sysinfo.device_facts()
+    runtimes = available_runtimes()
     body = {
         "agent_version": __version__,
-        "runtimes": available_runtimes(),
+        "runtimes": runtimes,
+        "runtime_formats": {name: get_runtime(name).model_format for name in runtimes},
         "runtimes_unavailable": unavailable_runtimes(),
         **facts,
         "fingerprint": sysinfo.fingerprint(facts),
         "spaces": sorted(SPACES),
+        "space_spec_format": SPEC_FORMAT,
+        "block_kinds": {target: list(kinds) for target, kinds in buildable_kinds().items()},
     }
     return body, b""
 
@@ -215,6 +222,7 @@ def handle_bench_spec(header: dict, payload: bytes) -> tuple[dict, bytes]:
     settings = TimingSettings.from_dict(limits.check_timing(header.get("timing")))
     options = _options(header)
     runtime = choose_runtime(header.get("runtime"), None if header.get("runtime") else DTYPE_FORMATS[dtype])
+    check_buildable(space, runtime.model_format, dtype)
     reference = parse_pair_spec(header["pair_with"], space, dtype) if header.get("pair_with") is not None else None
     with _bench_lock:
         reset_peak_rss()

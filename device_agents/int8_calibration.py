@@ -5,25 +5,28 @@ ones gives them (a ReLU6 output never beyond [0, 6], however wide its calibrated
 resolution: with SAME zero padding, a smaller image has smaller pooled features, and so
 narrower logits, than the real one. A residual block's Add (its output plus an earlier
 block's input) is recorded as its own role, `<block>.add`. One forward function per block kind, NHWC
-layout and TensorFlow SAME padding, the same arithmetic as the TFLite float model.
+layout and TensorFlow SAME padding, the same arithmetic as the TFLite float model. A block's
+activation (ReLU6, ReLU or h-swish) is recorded under the role of the conv it follows; an
+h-swish's input is recorded too, as `<role>.lin`. The MobileNet-V3 kinds (SE, h-swish) are in
+int8_calibration_mbv3.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Mapping, Sequence
+from typing import ContextManager, Mapping, Sequence
 
 import numpy as np
 
+from . import int8_calibration_mbv3  # noqa: F401  (registers the MobileNet-V3 kinds in FORWARDS)
 from .errors import UnknownSpace
+from .int8_calibration_ops import FORWARDS, Observed, activate, conv2d, depthwise, observe, pointwise, register_forward
 from .network import Network
-from .spaces import BlockSpec, Space, kind_registry
+from .spaces import BlockSpec, Space
 from .weights import BlockWeights
 
-#: role (tensor) name -> (least and greatest activation seen in a pass, known upper bound or None).
-Observed = dict[str, tuple[float, float, float | None]]
-Forward = Callable[[BlockSpec, BlockWeights, np.ndarray, Observed], np.ndarray]
-FORWARDS: dict[str, Forward] = {}
+__all__ = ["FORWARDS", "Observed", "activation_ranges", "calibration_input", "forward", "network_input",
+           "network_ranges", "register_forward"]
 
 #: BLAS threads for the calibration pass (see _blas_threads); None leaves BLAS as it is.
 CALIBRATION_BLAS_THREADS: int | None = 1
@@ -31,88 +34,14 @@ IMAGE_SAMPLES = 1  # pooled features of a random-input image hardly vary from on
 TEXT_SAMPLES = 16
 
 
-register_forward = kind_registry(FORWARDS)  # @register_forward("kind"): the numpy forward of a kind
-
-
-def _same_pad(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
-    """Pad an NHWC batch the TensorFlow SAME way (the odd pixel at the end)."""
-    pads = []
-    for size in x.shape[1:3]:
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        pads.append((total // 2, total - total // 2))
-    return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-
-
-def conv2d(x: np.ndarray, w_oihw: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """Dense k x k convolution, NHWC in and out, weights in the canonical [cout, cin, k, k].
-
-    The k*k shifted windows are gathered once (im2col) so the whole layer is one matrix
-    product: the stem's few input channels would make k*k separate products slow.
-    """
-    cout, cin, k, _ = w_oihw.shape
-    n, h, w, _ = x.shape
-    oh, ow = -(-h // stride), -(-w // stride)
-    xp = _same_pad(x, k, stride)
-    columns = np.empty((n, oh, ow, k, k, cin), dtype=np.float32)
-    for dy in range(k):
-        for dx in range(k):
-            columns[:, :, :, dy, dx, :] = xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :]
-    w_flat = w_oihw.transpose(0, 2, 3, 1).reshape(cout, k * k * cin)  # the columns' (dy, dx, c) order
-    out = columns.reshape(-1, k * k * cin) @ w_flat.T
-    out += bias
-    return out.reshape(n, oh, ow, cout)
-
-
-def pointwise(x: np.ndarray, w_oi: np.ndarray) -> np.ndarray:
-    """x [..., cin] times w [cout, cin] transposed, as one 2-D matrix product (one BLAS call)."""
-    flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
-    return (flat @ w_oi.T).reshape(*x.shape[:-1], w_oi.shape[0])
-
-
-def depthwise(x: np.ndarray, w_c1kk: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """Depthwise k x k convolution, NHWC, weights in the canonical [c, 1, k, k] (accumulated in place)."""
-    k = w_c1kk.shape[2]
-    n, h, w, c = x.shape
-    oh, ow = -(-h // stride), -(-w // stride)
-    xp = _same_pad(x, k, stride)
-    out = np.empty((n, oh, ow, c), dtype=np.float32)
-    out[...] = bias
-    product = np.empty_like(out)
-    for dy in range(k):
-        for dx in range(k):
-            np.multiply(xp[:, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride, :], w_c1kk[:, 0, dy, dx],
-                        out=product)
-            out += product
-    return out
-
-
-def relu6(x: np.ndarray) -> np.ndarray:
-    """ReLU6 in place (the argument is a fresh intermediate), returned for chaining."""
-    return np.clip(x, 0.0, 6.0, out=x)
-
-
-def _observe_relu6(seen: Observed, role: str, y: np.ndarray) -> None:
-    """Record a ReLU6 output: its minimum is 0 (or more), so only its maximum is needed."""
-    seen[role] = (0.0, float(y.max(initial=0.0)), 6.0)
-
-
-def _observe(seen: Observed, role: str, y: np.ndarray) -> None:
-    """Record an unbounded activation's extremes."""
-    seen[role] = (float(y.min(initial=0.0)), float(y.max(initial=0.0)), None)
-
-
 @register_forward("conv")
 def _conv(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
-    y = relu6(conv2d(x, wts["w"], wts["b"], b.stride))
-    _observe_relu6(seen, b.name, y)
-    return y
+    return activate(conv2d(x, wts["w"], wts["b"], b.stride), b.activation, seen, b.name)
 
 
 def _depthwise_pointwise(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
-    """Depthwise + ReLU6 (observed), then the pointwise with its bias, before any activation."""
-    y = relu6(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride))
-    _observe_relu6(seen, f"{b.name}.dw", y)
+    """Depthwise + activation (observed), then the pointwise with its bias, before any activation."""
+    y = activate(depthwise(x, wts["dw_w"], wts["dw_b"], b.stride), b.activation, seen, f"{b.name}.dw")
     z = pointwise(y, wts["pw_w"][:, :, 0, 0])
     z += wts["pw_b"]
     return z
@@ -120,15 +49,13 @@ def _depthwise_pointwise(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: O
 
 @register_forward("dwsep")
 def _dwsep(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
-    z = relu6(_depthwise_pointwise(b, wts, x, seen))
-    _observe_relu6(seen, f"{b.name}.pw", z)
-    return z
+    return activate(_depthwise_pointwise(b, wts, x, seen), b.activation, seen, f"{b.name}.pw")
 
 
 @register_forward("ir_dwproject")
 def _ir_dwproject(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     z = _depthwise_pointwise(b, wts, x, seen)  # a linear projection: no activation
-    _observe(seen, f"{b.name}.pw", z)
+    observe(seen, f"{b.name}.pw", z)
     return z
 
 
@@ -136,25 +63,22 @@ def _ir_dwproject(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed
 def _ir_expand(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     y = pointwise(x, wts["ex_w"][:, :, 0, 0])
     y += wts["ex_b"]
-    relu6(y)
-    _observe_relu6(seen, f"{b.name}.ex", y)
-    z = relu6(depthwise(y, wts["dw_w"], wts["dw_b"], b.stride))
-    _observe_relu6(seen, f"{b.name}.dw", z)
-    return z
+    y = activate(y, b.activation, seen, f"{b.name}.ex")
+    return activate(depthwise(y, wts["dw_w"], wts["dw_b"], b.stride), b.activation, seen, f"{b.name}.dw")
 
 
 @register_forward("ir_project")
 def _ir_project(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     z = pointwise(x, wts["pw_w"][:, :, 0, 0])
     z += wts["pw_b"]
-    _observe(seen, f"{b.name}.pw", z)
+    observe(seen, f"{b.name}.pw", z)
     return z
 
 
 @register_forward("pool_fc")
 def _pool_fc(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x.mean(axis=(1, 2)) @ wts["w"].T + wts["b"]
-    _observe(seen, f"{b.name}.logits", logits)
+    observe(seen, f"{b.name}.logits", logits)
     return logits
 
 
@@ -168,16 +92,16 @@ def _proj_dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) 
     projected = x @ wts["proj"]
     mean = projected.mean(axis=1)
     hidden = np.maximum(mean @ wts["w"].T + wts["b"], 0.0)
-    _observe(seen, f"{b.name}.projected", projected)
-    _observe(seen, f"{b.name}.mean", mean)
-    _observe(seen, f"{b.name}.hidden", hidden)
+    observe(seen, f"{b.name}.projected", projected)
+    observe(seen, f"{b.name}.mean", mean)
+    observe(seen, f"{b.name}.hidden", hidden)
     return hidden
 
 
 @register_forward("dense")
 def _dense(b: BlockSpec, wts: BlockWeights, x: np.ndarray, seen: Observed) -> np.ndarray:
     logits = x @ wts["w"].T + wts["b"]
-    _observe(seen, f"{b.name}.logits", logits)
+    observe(seen, f"{b.name}.logits", logits)
     return logits
 
 
@@ -197,7 +121,7 @@ def forward(blocks: Sequence[BlockSpec], weights: Sequence[BlockWeights], x: np.
         x = fn(b, wts, x, seen)
         if b.residual:
             x = x + kept.pop(b.residual_from)
-            _observe(seen, f"{b.name}.add", x)
+            observe(seen, f"{b.name}.add", x)
     return x
 
 

@@ -6,9 +6,12 @@ the cap (`field`), its value (`limit`) and the value asked for (`value`).
 
 Defaults fit a 1 GiB board and admit everything the project itself asks for: MobileNet-V1
 1.5x at 224 (1.26 GMACs, 8.7 M parameters, about 110 MB estimated), MobileNet-V2 with every
-variable at 1.5x at 224 (0.66 GMACs, 6.8 M parameters, about 92 MB estimated) and the text space at
-its README figures (vocabulary 100,000, dimension 300, 32 tokens, rank 300: 30.3 M
-parameters, about 360 MB estimated).
+variable at 1.5x at 224 (0.66 GMACs, 6.8 M parameters, about 92 MB estimated), OFA's
+MobileNet-V3 at its largest at 224 (every block k7e6, widths 1.5x: 1.10 GMACs, 12.9 M
+parameters, about 163 MB estimated) and the text space at its README figures (vocabulary
+100,000, dimension 300, 32 tokens, rank 300: 30.3 M parameters, about 360 MB estimated).
+A space spec (device_agents.space_spec) is held to the same caps at its largest
+configuration before anything is built.
 
 Memory is estimated as `WEIGHT_COPIES` x 4 bytes per parameter (the weights drawn by the
 builder, the serialised model the agent keeps in its cache, and the runtime's own copy,
@@ -24,8 +27,11 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .errors import LimitExceeded, UnknownSpace
+from .space_spec_read import check_spec_size
 
 WEIGHT_COPIES = 3
+#: parameters of one network: 1 GiB of float32 weights, beyond which a board runs out of memory building it
+MAX_PARAMS = 1 << 28
 BYTES_PER_ELEMENT = 4
 #: the request's own default timing.max_total_s, when it is within max_request_s
 DEFAULT_MAX_TOTAL_S = 120.0
@@ -88,7 +94,10 @@ def _cap(field: str, value: object, limit: int | float) -> None:
 
 
 def check_space_params(params: Mapping[str, object], where: str = "spec") -> None:
-    """Refuse space parameters above their caps before the space is made (a huge `levels` is slow to make)."""
+    """Refuse space parameters above their caps before the space is made (a huge `levels` is slow to
+    make); a space spec (params {"spec": ...}) is held to its size caps (device_agents.space_spec)."""
+    if "spec" in params:
+        check_spec_size(params["spec"])
     limits = _current
     caps = {"resolution": limits.max_resolution, "levels": limits.max_levels, "tokens": limits.max_tokens}
     for key, limit in caps.items():
@@ -107,6 +116,11 @@ ACTIVATIONS: dict[str, Callable[..., int]] = {
     "ir_dwproject": lambda b: b.cin * b.in_hw ** 2 + (b.cin + b.cout * (2 if b.residual else 1)) * b.out_hw ** 2,
     "ir_expand": lambda b: (b.cin + b.hidden) * b.in_hw ** 2 + b.hidden * b.out_hw ** 2,
     "ir_project": lambda b: (b.cin + b.cout * (3 if b.residual else 1)) * b.out_hw ** 2,
+    # the expansion, its depthwise output and (with SE) the gated copy; mb_block keeps its input for the Add
+    "mb_expand": lambda b: (b.cin + b.hidden) * b.in_hw ** 2 + b.hidden * (2 if b.se else 1) * b.out_hw ** 2,
+    "mb_block": lambda b: (2 * b.cin + (3 if b.se else 2) * b.hidden + b.cout) * b.out_hw ** 2,
+    "identity": lambda b: b.cin * b.in_hw ** 2,
+    "pool_mix_fc": lambda b: b.cin * b.in_hw ** 2 + b.cin + b.hidden + b.cout,
     # int64 token ids count two elements each
     "embedding": lambda b: 2 * b.attr("tokens") + b.attr("tokens") * b.cout,
     "proj_dense": lambda b: b.attr("tokens") * (b.cin + b.attr("dim")) + b.attr("dim") + b.cout,

@@ -41,7 +41,11 @@ BLOCK_SHAPES: dict[str, tuple[Callable[[BlockSpec], tuple[int, ...]], Callable[[
     "ir_dwproject": (_image_in, _image_out),
     "ir_expand": (_image_in, _image_out),  # cout is the hidden width
     "ir_project": (_image_in, _image_out),  # cin is the hidden width
+    "mb_expand": (_image_in, _image_out),  # cout is the hidden width
+    "mb_block": (_image_in, _image_out),
+    "identity": (_image_in, _image_out),  # cin == cout, in_hw == out_hw
     "pool_fc": (_image_in, lambda b: (1, b.cout)),  # the feature map in; pooling is part of the block
+    "pool_mix_fc": (_image_in, lambda b: (1, b.cout)),
     "embedding": (lambda b: (1, b.attr("tokens")), lambda b: (1, b.attr("tokens"), b.cout)),
     "proj_dense": (lambda b: (1, b.attr("tokens"), b.cin), lambda b: (1, b.cout)),
     "dense": (lambda b: (1, b.cin), lambda b: (1, b.cout)),

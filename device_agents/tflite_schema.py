@@ -27,10 +27,12 @@ OP_CONV_2D = 3
 OP_DEPTHWISE_CONV_2D = 4
 OP_DEQUANTIZE = 6
 OP_FULLY_CONNECTED = 9
+OP_MUL = 18
 OP_RESHAPE = 22
 OP_GATHER = 36
 OP_MEAN = 40
 OP_QUANTIZE = 114
+OP_HARD_SWISH = 117
 OP_BATCH_MATMUL = 126
 
 # TensorType values.
@@ -119,6 +121,16 @@ def depthwise_options(stride: int, activation: int) -> Options:
 def add_options(activation: int = ACT_NONE) -> Options:
     """AddOptions (element-wise sum of two same-shape tensors)."""
     return Options(11, _scalar_table([("Int8", 0, activation, 0)]))
+
+
+def mul_options(activation: int = ACT_NONE) -> Options:
+    """MulOptions (element-wise product, broadcasting a [1, 1, 1, C] or [1] operand)."""
+    return Options(21, _scalar_table([("Int8", 0, activation, 0)]))
+
+
+def hard_swish_options() -> Options:
+    """HardSwishOptions (an empty table): x * relu6(x + 3) / 6."""
+    return Options(91, _scalar_table([]))
 
 
 def pool2d_options(filter_hw: int, stride: int = 1) -> Options:

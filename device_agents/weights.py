@@ -11,7 +11,12 @@ Canonical layouts (each builder transposes to its format's layout):
   ir_dwproject: as dwsep (the 1x1 projection is linear)
   ir_expand:  ex_w [hidden, cin, 1, 1], ex_b [hidden], dw_w [hidden, 1, k, k], dw_b [hidden]
   ir_project: pw_w [cout, hidden, 1, 1], pw_b [cout]
+  mb_expand:  as ir_expand, then with `se` (s = se_width(hidden)):
+              se_w1 [s, hidden, 1, 1], se_b1 [s], se_w2 [hidden, s, 1, 1], se_b2 [hidden]
+  mb_block:   as mb_expand, then pw_w [cout, hidden, 1, 1], pw_b [cout]
+  identity:   nothing
   pool_fc:    w [cout, cin], b [cout]
+  pool_mix_fc: w1 [hidden, cin], b1 [hidden], w2 [cout, hidden], b2 [cout]
   embedding:  table [vocab, cout]
   proj_dense: proj [cin, dim], w [cout, dim], b [cout]
   dense:      w [cout, cin], b [cout]
@@ -25,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from .block_kinds import se_width
 from .errors import UnknownSpace
 from .spaces import BlockSpec, kind_registry
 
@@ -121,6 +127,46 @@ def _ir_project(b: BlockSpec, s: _Slicer) -> BlockWeights:
     # linear, and scaled down a little more on residual blocks so that the sums stay of unit scale
     std = math.sqrt((0.5 if b.residual else 1.0) / b.cin)
     return {"pw_w": s.normal((b.cout, b.cin, 1, 1), std), "pw_b": s.normal((b.cout,), 0.05)}
+
+
+def _expand_depthwise_se(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    """The expansion 1x1 and depthwise of an inverted residual, and its squeeze-excitation if any."""
+    out = _ir_expand(b, s)
+    if b.se:
+        squeeze = se_width(b.hidden)
+        out["se_w1"] = s.normal((squeeze, b.hidden, 1, 1), _he(b.hidden))
+        out["se_b1"] = s.normal((squeeze,), 0.05)
+        out["se_w2"] = s.normal((b.hidden, squeeze, 1, 1), math.sqrt(1.0 / squeeze))
+        out["se_b2"] = s.normal((b.hidden,), 0.05)
+    return out
+
+
+@register_weights("mb_expand")
+def _mb_expand(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return _expand_depthwise_se(b, s)
+
+
+@register_weights("mb_block")
+def _mb_block(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    out = _expand_depthwise_se(b, s)
+    out["pw_w"] = s.normal((b.cout, b.hidden, 1, 1), math.sqrt(0.5 / b.hidden))  # linear, before the residual Add
+    out["pw_b"] = s.normal((b.cout,), 0.05)
+    return out
+
+
+@register_weights("identity")
+def _identity(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {}
+
+
+@register_weights("pool_mix_fc")
+def _pool_mix_fc(b: BlockSpec, s: _Slicer) -> BlockWeights:
+    return {
+        "w1": s.normal((b.hidden, b.cin), _he(b.cin)),
+        "b1": s.normal((b.hidden,), 0.05),
+        "w2": s.normal((b.cout, b.hidden), math.sqrt(1.0 / b.hidden)),
+        "b2": s.normal((b.cout,), 0.05),
+    }
 
 
 @register_weights("pool_fc")

@@ -14,9 +14,10 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from widthwise.device_agents import auth
+from widthwise.device_agents.buildable import check_buildable
 from widthwise.device_agents.errors import (
     AgentAuthError,
     AgentConnectionError,
@@ -29,6 +30,7 @@ from widthwise.device_agents.errors import (
     error_from_wire,
 )
 from widthwise.device_agents.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, encode_frame, request_header
+from widthwise.device_agents.space_model import Space
 from widthwise.device_agents.transport import ByteStream, FrameChannel, default_cap, open_serial, open_tcp
 
 from .agent_endpoint import LocalAgent, parse_url
@@ -341,3 +343,13 @@ def connect(
 ) -> AgentClient:
     """Open a connection to the agent at `url` (see the module docstring for URL forms)."""
     return AgentClient(url, token=token, timeout=timeout, retries=retries, local_agent_args=local_agent_args)
+
+
+def check_agent_builds(hello: Mapping[str, object], space: Space, runtime: str, dtype: str) -> None:
+    """Refuse, before anything is sent or stored, a space with a block kind the agent that answered
+    `hello` cannot build with `runtime` and `dtype` (the agent's own refusal, made early); an agent
+    that does not list its kinds is left to refuse by itself."""
+    kinds, formats = hello.get("block_kinds"), hello.get("runtime_formats")
+    if not isinstance(kinds, Mapping) or not isinstance(formats, Mapping) or runtime not in formats:
+        return
+    check_buildable(space, str(formats[runtime]), dtype, kinds)

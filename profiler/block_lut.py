@@ -48,8 +48,10 @@ def lut_units(space: Space, grouping: str = "block") -> tuple[tuple[int, int], .
     units, k = [], 0
     while k < len(templates):
         t = templates[k]
-        joined = (grouping == "block" and t.kind == "ir_expand" and k + 1 < len(templates)
-                  and templates[k + 1].kind == "ir_project" and templates[k + 1].hidden_from == t.hidden_from)
+        nxt = templates[k + 1] if k + 1 < len(templates) else None
+        joined = (grouping == "block" and nxt is not None and nxt.kind == "ir_project" and (
+            (t.kind == "ir_expand" and nxt.hidden_from == t.hidden_from)
+            or (t.kind == "mb_expand" and t.option_from is not None and nxt.option_from == t.option_from)))
         units.append((k, 2 if joined else 1))
         k += 2 if joined else 1
     return tuple(units)
@@ -117,10 +119,18 @@ class BlockLUT:
     # --- entries --------------------------------------------------------------------------------
 
     def entry_key(self, unit: tuple[int, int], widths: Sequence[int]) -> str:
-        """An entry's key: the unit's first block, and the (in, hidden, out) widths of its blocks."""
+        """An entry's key: the unit's first block, and the (in, hidden, out) widths of its blocks,
+        with the kernel of a block whose kernel an option sets."""
         first, count = unit
         blocks = self.space.blocks(widths)[first : first + count]
-        return json.dumps([first, [[b.cin, b.hidden, b.cout] for b in blocks]], separators=(",", ":"))
+        opt = [self.space.templates[b.index].option_from is not None for b in blocks]
+        return json.dumps([first, [[b.cin, b.hidden, b.cout] + ([b.kernel] if o else []) for b, o in zip(blocks, opt)]],
+                          separators=(",", ":"))
+
+    def _skipped(self, unit: tuple[int, int], widths: Sequence[int]) -> bool:
+        """Whether every block of the unit is skipped (an `identity`: 0 ms, nothing to time)."""
+        first, count = unit
+        return all(b.kind == "identity" for b in self.space.blocks(widths)[first : first + count])
 
     def _time_entry(self, client, unit: tuple[int, int], widths: Sequence[int]) -> float:
         spec = {"space": self.space.name, "params": self.space.param_dict, "widths": [int(w) for w in widths],
@@ -130,7 +140,10 @@ class BlockLUT:
         return float(body["stats"][self.statistic])
 
     def entry_ms(self, client, unit: tuple[int, int], widths: Sequence[int]) -> float:
-        """The isolated time of one unit with these widths: from the table, else timed now and kept."""
+        """The isolated time of one unit with these widths: from the table, else timed now and kept
+        (a skipped unit is 0 ms)."""
+        if self._skipped(unit, widths):
+            return 0.0
         key = self.entry_key(unit, widths)
         if key in self.entries:
             self.stats.reused += 1

@@ -21,7 +21,7 @@ from widthwise.device_agents.statistics import STATISTICS
 from widthwise.errors import cli_errors
 
 from .agent_client import AgentClient, connect, token_from_file
-from .cli_options import (agent_options, open_space, space_configuration, space_options, space_params, variable_lines,
+from .cli_options import (agent_options, open_space, space_choice, space_configuration, space_options, variable_lines,
                           widths_option)
 from .errors import OutputError
 
@@ -66,7 +66,8 @@ def serve(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the hello response as JSON")
 @cli_errors
 def info(agent_url: str, token_file: str | None, timeout: float, as_json: bool) -> None:
-    """Who the agent is: versions, runtimes, CPU, OS and a stable fingerprint."""
+    """Who the agent is: versions, runtimes, CPU, OS, a stable fingerprint, and the block kinds it
+    builds per target (what a `--space-file` spec may use)."""
     with _open_agent(agent_url, token_file, timeout) as client:
         hello = client.hello()
     if as_json:
@@ -81,6 +82,8 @@ def info(agent_url: str, token_file: str | None, timeout: float, as_json: bool) 
         ("spaces", ", ".join(hello.get("spaces", []))),
         ("fingerprint", str(hello.get("fingerprint"))),
     ]
+    for k, (target, kinds) in enumerate(sorted((hello.get("block_kinds") or {}).items())):  # for --space-file
+        rows.append(("block kinds" if k == 0 else "", f"{target + ':':<12} {', '.join(kinds)}"))
     for name, reason in sorted(hello.get("runtimes_unavailable", {}).items()):
         rows.append((f"  no {name}", reason))
     for key, value in rows:
@@ -158,11 +161,12 @@ def format_result(result: dict, what: str, agent_url: str) -> list[str]:
 @click.option("--seed", type=int, help="weight seed (spec only)")
 @click.option("--json", "as_json", is_flag=True, help="print the agent's response as JSON")
 @cli_errors
-def bench(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None,
+def bench(agent_url: str, token_file: str | None, timeout: float, space: str | None, space_file: Path | None,
+          resolution: int | None,
           levels: int | None, space_param: tuple[str, ...], widths: list[int] | None, widths_json: str | None,
           any_widths: bool, list_variables: bool, model_path: Path | None, runs: int | None, warmup: int | None,
           threads: int | None, runtime: str | None, dtype: str | None, seed: int | None, as_json: bool) -> None:
-    """Time one network on an agent: a space with widths, or a model file.
+    """Time one network on an agent: a space (built in, or a `--space-file` spec) with widths, or a model file.
 
     The widths are one per variable of the space, in its variable order (`--list-variables`
     prints it), or `--widths-json` by name; each must be one of its variable's choices
@@ -175,7 +179,7 @@ def bench(agent_url: str, token_file: str | None, timeout: float, space: str, re
         what = f"{model_path.name}"
         call = lambda client: client.bench_model(model, fmt=fmt, runtime=runtime, timing=timing or None)  # noqa: E731
     else:
-        params = space_params(resolution, levels, space_param)
+        space, params = space_choice(space, space_file, resolution, levels, space_param)
         chosen = open_space(space, params)
         if list_variables:
             _list_variables(chosen)

@@ -15,9 +15,9 @@ import click
 
 from widthwise.errors import cli_errors
 
-from .agent_client import connect, token_from_file
-from .cli_options import agent_options, open_space, parse_assignments, space_options, space_params
-from .collect import CLOCKS, DEFAULT_TIMING, DTYPES, TIMING_KEYS, CollectIncomplete, CollectSettings
+from .agent_client import check_agent_builds, connect, token_from_file
+from .cli_options import agent_options, open_space, parse_assignments, space_choice, space_options
+from .collect import CLOCKS, DEFAULT_TIMING, DTYPES, TIMING_KEYS, CollectIncomplete, CollectSettings, resolve_runtime
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES
 
@@ -54,7 +54,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @cli_errors
 def collect(
-    agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None, levels: int | None,
+    agent_url: str, token_file: str | None, timeout: float, space: str | None, space_file: Path | None,
+    resolution: int | None, levels: int | None,
     space_param: tuple[str, ...],
     samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
@@ -63,10 +64,11 @@ def collect(
     """Measure width configurations of a space on an agent, one SQLite row per sample.
 
     Re-running the same command resumes: only the missing samples are measured. A db
-    collected with another space, device or runtime setting is refused.
+    collected with another space (or another spec of the same name), device or runtime
+    setting is refused, naming what differs.
     """
-    params = space_params(resolution, levels, space_param)
-    open_space(space, params)  # an unknown space or parameter: a usage error naming it, before any work
+    space, params = space_choice(space, space_file, resolution, levels, space_param)
+    chosen = open_space(space, params)  # an unknown space or parameter: a usage error naming it, before any work
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
     token = token_from_file(token_file)
     if progress is None:
@@ -80,6 +82,8 @@ def collect(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with connect(agent_url, token=token, timeout=timeout) as client:
+            hello = client.hello()  # a block kind the agent lacks is refused before the db is created
+            check_agent_builds(hello, chosen, resolve_runtime(hello, runtime)[0], dtype)
             summary = run_collection(client, settings, progress=progress)
     except CollectIncomplete as exc:
         if as_json:  # how far it got, before the error line

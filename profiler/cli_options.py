@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import click
 
 from widthwise.device_agents.errors import AgentError
+from widthwise.device_agents.space_spec import MAX_SPEC_BYTES, SPEC_FORMAT, load_spec_text
 from widthwise.device_agents.spaces import SPACES, Space, make_space
 from widthwise.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., object])
+#: a spec file is read up to this many bytes (its compact JSON is capped at MAX_SPEC_BYTES)
+MAX_SPEC_FILE_BYTES = 4 * MAX_SPEC_BYTES
 
 #: the help text of every `--widths` option: the syntax is documented here and only here.
 WIDTHS_HELP = ("One width per variable of the space, in its variable order, separated by commas or spaces "
@@ -174,18 +178,24 @@ def _spaces_help() -> str:
     return "Search space, with the parameters it takes: " + "; ".join(described) + "."
 
 
-def space_options(*, default: str = "mobilenet_v1") -> Callable[[F], F]:
-    """`--space`, `--resolution`, `--levels` and `--space-param KEY=VALUE`: every space's parameters,
-    resolved with `space_params` (the space is named `space`)."""
+DEFAULT_SPACE = "mobilenet_v1"
+
+
+def space_options(*, default: str = DEFAULT_SPACE) -> Callable[[F], F]:
+    """`--space` or `--space-file`, `--resolution`, `--levels` and `--space-param KEY=VALUE`: every
+    space's parameters, resolved with `space_choice` (the command's arguments `space`, `space_file`)."""
     def deco(fn: F) -> F:
         fn = click.option("--space-param", "space_param", multiple=True, metavar="KEY=VALUE",
                           help="Any other parameter of the space (repeatable; JSON values), e.g. vocab=50000 "
                                "or 'ranks=[8,16]' for text_lowrank.")(fn)
         fn = click.option("--levels", type=int, default=None,
-                          help="Width choices per variable (mobilenet_v1, mobilenet_v2; default 14).")(fn)
+                          help="Width choices per variable (mobilenet_v1, mobilenet_v2, ofa_mbv3; default 14).")(fn)
         fn = click.option("--resolution", type=int, default=None,
-                          help="Input resolution (mobilenet_v1, mobilenet_v2; default 224).")(fn)
-        return click.option("--space", default=default, show_default=True, help=_spaces_help())(fn)
+                          help="Input resolution (mobilenet_v1, mobilenet_v2, ofa_mbv3; default 224).")(fn)
+        fn = click.option("--space-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                          help=f"A space written as a {SPEC_FORMAT} spec file (docs/spaces.md), instead of --space; "
+                               "it fixes its own input and grids.")(fn)
+        return click.option("--space", default=None, help=_spaces_help() + f" Default {default}.")(fn)
     return deco
 
 
@@ -200,12 +210,43 @@ def space_params(resolution: int | None, levels: int | None, pairs: Sequence[str
     return params
 
 
+def read_space_file(path: Path) -> dict[str, object]:
+    """A spec file's object (size and nesting capped before JSON is parsed); a UsageError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_FILE_BYTES + 1)
+        return load_spec_text(raw, str(path))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}", field="--space-file") from None
+    except AgentError as exc:
+        raise UsageError(exc.message, field="--space-file") from None
+
+
+def space_choice(space: str | None, space_file: Path | None, resolution: int | None, levels: int | None,
+                 pairs: Sequence[str], *, default: str = DEFAULT_SPACE) -> tuple[str, dict[str, object]]:
+    """(space name, parameters) the space options give: a built-in space and its parameters, or the
+    space of `--space-file` as (its name, {"spec": its object}); the two ways exclude each other."""
+    if space_file is None:
+        return space or default, space_params(resolution, levels, pairs)
+    given = [flag for flag, value in (("--space", space), ("--resolution", resolution), ("--levels", levels),
+                                      ("--space-param", pairs)) if value not in (None, ())]
+    if given:
+        raise UsageError(f"--space-file describes the whole space; drop {', '.join(given)}", field="--space-file")
+    spec = read_space_file(space_file)
+    name = spec.get("name")
+    return (name if isinstance(name, str) else ""), {"spec": spec}
+
+
 def open_space(name: str, params: Mapping[str, object]) -> Space:
-    """The space by the agent's rules; an unknown space or parameter is a UsageError naming it."""
+    """The space by the agent's rules; an unknown space or parameter, or a spec's mistake, is a UsageError
+    naming it."""
     try:
         return make_space(name, dict(params))
     except AgentError as exc:
-        field = "--space" if exc.code == "unknown_space" else "--space-param"
+        if "spec" in params:
+            field = "--space-file"
+        else:
+            field = "--space" if exc.code == "unknown_space" else "--space-param"
         raise UsageError(exc.message, field=field) from None
 
 

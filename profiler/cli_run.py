@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 import click
 
 from widthwise.errors import cli_errors
 
-from .cli_options import agent_options, space_options, space_params
+from .cli_options import DEFAULT_SPACE, agent_options, space_choice, space_options, space_params
 
 
 @click.command()
 @agent_options
 @space_options()
 @click.option("--samples", type=int, default=None,
-              help="Configurations to time (resumes an existing db); default 300, 500 for mobilenet_v2.")
+              help="Configurations to time (resumes an existing db); default 300, 500 for mobilenet_v2 and 500 for ofa_mbv3.")
 @click.option("--budget-ms", "budgets", type=float, multiple=True,
               help="Latency budget(s) to answer; default: 50, 75 and 100 % of the 1.0x network's predicted latency.")
 @click.option("--objective", default="flops", show_default=True, help="What the search maximises: flops, params or a costs JSON file.")
@@ -35,7 +36,8 @@ from .cli_options import agent_options, space_options, space_params
 @click.option("--holdout", type=float, default=0.15, show_default=True, help="Share of samples held out to report accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout instead of the report.")
 @cli_errors
-def run(agent_url: str, token_file: str | None, timeout: float, space: str, resolution: int | None, levels: int | None,
+def run(agent_url: str, token_file: str | None, timeout: float, space: str | None, space_file: Path | None,
+        resolution: int | None, levels: int | None,
         space_param: tuple[str, ...], samples: int | None,
         budgets: Sequence[float], objective: str, out_dir: str, name: str | None, runtime: str | None, threads: int,
         seed: int, holdout: float, as_json: bool) -> None:
@@ -49,7 +51,10 @@ def run(agent_url: str, token_file: str | None, timeout: float, space: str, reso
     from .agent_client import connect, token_from_file  # noqa: PLC0415  (the heavy imports, once options are read)
     from .job import JobSettings, run_job  # noqa: PLC0415
 
-    extra = space_params(None, None, space_param)
+    if space_file is not None:
+        space, extra = space_choice(space, space_file, resolution, levels, space_param)
+    else:
+        space, extra = space or DEFAULT_SPACE, space_params(None, None, space_param)
     job = JobSettings(space=space, resolution=resolution, levels=levels, samples=samples, budgets=tuple(budgets),
                       objective=objective, out_dir=out_dir, name=name, runtime=runtime, threads=threads, seed=seed,
                       holdout=holdout, params=extra)
@@ -95,6 +100,7 @@ def report_lines(s: dict) -> list[str]:
         macs = f"{r['macs'] / 1e6:.0f}" if r.get("macs") is not None else "-"
         lines.append(f"{r['budget_ms']:>10.3f} {r['predicted_ms']:>10.3f} {r['measured_ms']:>10.3f} "
                      f"{r['measured_adjusted_ms']:>10.3f} {r['error_pct']:>+7.1f}% {macs:>8}  "
-                     + widths_line(r["widths"], list(r.get("named_widths") or ()), groups, sep=","))
+                     + widths_line(list((r.get("named_labels") or {}).values()) or r["widths"],
+                                   list(r.get("named_widths") or ()), groups, sep=","))
     lines.append(f"\ndone in {s['elapsed_s']:.0f} s")
     return lines

@@ -121,9 +121,10 @@ def reference_widths(space: Space) -> tuple[int, ...]:
 
 
 def pair_reference_widths(space: Space, share: float = PAIR_REFERENCE_SHARE) -> tuple[int, ...]:
-    """The pair reference configuration: each variable's choice nearest `share` x its base width
-    (widths and expansions alike, so any space's flat configuration)."""
-    return tuple(min(layer.choices, key=lambda w: (abs(w - share * layer.base), w)) for layer in space.layers)
+    """The pair reference configuration: each width's choice nearest `share` x its base width
+    (widths and expansions alike), and each option variable at its base option (a code, not a size)."""
+    return tuple(layer.base if layer.options else min(layer.choices, key=lambda w: (abs(w - share * layer.base), w))
+                 for layer in space.layers)
 
 
 def resolve_runtime(hello: Mapping[str, object], requested: str | None) -> tuple[str, str]:

@@ -142,9 +142,11 @@ def build_table(data: TrainingData, layout: TermLayout, solution: Solution, fit_
 
 
 def tree_table(*, space: dict, factors: list[Factor], **fields: object) -> Table:
-    """A `widthwise-table/2` Table: the space's identity, its variables (name, choices, group)
-    and the factors; the variables live in the table's own list, not under `space`."""
-    variables = [Variable(str(l["name"]), tuple(int(c) for c in l["choices"]), str(l.get("group", "")))
+    """A `widthwise-table/2` Table: the space's identity, its variables (name, choices, group, and
+    the labels of an option variable's codes) and the factors; the variables live in the table's
+    own list, not under `space`."""
+    variables = [Variable(str(l["name"]), tuple(int(c) for c in l["choices"]), str(l.get("group", "")),
+                          tuple(str(x) for x in l.get("labels", ())))
                  for l in space["layers"]]
     identity = {k: v for k, v in space.items() if k != "layers"}
     return Table(space=identity, variables=variables, factors=factors, **fields)

@@ -84,6 +84,38 @@ def _ir_project_activations(b: BlockSpec) -> tuple[int, int]:
     return b.cin * b.in_hw * b.in_hw + add_in, b.cout * b.out_hw * b.out_hw + add_out
 
 
+def _se_activations(hidden: int, hw: int) -> tuple[int, int]:
+    """A squeeze-excitation's traffic: the pool and the gate's multiply read the hidden tensor,
+    the multiply writes it."""
+    x = hidden * hw * hw
+    return 2 * x, x
+
+
+@register_activations("mb_expand")
+def _mb_expand_activations(b: BlockSpec) -> tuple[int, int]:
+    a_in, a_out = _ir_expand_activations(b)
+    s_in, s_out = _se_activations(b.hidden, b.out_hw) if b.se else (0, 0)
+    return a_in + s_in, a_out + s_out
+
+
+@register_activations("mb_block")
+def _mb_block_activations(b: BlockSpec) -> tuple[int, int]:
+    # the expansion, depthwise and SE of mb_expand, then the projection reads the hidden tensor
+    a_in, a_out = _mb_expand_activations(b)
+    add_in, add_out = _residual(b)
+    return a_in + b.hidden * b.out_hw * b.out_hw + add_in, a_out + b.cout * b.out_hw * b.out_hw + add_out
+
+
+@register_activations("identity")
+def _identity_activations(b: BlockSpec) -> tuple[int, int]:
+    return 0, 0
+
+
+@register_activations("pool_mix_fc")
+def _pool_mix_fc_activations(b: BlockSpec) -> tuple[int, int]:
+    return b.cin * b.in_hw * b.in_hw + b.cin + b.hidden, b.hidden + b.cout
+
+
 @register_activations("pool_fc")
 def _pool_fc_activations(b: BlockSpec) -> tuple[int, int]:
     return b.cin * b.in_hw * b.in_hw + b.cin, b.cout
@@ -122,16 +154,27 @@ def _tiled(op: BlockSpec, tile: int) -> BlockSpec:
     return replace(op, cin=_round_up(op.cin, tile), cout=_round_up(op.cout, tile), hidden=_round_up(op.hidden, tile))
 
 
+#: block kinds whose terms are fixed at 0 ms: not unknowns of the fit (a skipped block)
+ZERO_KINDS = ("identity",)
+
+
 def prior_group(op: BlockSpec) -> str:
-    """The group whose terms share the prior's coefficients: the op kind, its kernel, and whether
-    it ends with a residual Add (a 3x3 stem and a 1x1 head are both `conv`, but not alike)."""
-    return f"{op.kind}/k{op.kernel}" + ("/add" if op.residual else "")
+    """The group whose terms share the prior's coefficients: the op kind, its kernel, its
+    activation (when not the default ReLU6), a squeeze-excitation, and whether it ends with a
+    residual Add (a 3x3 stem and a 1x1 head are both `conv`, but not alike)."""
+    return (f"{op.kind}/k{op.kernel}" + ("" if op.activation == "relu6" else f"/{op.activation}")
+            + ("/se" if op.se else "") + ("/add" if op.residual else ""))
 
 
 @dataclass(frozen=True)
 class TermLayout:
     """How the unknowns of a space are numbered: factor f's entry at choice indices (i, j) is
-    offsets[f] + i * shapes[f][1] + j (a unary factor's entry i is offsets[f] + i)."""
+    offsets[f] + i * shapes[f][1] + j (a unary factor's entry i is offsets[f] + i).
+
+    `groups` is each factor's prior group (of its first entry); `term_groups` each term's, since
+    an option variable changes the kernel within a factor. `fixed` marks the terms held at 0 ms
+    (`ZERO_KINDS`); `monotone_axes` says, per factor, along which axes monotonicity applies
+    (not along an option variable's: its codes are not ordered)."""
 
     space: Space
     offsets: tuple[int, ...]
@@ -142,6 +185,9 @@ class TermLayout:
     params: np.ndarray
     features: np.ndarray
     factor_of_term: np.ndarray
+    term_groups: tuple[str, ...]
+    fixed: np.ndarray
+    monotone_axes: tuple[tuple[bool, ...], ...]
 
     @property
     def num_terms(self) -> int:
@@ -194,6 +240,8 @@ class TermLayout:
         n = idx.shape[0]
         rows = np.repeat(np.arange(n), idx.shape[1])
         data = np.ones(idx.size)
+        if self.fixed.any():
+            data[self.fixed[idx.ravel()]] = 0.0  # a fixed term adds its 0 ms: no unknown to fit
         return sp.csr_matrix((data, (rows, idx.ravel())), shape=(n, self.num_terms))
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
@@ -224,35 +272,38 @@ class TermLayout:
     def shared_prior_basis(self) -> sp.csr_matrix:
         """(P, groups x features) basis whose features are pooled over all factors of one prior
         group (`prior_group`), scaled to max 1: no single factor's cost can drift alone."""
-        index = {g: i for i, g in enumerate(dict.fromkeys(self.groups))}
-        group_of_factor = np.asarray([index[g] for g in self.groups], dtype=np.int64)
-        return self._pooled_basis(group_of_factor[self.factor_of_term], len(index))
+        index = {g: i for i, g in enumerate(dict.fromkeys(self.term_groups))}
+        group_of_term = np.asarray([index[g] for g in self.term_groups], dtype=np.int64)
+        return self._pooled_basis(group_of_term, len(index))
 
     def monotone_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(smaller, larger) term numbers of neighbours one choice apart along any axis of a factor."""
-        lo, hi = [], []
-        for o, shape in zip(self.offsets, self.shapes):
+        """(smaller, larger) term numbers of neighbours one choice apart along a monotone axis of a factor."""
+        lo, hi = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        for o, shape, axes in zip(self.offsets, self.shapes, self.monotone_axes):
             grid = o + np.arange(int(np.prod(shape))).reshape(shape)
-            for axis in range(len(shape)):
+            for axis in (a for a in range(len(shape)) if axes[a]):
                 lo.append(np.delete(grid, -1, axis=axis).ravel())
                 hi.append(np.delete(grid, 0, axis=axis).ravel())
         return np.concatenate(lo).astype(np.int64), np.concatenate(hi).astype(np.int64)
 
 
-def _factor_terms(space: Space, f: int) -> tuple[list[tuple[int, int]], list[tuple[float, ...]], str]:
-    """Exact (MACs, params) and the prior's features of every entry of factor f, row-major; its group."""
-    counts, feats = [], []
-    group = ""
+def _factor_terms(space: Space, f: int) -> tuple[list[tuple[int, int]], list[tuple[float, ...]], list[str]]:
+    """Exact (MACs, params), the prior's features and the prior group of every entry of factor f,
+    row-major. A fixed (0 ms) entry has no features: nothing of the prior reaches it."""
+    counts, feats, groups = [], [], []
     choices = space.factor_choices(f)
     for values in np.ndindex(*[len(c) for c in choices]):
         op = space.factor_op(f, [choices[a][i] for a, i in enumerate(values)])
         m, p = block_counts(op)
+        counts.append((m, p))
+        groups.append(prior_group(op))
+        if op.kind in ZERO_KINDS:
+            feats.append((0.0,) * len(FEATURES))
+            continue
         a_in, a_out = block_activations(op)
         tiled = [block_counts(_tiled(op, t))[0] for t in TILES]
-        counts.append((m, p))
         feats.append((m, a_in, a_out, p, 1.0, *tiled))
-        group = group or prior_group(op)
-    return counts, feats, group
+    return counts, feats, groups
 
 
 def term_layout(space: Space) -> TermLayout:
@@ -261,14 +312,16 @@ def term_layout(space: Space) -> TermLayout:
     counts: list[tuple[int, int]] = []
     feats: list[tuple[float, ...]] = []
     owner: list[int] = []
+    term_groups: list[str] = []
     for f, factor in enumerate(space.factors):
         offsets.append(len(counts))
         shapes.append(tuple(len(space.layers[v].choices) for v in factor.variables))
-        c, x, group = _factor_terms(space, f)
+        c, x, g = _factor_terms(space, f)
         counts += c
         feats += x
         owner += [f] * len(c)
-        groups.append(group)
+        term_groups += g
+        groups.append(g[0])
     arr = np.asarray(counts, dtype=np.float64).reshape(-1, 2)
     return TermLayout(
         space=space,
@@ -280,4 +333,7 @@ def term_layout(space: Space) -> TermLayout:
         params=arr[:, 1].copy(),
         features=np.asarray(feats, dtype=np.float64),
         factor_of_term=np.asarray(owner, dtype=np.int64),
+        term_groups=tuple(term_groups),
+        fixed=np.asarray([g.split("/")[0] in ZERO_KINDS for g in term_groups], dtype=bool),
+        monotone_axes=tuple(tuple(not space.layers[v].options for v in f.variables) for f in space.factors),
     )

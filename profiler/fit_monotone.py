@@ -48,13 +48,22 @@ def monotone_vector(v: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def monotone_projection(layout: TermLayout, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Every factor's table of a flat term vector made monotone; weights say how firm each term is."""
+    """Every factor's table of a flat term vector made monotone along its monotone axes
+    (`layout.monotone_axes`: not an option variable's); weights say how firm each term is."""
     out = np.asarray(terms, dtype=np.float64).copy()
-    for o, shape in zip(layout.offsets, layout.shapes):
+    for o, shape, axes in zip(layout.offsets, layout.shapes, layout.monotone_axes):
         sl = slice(o, o + int(np.prod(shape)))
         w = np.asarray(weights[sl], dtype=np.float64)
+        if not any(axes):
+            continue
         if len(shape) == 1:
             out[sl] = monotone_vector(out[sl], w)
-        else:
+        elif all(axes):
             out[sl] = monotone_matrix(out[sl].reshape(shape), w.reshape(shape)).ravel()
+        else:  # one monotone axis: each line along it on its own
+            axis = axes.index(True)
+            lines = np.moveaxis(out[sl].reshape(shape), axis, -1)
+            line_w = np.moveaxis(w.reshape(shape), axis, -1)
+            proj = np.stack([monotone_vector(r, rw) for r, rw in zip(lines, line_w)])
+            out[sl] = np.moveaxis(proj, -1, axis).ravel()
     return out

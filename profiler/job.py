@@ -20,7 +20,7 @@ from widthwise.errors import UsageError
 from widthwise.search.engine import Answer, InfeasibleBudget, Searcher, make_objective
 from widthwise.search.table import Table, load_table
 
-from .agent_client import AgentClient
+from .agent_client import AgentClient, check_agent_builds
 from .cli_options import open_space
 from .collect import CollectSettings, collect, reference_widths, resolve_runtime
 from .collect_timing import TimingPolicy, timed_bench
@@ -36,7 +36,7 @@ MIN_JOB_SAMPLES = 20
 #: samples a job collects when none are asked for, per space (DEFAULT_SAMPLES for the others):
 #: at 224 on this project's 2-core machine the whole job stays within about 5 minutes.
 DEFAULT_SAMPLES = 300
-SPACE_SAMPLES: dict[str, int] = {"mobilenet_v2": 500}
+SPACE_SAMPLES: dict[str, int] = {"mobilenet_v2": 500, "ofa_mbv3": 500}
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def retime_step(client: AgentClient, settings: CollectSettings, runtime: str, fi
 
     ref_now = math.nan if pair_ref else measure(ref_widths, table.predict(ref_widths))[0]
     scale = 1.0 if pair_ref or not fitted.level_ms else fitted.level_ms / ref_now
-    rows = [_answer_row(b, ans, measure, scale, table.variable_names) for b, ans in answers]
+    rows = [_answer_row(b, ans, measure, scale, table) for b, ans in answers]
     if pair_ref is not None:  # the reference's level now, from the pairs just timed
         ref_now = float(sorted(ref_seen)[len(ref_seen) // 2]) if ref_seen else math.nan
     level = fitted.level_ms
@@ -211,16 +211,19 @@ def retime_step(client: AgentClient, settings: CollectSettings, runtime: str, fi
 
 def _answer_row(budget: float, answer: Answer | InfeasibleBudget,
                 measure: Callable[[Sequence[int], float], tuple[float, float]], scale: float,
-                names: Sequence[str]) -> dict:
-    """One row of the report: the answer, its measured latency and the error against the prediction."""
+                table: Table) -> dict:
+    """One row of the report: the answer (in prefix form where blocks can be skipped), its measured
+    latency and the error against the prediction."""
     if isinstance(answer, InfeasibleBudget):
         return {"budget_ms": budget, "error": str(answer), "min_latency_ms": answer.min_latency_ms}
-    raw, on_scale = measure(answer.widths, answer.latency_ms)
+    widths = table.canonical(answer.widths)
+    raw, on_scale = measure(widths, answer.latency_ms)
     adjusted = on_scale * scale
-    return {
+    names = table.variable_names
+    row = {
         "budget_ms": budget,
-        "widths": list(answer.widths),
-        "named_widths": dict(zip(names, (int(w) for w in answer.widths))),
+        "widths": list(widths),
+        "named_widths": dict(zip(names, widths)),
         "predicted_ms": answer.latency_ms,
         "measured_ms": raw,
         "measured_adjusted_ms": adjusted,
@@ -228,6 +231,9 @@ def _answer_row(budget: float, answer: Answer | InfeasibleBudget,
         "macs": answer.macs,
         "params": answer.params,
     }
+    if any(v.labels for v in table.variables or ()):
+        row["named_labels"] = dict(zip(names, table.labelled(widths)))
+    return row
 
 
 def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None] = lambda _: None,
@@ -237,8 +243,9 @@ def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None]
     started = time.monotonic() if started is None else started
     hello = client.hello()
     files = job_files(job, hello)
-    files.db.parent.mkdir(parents=True, exist_ok=True)
     settings = collect_settings(job, files)
+    check_agent_builds(hello, job.make_space(), files.runtime, settings.dtype)  # before the db is created
+    files.db.parent.mkdir(parents=True, exist_ok=True)
     say(f"agent: {client.url}  cpu: {hello.get('cpu')}  cores: {hello.get('cores')}  runtime: {files.runtime}")
     say(f"[1/4] collecting {job.samples} samples into {files.db}")
     collected = collect_step(client, settings, progress=progress)

@@ -28,7 +28,7 @@ from .dataset import TrainingData
 from .drift import DriftTrend, fit_trend
 from .errors import IdentityMismatch, PlanMismatch, StoreError
 from .store_schema import (_SCHEMA, DESCRIPTIVE_FIELDS, FORMAT, IDENTITY_FIELDS, KINDS, OPTIONAL_IDENTITY, PAIR_COLUMNS,
-                           canonical)
+                           canonical, first_difference)
 
 __all__ = ["FORMAT", "KINDS", "IdentityMismatch", "PlanMismatch", "SampleRow", "SampleStore", "StoreError"]
 
@@ -128,7 +128,7 @@ class SampleStore:
         for key in (*IDENTITY_FIELDS[:cut], *OPTIONAL_IDENTITY, *IDENTITY_FIELDS[cut:]):
             have = stored.get(key, OPTIONAL_IDENTITY.get(key))
             if have != wanted[key]:
-                raise IdentityMismatch(self.path, key, have, wanted[key])
+                raise IdentityMismatch(self.path, *first_difference(key, have, wanted[key]))
 
     def _read_meta(self) -> dict:
         try:
@@ -140,7 +140,7 @@ class SampleStore:
     # --- identity and plan -------------------------------------------------------------
 
     def space(self) -> Space:
-        """The space this db's configurations belong to."""
+        """The space this db's configurations belong to (a spec's space from the spec it records)."""
         return make_space(self.meta["space"], self.meta.get("space_params") or {})
 
     def ensure_plan(self, plan: Sequence[Sequence[int]]) -> None:

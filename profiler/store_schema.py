@@ -1,5 +1,8 @@
 """The sample db's format: its identity fields, SQL schema and measurement kinds (used by profiler.store).
 
+A space written as a spec is part of the identity through `space_params` ({"spec": ...}); a
+resumed collection whose spec differs is refused naming the first field that differs.
+
 The per-sample statistics are the agent's (`device_agents.statistics`), so a db's `stats`
 and the values the store computes from its raw repeats are named and computed alike.
 """
@@ -71,3 +74,31 @@ _SCHEMA = (
 #: nullable columns of paired timing (median target/reference ratio, reference median ms, the
 #: agent's whole `pair` block); added to a db created before them when it is opened for writing.
 PAIR_COLUMNS = (("pair_ratio", "REAL"), ("pair_ref_ms", "REAL"), ("pair", "TEXT"))
+
+
+def first_difference(field: str, have: object, want: object) -> tuple[str, object, object]:
+    """(path, stored, requested) of the first value two space specs differ in, so that a refusal
+    names the spec's field (`space_params.spec.stages[2].blocks[0].kernel`) rather than printing
+    both specs; other identity values are reported whole."""
+    if not (field.startswith("space_params") and isinstance(have, dict) and isinstance(want, dict)
+            and ("spec" in have or "spec" in want or field != "space_params")):
+        return field, have, want
+    if ("spec" in have) != ("spec" in want) and field == "space_params":
+        def what(params: dict) -> str:
+            return "(a spec file's space)" if "spec" in params else "(a built-in space)"
+        return f"{field}.spec", what(have), what(want)
+    for key in sorted(set(have) | set(want)):
+        if key not in have or key not in want or have[key] != want[key]:
+            a, b = have.get(key, "(absent)"), want.get(key, "(absent)")
+            return _descend(f"{field}.{key}", a, b)
+    return field, have, want
+
+
+def _descend(path: str, have: object, want: object) -> tuple[str, object, object]:
+    if isinstance(have, dict) and isinstance(want, dict):
+        return first_difference(path, have, want)
+    if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
+        for k, (a, b) in enumerate(zip(have, want)):
+            if a != b:
+                return _descend(f"{path}[{k}]", a, b)
+    return path, have, want

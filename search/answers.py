@@ -10,7 +10,7 @@ dict out): `widthwise query|pareto|marginals --json` print exactly what the daem
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, overload
 
 from .errors import NonFiniteAnswer
@@ -96,7 +96,8 @@ def answer_query(searcher: Searcher, table: str, budget_ms: float, method: str =
     """The answer to a query of table `table`; with `cached_only`, None when it needs work (see `Searcher.lookup`).
 
     After the answer's fields, `named_widths` maps each variable's name to its width (the flat
-    `widths` in the table's variable order, named), so a client of a tree table needs no table.
+    `widths` in the table's variable order, named), so a client of a tree table needs no table;
+    with option variables, `named_labels` maps each name to its value's label ("k5e4", "skip").
     """
     if cached_only:
         answer = searcher.lookup(budget_ms, method, max_params)
@@ -104,13 +105,35 @@ def answer_query(searcher: Searcher, table: str, budget_ms: float, method: str =
             return None
     else:
         answer = searcher.query(budget_ms, method, max_params)
+    answer = canonical(searcher, answer)
     named = dict(zip(searcher.tree.names, answer.widths))  # the names kept once, not rebuilt per request
-    return {"table": table, "objective": searcher.objective.name, **answer.to_json(), "named_widths": named}
+    out = {"table": table, "objective": searcher.objective.name, **answer.to_json(), "named_widths": named}
+    if _has_labels(searcher):
+        out["named_labels"] = dict(zip(searcher.tree.names, searcher.table.labelled(answer.widths)))
+    return out
+
+
+def canonical(searcher: Searcher, answer: Answer) -> Answer:
+    """The answer with its widths in the table's canonical (prefix) depth form: the same network,
+    its latency and cost as found (`Table.canonical`; identity for a table without depth runs)."""
+    widths = searcher.table.canonical(answer.widths)
+    return answer if widths == tuple(answer.widths) else replace(answer, widths=widths)
+
+
+def _has_labels(searcher: Searcher) -> bool:
+    """Whether the table names some variable's choices (option variables: "k5e4", "skip")."""
+    return any(v.labels for v in searcher.table.variables or ())
 
 
 def answer_pareto(searcher: Searcher, table: str, max_params: float | None = None) -> dict[str, Any]:
-    """The exact Pareto front of table `table` (within `max_params` when given)."""
-    return {"table": table, "objective": searcher.objective.name, **searcher.pareto(max_params).to_json()}
+    """The exact Pareto front of table `table` (within `max_params` when given), widths canonical;
+    with option variables, each answer also carries its `labels`."""
+    front = [canonical(searcher, a) for a in searcher.pareto(max_params)]
+    body = Front(tuple(front)).to_json()
+    if _has_labels(searcher):
+        for entry, a in zip(body["front"], front):
+            entry["labels"] = searcher.table.labelled(a.widths)
+    return {"table": table, "objective": searcher.objective.name, **body}
 
 
 def answer_marginals(searcher: Searcher, table: str, budget_ms: float, temperature: float) -> dict[str, Any]:
@@ -120,6 +143,9 @@ def answer_marginals(searcher: Searcher, table: str, budget_ms: float, temperatu
     source = searcher.table
     layers = [{"name": name, "widths": list(choices), "probabilities": [probs[w] for w in choices]}
               for name, choices, probs in zip(source.variable_names, source.choices, per_variable)]
+    for entry, var in zip(layers, source.variables or ()):
+        if var.labels:
+            entry["labels"] = list(var.labels)
     return {"table": table, "objective": searcher.objective.name, "budget_ms": budget_ms,
             "temperature": temperature, "layers": layers}
 

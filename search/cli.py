@@ -106,25 +106,32 @@ def _objective_options(fn: Callable[..., None]) -> Callable[..., None]:
     )(fn)
 
 
-def grouped(values: Sequence[int], names: Sequence[str],
-            groups: Sequence[str]) -> list[tuple[str, int | None, list[tuple[str, int]]]]:
+def _shown(value: int | str) -> int | str:
+    """A value as printed: a label as it is, a width as an int."""
+    return value if isinstance(value, str) else int(value)
+
+
+def grouped(values: Sequence[int | str], names: Sequence[str],
+            groups: Sequence[str]) -> list[tuple[str, int | str | None, list[tuple[str, int | str]]]]:
     """The configuration by group, in order of first appearance: (group, the value of the variable
-    named like the group or None, the group's other variables as (name within the group, value))."""
-    out: dict[str, tuple[list[int], list[tuple[str, int]]]] = {}
+    named like the group or None, the group's other variables as (name within the group, value)).
+    Values are widths, or labels where the caller shows an option's label ("k5e4", "skip")."""
+    out: dict[str, tuple[list[int | str], list[tuple[str, int | str]]]] = {}
     for name, group, value in zip(names, groups, values):
         own, rest = out.setdefault(group, ([], []))
         if name == group:
-            own.append(int(value))
+            own.append(_shown(value))
         else:
-            rest.append((name[len(group) + 1:] if name.startswith(group + ".") else name, int(value)))
+            rest.append((name[len(group) + 1:] if name.startswith(group + ".") else name, _shown(value)))
     return [(group, own[0] if own else None, rest) for group, (own, rest) in out.items()]
 
 
-def widths_line(values: Sequence[int], names: Sequence[str], groups: Sequence[str], sep: str = " ") -> str:
+def widths_line(values: Sequence[int | str], names: Sequence[str], groups: Sequence[str], sep: str = " ") -> str:
     """The widths on one line: plain (joined by `sep`) for a table without groups; else per group
-    `stage2 24 [96 144]`, the group's own width then its blocks' expansions in brackets, by block."""
+    `stage2 24 [96 144]`, the group's own width then its blocks' expansions (or option labels,
+    `stage2 24 [k5e4 k3e6 skip]`) in brackets, by block."""
     if not any(groups):
-        return sep.join(str(int(v)) for v in values)
+        return sep.join(str(_shown(v)) for v in values)
     cells = []
     for group, own, rest in grouped(values, names, groups):
         parts = [group, *([str(own)] if own is not None else []),
@@ -133,19 +140,29 @@ def widths_line(values: Sequence[int], names: Sequence[str], groups: Sequence[st
     return " | ".join(cells)
 
 
-def widths_lines(values: Sequence[int], names: Sequence[str], groups: Sequence[str]) -> list[str]:
-    """The widths of a query answer: the flat list, then (with groups) one line per group naming every block."""
+def widths_lines(values: Sequence[int], names: Sequence[str], groups: Sequence[str],
+                 labels: Sequence[str] | None = None) -> list[str]:
+    """The widths of a query answer: the flat list, then (with groups) one line per group naming
+    every block, with its option's label where `labels` are given."""
     lines = [f"widths      {' '.join(str(int(w)) for w in values)}"]
     if any(groups):
-        for group, own, rest in grouped(values, names, groups):
+        for group, own, rest in grouped(values if labels is None else labels, names, groups):
             blocks = "  ".join(f"{name} {value}" for name, value in rest)
             lines.append(f"  {group:<10}{'' if own is None else own:<6}{blocks}".rstrip())
     return lines
 
 
+def _shown_labels(widths: Sequence[int], table: Table) -> list[int | str]:
+    """A configuration as printed per group: option variables by label, widths as numbers."""
+    if table.variables is None:
+        return [int(w) for w in widths]
+    return [var.label(w) if var.labels else int(w) for w, var in zip(widths, table.variables)]
+
+
 def _answer_lines(answer: Answer, table: Table) -> list[str]:
+    widths = table.canonical(answer.widths)
     lines = [
-        *widths_lines(answer.widths, table.variable_names, table.variable_groups),
+        *widths_lines(widths, table.variable_names, table.variable_groups, _shown_labels(widths, table)),
         f"latency_ms  {answer.latency_ms:.6g}",
         f"cost        {answer.cost:.6g}",
         f"method      {answer.method}",
@@ -203,7 +220,7 @@ def _write_csv(path: str, front: Sequence[Answer], table: Table) -> None:
         writer = csv.writer(fh)
         writer.writerow(["latency_ms", "cost", "params", "macs", *table.variable_names])
         for a in front:
-            writer.writerow([repr(a.latency_ms), repr(a.cost), a.params, a.macs, *a.widths])
+            writer.writerow([repr(a.latency_ms), repr(a.cost), a.params, a.macs, *table.canonical(a.widths)])
 
 
 def _plot(path: str, front: Sequence[Answer], title: str) -> None:
@@ -255,11 +272,14 @@ def pareto(
         return
     click.echo(f"{len(front)} Pareto-optimal configurations ({searcher.objective.description})")
     if not (csv_path or plot_path):
-        names, groups = searcher.table.variable_names, searcher.table.variable_groups
-        click.echo("latency_ms  cost        widths" + (" (per group: its width [its blocks' expansions])"
+        table = searcher.table
+        names, groups = table.variable_names, table.variable_groups
+        blocks = "options" if any(v.labels for v in table.variables or ()) else "expansions"
+        click.echo("latency_ms  cost        widths" + (f" (per group: its width [its blocks' {blocks}])"
                                                        if any(groups) else ""))
         for a in front:
-            click.echo(f"{a.latency_ms:<10.6g}  {a.cost:<10.6g}  {widths_line(a.widths, names, groups)}")
+            shown = _shown_labels(table.canonical(a.widths), table)
+            click.echo(f"{a.latency_ms:<10.6g}  {a.cost:<10.6g}  {widths_line(shown, names, groups)}")
 
 
 @click.command()
@@ -276,8 +296,10 @@ def marginals(
     if as_json:
         click.echo(encode(answer_marginals(searcher, name, budget_ms, temperature)).decode())
         return
-    names = searcher.table.variable_names
+    table = searcher.table
+    names = table.variable_names
     width = max([12, *(len(n) for n in names)])
-    for layer, row in zip(names, searcher.marginals(budget_ms, temperature)):
-        cells = "  ".join(f"{w}:{p:.3f}" for w, p in row.items())
+    variables = table.variables or [None] * len(names)
+    for layer, var, row in zip(names, variables, searcher.marginals(budget_ms, temperature)):
+        cells = "  ".join(f"{w if var is None else var.label(w)}:{p:.3f}" for w, p in row.items())
         click.echo(f"{layer:<{width}} {cells}")

@@ -75,11 +75,45 @@ class Factor:
 
 @dataclass(frozen=True)
 class Variable:
-    """One searchable variable of a `/2` table: its name, its choices and an optional group (e.g. a stage)."""
+    """One searchable variable of a `/2` table: its name, its choices, an optional group (e.g. a
+    stage) and optional labels, one per choice (an option variable: "k5e4", "skip")."""
 
     name: str
     choices: tuple[int, ...]
     group: str = ""
+    labels: tuple[str, ...] = ()
+
+    def label(self, value: int) -> str:
+        """How a value prints: its label, or the number itself."""
+        return self.labels[self.choices.index(int(value))] if self.labels else str(int(value))
+
+    def to_json(self) -> dict[str, Any]:
+        """name, choices, then group and labels when set."""
+        return {"name": self.name, "choices": list(self.choices), **({"group": self.group} if self.group else {}),
+                **({"labels": list(self.labels)} if self.labels else {})}
+
+
+def depth_runs(space: dict, names: Sequence[str], choices: Sequence[Sequence[int]]) -> list[tuple[list[int], set[int]]]:
+    """The space's `depth_runs` as (variable indices, skip codes); ValueError naming what is wrong.
+
+    A run lists interchangeable blocks that may be skipped: a configuration is canonical when,
+    within each run, no skipped block comes before a kept one."""
+    raw = space.get("depth_runs", [])
+    if not isinstance(raw, list):
+        raise ValueError("must be a list of {variables, skip} objects")
+    index = {n: k for k, n in enumerate(names)}
+    out = []
+    for i, run in enumerate(raw):
+        if not (isinstance(run, dict) and isinstance(run.get("variables"), list) and isinstance(run.get("skip"), list)):
+            raise ValueError(f"[{i}] must be an object with lists 'variables' and 'skip'")
+        if not all(isinstance(n, str) and n in index for n in run["variables"]):
+            raise ValueError(f"[{i}].variables names a variable the table does not have")
+        vs = [index[n] for n in run["variables"]]
+        skip = run["skip"]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c in choices[v] for v in vs for c in skip):
+            raise ValueError(f"[{i}].skip must list choices of every variable of the run")
+        out.append((vs, set(skip)))
+    return out
 
 
 def chain_factors(blocks: Sequence[Block]) -> list[Factor]:
@@ -127,7 +161,7 @@ class Table:
         self.space = space
         self.blocks = blocks
         self.variables: list[Variable] | None = None if variables is None else [
-            Variable(v.name, tuple(int(c) for c in v.choices), v.group) for v in variables]
+            Variable(v.name, tuple(int(c) for c in v.choices), v.group, tuple(v.labels)) for v in variables]
         self._factors: list[Factor] | None = None if factors is None else list(factors)
         self.constant_ms = constant_ms
         self.unit = unit
@@ -166,6 +200,22 @@ class Table:
         if self.variables is not None:
             return tuple(v.group for v in self.variables)
         return tuple(str(layer.get("group", "")) for layer in self.space["layers"])
+
+    def labelled(self, values: Sequence[int]) -> list[str]:
+        """A configuration as printed: each value's label (option variables), else the number."""
+        if self.variables is None:
+            return [str(int(v)) for v in values]
+        return [var.label(v) for var, v in zip(self.variables, values)]
+
+    def canonical(self, values: Sequence[int]) -> tuple[int, ...]:
+        """The same network in prefix form: within each of the space's depth runs, the kept
+        blocks' values first, in order, then the skipped ones (identity without depth runs)."""
+        out = [int(v) for v in values]
+        for run, skip in depth_runs(self.space, self.variable_names, self.choices):
+            kept = [out[v] for v in run if out[v] not in skip]
+            for v, value in zip(run, kept + [out[v] for v in run if out[v] in skip]):
+                out[v] = value
+        return tuple(out)
 
     @property
     def factors(self) -> list[Factor]:
@@ -225,8 +275,7 @@ class Table:
         if self.blocks is not None:
             out["blocks"] = [b.to_json() for b in self.blocks]
         else:
-            out["variables"] = [{"name": v.name, "choices": list(v.choices), **({"group": v.group} if v.group else {})}
-                                for v in self.variables]
+            out["variables"] = [v.to_json() for v in self.variables]
             out["factors"] = [self._factor_json(f) for f in self.factors]
         out.update({"constant_ms": float(self.constant_ms), "device": self.device, "runtime": self.runtime,
                     "fit": self.fit})

@@ -13,7 +13,8 @@ from widthwise.device_agents.statistics import FIT_STATISTICS
 
 from .errors import TableError
 
-__all__ = ["parse_json", "refuse_non_finite", "width_list", "non_negative", "nested_array", "metadata", "created"]
+__all__ = ["parse_json", "refuse_non_finite", "width_list", "label_list", "non_negative", "nested_array", "metadata",
+           "created"]
 
 
 class _NonFinite:
@@ -56,16 +57,30 @@ def refuse_non_finite(obj: object, source: str | None) -> None:
         raise TableError(bad[0], f"non-finite number ({bad[1]}): the file is corrupt", source)
 
 
-def width_list(value: object, where: str, source: str | None) -> tuple[int, ...]:
-    """A non-empty list of positive integers."""
+def width_list(value: object, where: str, source: str | None, *, lowest: int = 1) -> tuple[int, ...]:
+    """A non-empty list of integers >= `lowest` (positive widths; option codes start at 0)."""
+    what = "positive integer" if lowest == 1 else f"integer >= {lowest}"
     if not isinstance(value, list) or not value:
-        raise TableError(where, "must be a non-empty list of positive integers", source)
+        raise TableError(where, f"must be a non-empty list of {what}s", source)
     out = []
     for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0:
-            raise TableError(f"{where}[{i}]", f"must be a positive integer, got {v!r}", source)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < lowest:
+            raise TableError(f"{where}[{i}]", f"must be a {what}, got {v!r}", source)
         out.append(int(v))
     return tuple(out)
+
+
+def label_list(value: object, count: int, where: str, source: str | None) -> tuple[str, ...]:
+    """A variable's labels: `count` distinct non-empty strings, one per choice."""
+    if not isinstance(value, list) or len(value) != count:
+        got = len(value) if isinstance(value, list) else type(value).__name__
+        raise TableError(where, f"must list {count} strings (one per choice), got {got}", source)
+    for i, v in enumerate(value):
+        if not isinstance(v, str) or not v:
+            raise TableError(f"{where}[{i}]", f"must be a non-empty string, got {v!r}", source)
+        if v in value[:i]:
+            raise TableError(f"{where}[{i}]", f"repeats the label {v!r}", source)
+    return tuple(value)
 
 
 def non_negative(value: object, where: str, source: str | None) -> float:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .errors import TableError
-from .table import Factor, Table, Variable
-from .table_checks import created, metadata, nested_array, non_negative, width_list
+from .table import Factor, Table, Variable, depth_runs
+from .table_checks import created, label_list, metadata, nested_array, non_negative, width_list
 from .tree import CycleError, tree_structure
 
 __all__ = ["parse_v2"]
@@ -26,6 +26,10 @@ def parse_v2(obj: dict, source: str | None) -> Table:
         tree_structure(len(variables), [f.variables for f in factors if len(f.variables) == 2], names)
     except CycleError as exc:
         raise CycleError(exc.problem, exc.variables, source) from None
+    try:
+        depth_runs(space, names, [v.choices for v in variables])
+    except ValueError as exc:
+        raise TableError("space.depth_runs", str(exc), source) from None
     constant = non_negative(obj.get("constant_ms", 0.0), "constant_ms", source)
     meta = metadata(obj, source)
     return Table(space=space, variables=variables, factors=factors, constant_ms=constant, unit="ms",
@@ -45,7 +49,8 @@ def _unique_name(item: dict, where: str, seen: dict[str, int], what: str, source
 
 
 def _variables(raw: object, source: str | None) -> list[Variable]:
-    """The validated variables: unique names, strictly increasing positive choices, an optional group."""
+    """The validated variables: unique names, strictly increasing choices, an optional group, and
+    optional labels (one string per choice: an option variable, whose choices are codes from 0)."""
     if not isinstance(raw, list) or not raw:
         raise TableError("variables", "must be a non-empty list of {name, choices} objects", source)
     out: list[Variable] = []
@@ -55,13 +60,15 @@ def _variables(raw: object, source: str | None) -> list[Variable]:
         if not isinstance(item, dict):
             raise TableError(where, "must be an object with 'name' and 'choices'", source)
         name = _unique_name(item, where, first, "variables", source)
-        choices = width_list(item.get("choices"), f"{where}.choices", source)
+        labelled = "labels" in item
+        choices = width_list(item.get("choices"), f"{where}.choices", source, lowest=0 if labelled else 1)
         if any(b <= a for a, b in zip(choices, choices[1:])):
             raise TableError(f"{where}.choices", f"must be strictly increasing, got {list(choices)}", source)
         group = item.get("group", "")
         if not isinstance(group, str):
             raise TableError(f"{where}.group", f"must be a string, got {group!r}", source)
-        out.append(Variable(name, choices, group))
+        labels = label_list(item["labels"], len(choices), f"{where}.labels", source) if labelled else ()
+        out.append(Variable(name, choices, group, labels))
     return out
 
 

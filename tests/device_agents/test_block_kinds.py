@@ -2,12 +2,22 @@
 
 import pytest
 
-from widthwise.device_agents.block_kinds import BLOCK_COUNTERS, BlockSpec, BlockTemplate, block_counts, kind_registry
+from widthwise.device_agents.block_kinds import (
+    BLOCK_COUNTERS,
+    BlockSpec,
+    BlockTemplate,
+    block_counts,
+    kind_registry,
+    round_width,
+    se_width,
+)
 from widthwise.device_agents.errors import UnknownSpace
 
 
-def _block(kind, cin, cout, *, stride=1, kernel=3, in_hw=8, out_hw=8, hidden=0, residual_from=-1, attrs=()):
-    return BlockSpec(0, "b", kind, cin, cout, stride, kernel, in_hw, out_hw, attrs, hidden, residual_from)
+def _block(kind, cin, cout, *, stride=1, kernel=3, in_hw=8, out_hw=8, hidden=0, residual_from=-1, attrs=(),
+           activation="relu6", se=False):
+    return BlockSpec(0, "b", kind, cin, cout, stride, kernel, in_hw, out_hw, attrs, hidden, residual_from,
+                     activation, se)
 
 
 def test_conv_and_dwsep_by_hand():
@@ -59,3 +69,25 @@ def test_an_unknown_kind_is_named_and_registries_file_by_kind():
         return 1, 2
 
     assert table == {"toy": _toy} and "toy" not in BLOCK_COUNTERS
+
+
+def test_widths_round_to_the_nearest_multiple_of_8_and_se_is_a_quarter():
+    assert [round_width(x) for x in (0, 3, 4, 11.9, 12, 20, 36)] == [8, 8, 8, 8, 16, 24, 40]
+    assert [se_width(h) for h in (16, 72, 96, 120, 144, 960)] == [8, 16, 24, 32, 40, 240]
+
+
+def test_mobilenet_v3_kinds_by_hand():
+    # 1x1 expand 40 -> 240 at 28, depthwise 5x5 stride 2 to 14, SE 240 -> 64 -> 240 (two 1x1s with bias)
+    plain = _block("mb_expand", 40, 240, hidden=240, kernel=5, stride=2, in_hw=28, out_hw=14)
+    assert block_counts(plain) == (28 * 28 * 40 * 240 + 14 * 14 * 25 * 240, 40 * 240 + 240 + 25 * 240 + 240)
+    se = _block("mb_expand", 40, 240, hidden=240, kernel=5, stride=2, in_hw=28, out_hw=14, se=True)
+    assert block_counts(se) == (block_counts(plain)[0] + 2 * 240 * 64,
+                                block_counts(plain)[1] + 240 * 64 + 64 + 64 * 240 + 240)
+    # a whole stride-1 block 80 -> 240 (k3) -> 80 at 14, h-swish changes no count; the Add is free
+    block = _block("mb_block", 80, 80, hidden=240, kernel=3, in_hw=14, out_hw=14, residual_from=0, activation="hswish")
+    assert block_counts(block) == (14 * 14 * (80 * 240 + 9 * 240 + 240 * 80),
+                                   80 * 240 + 240 + 9 * 240 + 240 + 240 * 80 + 80)
+    assert block_counts(_block("identity", 80, 80, kernel=1, in_hw=14, out_hw=14)) == (0, 0)
+    head = _block("pool_mix_fc", 960, 1000, hidden=1280, kernel=1, in_hw=7, out_hw=1)
+    assert block_counts(head) == (960 * 1280 + 1280 * 1000, 960 * 1280 + 1280 + 1280 * 1000 + 1000)
+    assert BlockTemplate("t", "mb_block", option_from=4, cin_from=2, cout_from=2).variables() == (2, 4)

@@ -230,3 +230,25 @@ def test_chain_spaces_build_the_same_bytes_as_before(name, widths, monkeypatch):
     params = {"resolution": 96} if name == "mobilenet_v1" else {"vocab": 2000, "dim": 64, "tokens": 16}
     model = build_onnx(make_space(name, params), widths, seed=3)
     assert hashlib.sha256(model).hexdigest() == CHAIN_BYTES[(name, widths)]
+
+
+# sha256 of MobileNet-V2 networks (and one run of its blocks alone) as built before blocks carried
+# an activation and the MobileNet-V3 kinds existed (producer version pinned): unchanged bytes.
+V2_RANDOM = (40, 24, 16, 40, 112, 128, 32, 112, 288, 40, 40, 272, 344, 272, 112, 16, 112, 112, 232, 240, 384, 1056,
+             1152, 160, 640)
+V2_BYTES = {
+    ("base", None): "6d6e272e909a4390e73f85dd4414111aae0ccc35af6142448eb51c6b9c097113",
+    ("random", None): "b87052c8a48f0e905d5b0a4dfe61cfe0c373f8ce83e771160d7e6843c671533d",
+    ("random", (3, 2)): "161b9844fb7fdd5001beaf2c330b387b187b7fcdb04b493af0bcc8f4881f5672",
+}
+
+
+@pytest.mark.parametrize("which, blocks", list(V2_BYTES))
+def test_mobilenet_v2_builds_the_same_bytes_as_before(which, blocks, monkeypatch):
+    from widthwise.device_agents import build_onnx as module
+
+    monkeypatch.setattr(module, "__version__", "pinned")
+    space = make_space("mobilenet_v2", {"resolution": 96})
+    widths = space.base_widths() if which == "base" else V2_RANDOM
+    model = build_onnx(space, widths, seed=3, blocks=blocks)
+    assert hashlib.sha256(model).hexdigest() == V2_BYTES[(which, blocks)]

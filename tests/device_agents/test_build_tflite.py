@@ -294,3 +294,39 @@ def test_chain_spaces_build_the_same_float_bytes_as_before(name, widths):
     params = {"resolution": 96} if name == "mobilenet_v1" else {"vocab": 2000, "dim": 64, "tokens": 16}
     model = build_tflite(make_space(name, params), widths, seed=3)
     assert hashlib.sha256(model).hexdigest() == CHAIN_BYTES[(name, widths)]
+
+
+# sha256 of networks as built before blocks carried an activation and the MobileNet-V3 kinds
+# existed. int8 ranges come from a float pass whose last bits depend on the BLAS, so the int8
+# digests are taken with ranges fixed per role name (which keeps the set of roles in the check).
+V2_RANDOM = (40, 24, 16, 40, 112, 128, 32, 112, 288, 40, 40, 272, 344, 272, 112, 16, 112, 112, 232, 240, 384, 1056,
+             1152, 160, 640)
+V1_WIDTHS = (8, 16, 24, 24, 48, 48, 104, 104, 104, 104, 104, 104, 208, 208)
+EARLIER_BYTES = {
+    ("mobilenet_v2", "base", "float32", None): "fe8ea493b1a59649e4cc2ff294eb1bd635dfb9376164d3e4f4d558dd9ba7e1b9",
+    ("mobilenet_v2", "random", "float32", None): "0f0335e28933554091d4fb59beaee9d501b456df5550d914bbec2c56e77ea097",
+    ("mobilenet_v2", "base", "int8", None): "d067d2385fbb8c80010d361ba5f0609739b30a39d534fcb071978408df3dc308",
+    ("mobilenet_v2", "random", "int8", None): "f002f2bacca9bb225d7b1a24930171dcae7e77361013057e7b4cbc6f830629ad",
+    ("mobilenet_v2", "random", "int8", (3, 2)): "b9ff8eabfe55dd7b20284108cd5a89fc1e1737bfa6a9bdf3558abc780098ec7a",
+    ("mobilenet_v1", "v1", "int8", None): "d4ead214e59a01dc137d6c99152953b084da93acd0d939dfa0431d36fc9a946a",
+    ("text_lowrank", "text", "int8", None): "96a31a0bccadaeb18419257b0b0040376be8c4a729204e4db27f16883ed6be1f",
+}
+
+
+@pytest.mark.parametrize("name, which, dtype, blocks", list(EARLIER_BYTES))
+def test_existing_spaces_build_the_same_bytes_as_before(name, which, dtype, blocks, monkeypatch):
+    import hashlib
+
+    from widthwise.device_agents import build_tflite as module
+
+    real = module.network_ranges
+
+    def ranges_by_role_name(net, weights, seed, margin=1.25):
+        return {role: (-(len(role) % 7) / 2.0, 1.0 + len(role) % 5) for role in real(net, weights, seed, margin)}
+
+    monkeypatch.setattr(module, "network_ranges", ranges_by_role_name)
+    params = {"vocab": 2000, "dim": 64, "tokens": 16} if name == "text_lowrank" else {"resolution": 96}
+    space = make_space(name, params)
+    widths = {"base": space.base_widths(), "random": V2_RANDOM, "v1": V1_WIDTHS, "text": (10, 64)}[which]
+    model = build_tflite(space, widths, dtype=dtype, seed=3, blocks=blocks)
+    assert hashlib.sha256(model).hexdigest() == EARLIER_BYTES[(name, which, dtype, blocks)]

@@ -459,3 +459,30 @@ def test_the_serve_flags_configure_the_caps():
     assert (caps.max_macs, caps.max_memory_bytes, caps.max_request_s) == (5, 7 * 2**20, 9.0)
     defaults = limits_from_args(build_parser().parse_args(["serve"]))
     assert defaults == limits.DEFAULT_LIMITS
+
+
+def test_a_spec_request_builds_the_space_it_carries():
+    import json
+    from pathlib import Path
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "docs" / "spaces" / "mcu_vww.json").read_text())
+    space, widths, dtype, _ = handlers.parse_spec({"space": "mcu_vww", "params": {"spec": spec},
+                                                   "widths": [8, 16, 48, 16, 48, 48, 24, 72, 72, 128]})
+    assert space.name == "mcu_vww" and space.param_dict == {"spec": spec} and dtype == "float32"
+    with pytest.raises(BadRequest, match="the spec describes space 'mcu_vww', not 'other'"):
+        handlers.parse_spec({"space": "other", "params": {"spec": spec}, "widths": list(widths)})
+
+
+def test_bench_spec_refuses_a_kind_the_runtime_cannot_build_before_building(monkeypatch):
+    from widthwise.device_agents import build_onnx, buildable
+
+    monkeypatch.delitem(build_onnx.EMITTERS, "mb_block")
+    buildable.buildable_kinds.cache_clear()
+    try:
+        space = handlers.make_space("ofa_mbv3", {"resolution": 32})
+        header = {"spec": {"space": "ofa_mbv3", "params": {"resolution": 32}, "widths": list(space.smallest())},
+                  "runtime": "onnxruntime", "timing": {"warmup": 0, "repeat": 1}}
+        with pytest.raises(BadRequest, match="cannot build block kind 'mb_block' as float32 onnx"):
+            handlers.handle_bench_spec(header, b"")
+    finally:
+        buildable.buildable_kinds.cache_clear()

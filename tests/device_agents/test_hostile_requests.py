@@ -322,3 +322,76 @@ def test_serve_flags_set_the_caps(tmp_path):
         assert body["stats"]["count"] == 2
     finally:
         stop_agent(proc)
+
+
+# --- space specs sent as data ----------------------------------------------------------------------
+
+SPEC_FILE = REPO / "docs" / "spaces" / "mcu_vww.json"
+
+
+def spec_request(mutate=None, widths=None) -> dict:
+    """A bench spec carrying the mcu_vww space spec (after `mutate`), at its smallest widths."""
+    import json
+
+    spec = json.loads(SPEC_FILE.read_text())
+    if mutate is not None:
+        mutate(spec)
+    return {"space": "mcu_vww", "params": {"spec": spec}, "widths": widths or [8, 16, 48, 16, 48, 48, 24, 72, 72, 128]}
+
+
+def _nest(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_SPECS = {
+    "oversized": (lambda s: s.update(doc="x" * 200_000), "bytes as compact JSON, above the cap of 65,536"),
+    "deep nesting": (lambda s: s["variables"][0].update(choices=_nest(500)), "nested deeper than 6 levels"),
+    "many values": (lambda s: s.update(doc=[0] * 30_000), "more than 20,000 values"),
+    "huge choice list": (lambda s: s["variables"][0].update(choices=list(range(1, 5000))),
+                         'variable 1 (stem): field "choices": has 4,999 items, above the cap of 256'),
+    "unknown kind": (lambda s: s["stages"][1]["blocks"][0].update(kind="resblock"),
+                     "stage 2 block 1: field \"kind\": unknown block kind 'resblock'"),
+    "code, not data": (lambda s: s["stages"][0]["blocks"][0].update(kind="__import__('os').system('true')"),
+                       "unknown block kind \"__import__('os').system('true')\""),
+    "cycle": (lambda s: (s["variables"].pop(), s["stages"][-1]["blocks"][0].update(out="stage1")),
+              "the variables stage2 - stage2.block1.expand - stage1 - stage2 close a cycle"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_SPECS))
+def test_hostile_space_specs_are_refused_before_any_build(board, case):
+    url, _, _ = board
+    mutate, message = HOSTILE_SPECS[case]
+    err = refused(url, lambda c: c.bench_spec(spec_request(mutate), timing=FAST))
+    assert err.code == "bad_request" and message in err.message, err.message
+    assert "build_ms" not in err.details and "\n" not in err.message
+    assert_still_serving(url)
+
+
+def test_a_spec_over_the_caps_at_its_largest_is_refused(board):
+    url, _, _ = board
+    err = refused(url, lambda c: c.bench_spec(spec_request(lambda s: s["variables"][0].update(choices=[8, 60_000])),
+                                              timing=FAST))
+    assert err.code == "limit_exceeded" and "at its largest configuration" in err.message
+    assert_still_serving(url)
+
+
+def test_a_sent_spec_is_timed_and_paired_like_a_built_in_space(board):
+    url, _, _ = board
+    with connect(url, timeout=60) as client:
+        hello = client.hello()
+        body = client.bench_spec(spec_request(), timing=FAST,
+                                 pair_with=spec_request(widths=[16, 24, 96, 32, 96, 96, 48, 144, 144, 256]))
+        other = spec_request(lambda s: s["stages"][0]["blocks"][0].update(kernel=5))
+        err = None
+        try:
+            client.bench_spec(spec_request(), timing=FAST, pair_with=other)
+        except AgentError as exc:
+            err = exc
+    assert hello["space_spec_format"] == "widthwise-space/1"
+    assert {"conv", "dwsep", "ir_expand", "ir_project", "pool_fc"} <= set(hello["block_kinds"]["onnx"])
+    assert body["pair"]["ratio_median"] > 0 and body["stats"]["count"] == 2
+    assert err is not None and err.details["field"] == "pair_with.space"  # another spec is another space

@@ -1,4 +1,4 @@
-"""The numpy forward pass used for int8 calibration: its convolutions and the ranges it reports."""
+"""The numpy forward pass used for int8 calibration: the ranges it reports (its kernels: test_int8_calibration_ops)."""
 
 import numpy as np
 import pytest
@@ -7,50 +7,6 @@ import threadpoolctl  # a dependency of widthwise (setup.cfg): its absence must 
 from widthwise.device_agents import int8_calibration as calib
 from widthwise.device_agents.spaces import make_space
 from widthwise.device_agents.weights import block_weights
-
-
-def _naive_same_conv(x: np.ndarray, w_oihw: np.ndarray, bias: np.ndarray, stride: int, depthwise: bool) -> np.ndarray:
-    """Output pixel by output pixel, TensorFlow SAME padding (the odd pixel at the end)."""
-    n, h, w, c = x.shape
-    k = w_oihw.shape[2]
-    oh, ow = -(-h // stride), -(-w // stride)
-    pad_h = max((oh - 1) * stride + k - h, 0) // 2
-    pad_w = max((ow - 1) * stride + k - w, 0) // 2
-    cout = c if depthwise else w_oihw.shape[0]
-    out = np.zeros((n, oh, ow, cout), dtype=np.float64)
-    for i in range(oh):
-        for j in range(ow):
-            for dy in range(k):
-                for dx in range(k):
-                    y, xx = i * stride + dy - pad_h, j * stride + dx - pad_w
-                    if 0 <= y < h and 0 <= xx < w:
-                        pixel = x[:, y, xx, :].astype(np.float64)
-                        if depthwise:
-                            out[:, i, j, :] += pixel * w_oihw[:, 0, dy, dx]
-                        else:
-                            out[:, i, j, :] += pixel @ w_oihw[:, :, dy, dx].T.astype(np.float64)
-    return out + bias
-
-
-@pytest.mark.parametrize("size, stride", [(7, 1), (7, 2), (8, 2), (5, 2)])
-def test_dense_convolution_matches_a_pixel_by_pixel_one(size, stride):
-    rng = np.random.default_rng(size * 10 + stride)
-    x = rng.standard_normal((2, size, size + 1, 3)).astype(np.float32)
-    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(5).astype(np.float32)
-    got = calib.conv2d(x, w, b, stride)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, _naive_same_conv(x, w, b, stride, depthwise=False), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("size, stride", [(7, 1), (7, 2), (8, 2)])
-def test_depthwise_convolution_matches_a_pixel_by_pixel_one(size, stride):
-    rng = np.random.default_rng(size * 10 + stride)
-    x = rng.standard_normal((1, size, size, 6)).astype(np.float32)
-    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
-    got = calib.depthwise(x, w, b, stride)
-    np.testing.assert_allclose(got, _naive_same_conv(x, w, b, stride, depthwise=True), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

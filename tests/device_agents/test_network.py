@@ -28,6 +28,7 @@ from widthwise.device_agents.timing import random_inputs
 V2 = make_space("mobilenet_v2", {"resolution": 32, "levels": 4})
 V1 = make_space("mobilenet_v1", {"resolution": 32, "levels": 4})
 TEXT = make_space("text_lowrank", {"vocab": 300, "dim": 16, "tokens": 8, "classes": 4})
+OFA = make_space("ofa_mbv3", {"resolution": 32, "levels": 4})
 
 
 def _widths(space):
@@ -35,7 +36,7 @@ def _widths(space):
     return tuple(layer.choices[k % len(layer.choices)] for k, layer in enumerate(space.layers))
 
 
-@pytest.mark.parametrize("space", [V2, V1, TEXT], ids=lambda s: s.name)
+@pytest.mark.parametrize("space", [V2, V1, TEXT, OFA], ids=lambda s: s.name)
 def test_each_block_alone_is_fed_what_the_previous_block_makes(space):
     widths = _widths(space)
     n = len(space.templates)
@@ -136,7 +137,7 @@ def test_tflite_float_blocks_alone_compute_what_they_compute_in_the_whole_networ
         np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4 * float(np.abs(together).max()))
 
 
-@pytest.mark.parametrize("space", [V2, TEXT], ids=lambda s: s.name)
+@pytest.mark.parametrize("space", [V2, TEXT, OFA], ids=lambda s: s.name)
 def test_every_block_alone_builds_and_runs_in_every_format_with_its_output_shape(space):
     widths = _widths(space)
     for k in range(len(space.templates)):
@@ -161,3 +162,15 @@ def test_a_block_alone_is_a_smaller_model_than_the_whole_network():
     sizes = [len(build_onnx(V2, widths, blocks=(k, 1))) for k in range(len(V2.templates))]
     assert max(sizes) < whole
     assert build_onnx(V2, widths, blocks=(3, 1)) == build_onnx(V2, widths, blocks=(3, 1))  # deterministic
+
+
+def test_a_skipped_block_passes_its_input_through_and_an_mb_block_adds_its_own_input():
+    widths = _widths(OFA)
+    blocks = OFA.blocks(widths)
+    skipped = [b for b in blocks if b.kind == "identity"]
+    assert skipped, "the mixed configuration skips some block"
+    for b in skipped:
+        net = isolated_network(OFA, widths, b.index)
+        assert net.input_shape == net.output_shape == (1, b.cin, b.in_hw, b.in_hw) and net.skips == ()
+    kept = next(b for b in blocks if b.kind == "mb_block")
+    assert kept.residual_from == kept.index and isolated_network(OFA, widths, kept.index).skips == ()

@@ -19,8 +19,8 @@ def test_unknown_space_and_parameters_are_refused():
         make_space("mobilenet_v2", {"levels": 4.0})
 
 
-def test_the_registry_names_the_three_families_and_their_parameters():
-    assert sorted(SPACES) == ["mobilenet_v1", "mobilenet_v2", "text_lowrank"]
+def test_the_registry_names_the_four_families_and_their_parameters():
+    assert sorted(SPACES) == ["mobilenet_v1", "mobilenet_v2", "ofa_mbv3", "text_lowrank"]
     assert dict(SPACES["mobilenet_v2"].param_types) == {"resolution": int, "levels": int}
     space = make_space("mobilenet_v2", {"resolution": 160, "levels": 6})
     assert space.param_dict == {"resolution": 160, "levels": 6} and space.input_shape == (1, 3, 160, 160)
@@ -55,7 +55,10 @@ def test_every_registry_of_block_kinds_has_the_same_kinds():
         "limits.ACTIVATIONS": ACTIVATIONS,
         "profiler.fit_design.ACTIVATION_COUNTERS": ACTIVATION_COUNTERS,
     }
-    used = {t.kind for factory in SPACES.values() for t in factory.build().templates}
+    spaces = [factory.build() for factory in SPACES.values()]
+    # the kinds of the templates, and the identity a skipped block resolves to (ofa_mbv3's smallest network)
+    used = {t.kind for space in spaces for t in space.templates} | {
+        b.kind for space in spaces for b in space.blocks(space.smallest())}
     for name, registry in registries.items():
         assert set(registry) == set(BLOCK_COUNTERS), f"{name} has {sorted(registry)}, the counters {sorted(BLOCK_COUNTERS)}"
     assert used == set(BLOCK_COUNTERS), "every kind a space uses is registered, and every registered kind is used"

@@ -124,6 +124,33 @@ def test_transposed_views_are_written_transposed():
     np.testing.assert_array_equal(data, base.transpose(2, 0, 1))
 
 
+def test_mul_with_a_fused_activation_and_hard_swish_run_as_written():
+    """MUL broadcasting a [1] constant (its MulOptions carry the fused ReLU6), then HARD_SWISH."""
+    w = fb.ModelWriter("mul")
+    x = w.tensor("x", (1, 2, 2, 3), "float32")
+    scaled = w.tensor("scaled", (1, 2, 2, 3), "float32")
+    y = w.tensor("y", (1, 2, 2, 3), "float32")
+    w.op(fb.OP_MUL, [x, w.constant("four", np.array([4.0], dtype=np.float32))], [scaled], fb.mul_options(fb.ACT_RELU6))
+    w.op(fb.OP_HARD_SWISH, [scaled], [y], fb.hard_swish_options())
+    model = w.finish([x], [y])
+    m = _parse(model)
+    op = m.Subgraphs(0).Operators(0)
+    assert op.BuiltinOptionsType() == tflite.BuiltinOptions.MulOptions
+    options = tflite.MulOptions()
+    options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+    assert options.FusedActivationFunction() == fb.ACT_RELU6
+    assert m.Subgraphs(0).Operators(1).BuiltinOptionsType() == tflite.BuiltinOptions.HardSwishOptions
+    it = Interpreter(model_content=model,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    values = np.linspace(-1.5, 1.5, 12, dtype=np.float32).reshape(1, 2, 2, 3)
+    it.set_tensor(it.get_input_details()[0]["index"], values)
+    it.invoke()
+    relu6 = np.clip(4 * values, 0, 6)
+    np.testing.assert_allclose(it.get_tensor(it.get_output_details()[0]["index"]), relu6 * np.clip(relu6 + 3, 0, 6) / 6,
+                               rtol=1e-6, atol=1e-6)
+
+
 TABLE_CORRUPTION_SCRIPT = """
 import json, sys
 import numpy as np

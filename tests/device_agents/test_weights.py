@@ -60,3 +60,23 @@ def test_inverted_residual_layouts_and_scales():
     assert abs(first["pw_w"].std() - np.sqrt(1 / 192)) < 0.01
     assert abs(later["pw_w"].std() - np.sqrt(0.5 / 384)) < 0.01
     assert abs(expand["ex_w"].std() - np.sqrt(2 / 64)) < 0.02
+
+
+def test_mobilenet_v3_kinds_layouts_and_their_sizes_equal_the_parameter_count():
+    from tests.support.mbv3_reference import SINGLE_BLOCKS
+    from widthwise.device_agents.block_kinds import block_counts, se_width
+
+    se = block_weights(SINGLE_BLOCKS["mb_block k7 relu se"])  # hidden 72: squeeze 72 / 4 = 18 -> 16
+    assert se_width(72) == 16
+    assert se["ex_w"].shape == (72, 24, 1, 1) and se["dw_w"].shape == (72, 1, 7, 7)
+    assert se["se_w1"].shape == (16, 72, 1, 1) and se["se_b1"].shape == (16,)
+    assert se["se_w2"].shape == (72, 16, 1, 1) and se["se_b2"].shape == (72,)
+    assert se["pw_w"].shape == (24, 72, 1, 1)
+    assert "se_w1" not in block_weights(SINGLE_BLOCKS["mb_expand k3 s1 relu"])
+    assert block_weights(SINGLE_BLOCKS["identity"]) == {}
+    mix = block_weights(SINGLE_BLOCKS["pool_mix_fc hswish"])
+    assert mix["w1"].shape == (40, 24) and mix["w2"].shape == (10, 40)
+    for case, block in SINGLE_BLOCKS.items():
+        weights = block_weights(block, seed=1)
+        assert sum(w.size for w in weights.values()) == block_counts(block)[1], case
+        assert all(np.isfinite(w).all() for w in weights.values())

@@ -317,3 +317,22 @@ def test_the_local_agent_does_not_import_from_the_working_directory(tmp_path: Pa
         assert client.hello()["protocol"]["version"] == 2
         assert "-P" in client.local.proc.args
     assert not marker.exists(), f"the local agent ran {marker.read_text()!r} from the working directory"
+
+
+def test_check_agent_builds_refuses_a_kind_the_agent_does_not_list():
+    from widthwise.device_agents.errors import BadRequest
+    from widthwise.device_agents.handlers import HANDLERS
+    from widthwise.device_agents.spaces import make_space
+    from widthwise.profiler.agent_client import check_agent_builds
+
+    hello = HANDLERS["hello"]({"type": "hello", "id": 1}, b"")[0]
+    assert hello["runtime_formats"]["onnxruntime"] == "onnx"
+    space = make_space("ofa_mbv3", {"resolution": 32})
+    check_agent_builds(hello, space, "onnxruntime", "float32")
+    older = {**hello, "block_kinds": {**hello["block_kinds"], "onnx": [k for k in hello["block_kinds"]["onnx"]
+                                                                        if k != "mb_block"]}}
+    with pytest.raises(BadRequest, match="cannot build block kind 'mb_block' as float32 onnx"):
+        check_agent_builds(older, space, "onnxruntime", "float32")
+    check_agent_builds(older, make_space("mobilenet_v2"), "onnxruntime", "float32")
+    unlisted = {k: v for k, v in hello.items() if k != "block_kinds"}  # an agent from before kinds were listed
+    check_agent_builds(unlisted, space, "onnxruntime", "float32")

@@ -37,6 +37,34 @@ def test_units_are_network_blocks_or_single_factors():
         lut_units(V2, "layer")
 
 
+OFA = make_space("ofa_mbv3", {"resolution": 32, "levels": 3})
+
+
+def test_an_ofa_unit_is_a_stage_s_first_block_or_one_later_block_keyed_by_its_kernel():
+    units = lut_units(OFA, "block")
+    # stem, first block, per stage (expand + project) and three mb_blocks, head, classifier
+    assert len(units) == 2 + 5 * 4 + 2 and sum(count for _, count in units) == len(OFA.templates)
+    assert all(OFA.templates[first].kind == "mb_expand" for first, count in units if count == 2)
+    lut = BlockLUT(OFA)
+    widths = list(OFA.base_widths())
+    k = OFA.factors[4].variables[1]  # stage1.block2's option variable
+    keys = set()
+    for code in OFA.layers[k].choices:
+        widths[k] = code
+        keys.add(lut.entry_key((4, 1), widths))
+    assert len(keys) == 9  # every kernel x expansion its own entry
+
+
+def test_a_skipped_unit_is_zero_without_timing():
+    lut = BlockLUT(OFA, timing=FAST)
+    widths = list(OFA.smallest())  # blocks 3 and 4 of every stage skipped
+    skipped = [unit for unit in lut.units if OFA.blocks(widths)[unit[0]].kind == "identity"]
+    assert len(skipped) == 10
+    for unit in skipped:
+        assert lut.entry_ms(None, unit, widths) == 0.0  # no client: nothing is timed
+    assert lut.stats.timed == 0 and lut.entries == {}
+
+
 def test_a_prediction_is_the_sum_of_isolated_times_each_entry_timed_once(client):
     lut = BlockLUT(V2, timing=FAST)
     base, small = V2.base_widths(), V2.smallest()

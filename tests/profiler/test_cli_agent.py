@@ -102,6 +102,18 @@ def test_bench_times_a_mobilenet_v2_given_by_name(agent_url: str) -> None:
     assert json.loads(base.output)["model_bytes"] > 4 * json.loads(named.output)["model_bytes"]
 
 
+def test_bench_times_a_space_file_on_a_real_agent(agent_url: str) -> None:
+    spec_file = REPO / "docs" / "spaces" / "mcu_vww.json"
+    base = run("bench", "--agent", agent_url, "--space-file", str(spec_file), "--runs", "2", "--warmup", "0", "--json")
+    smallest = run("bench", "--agent", agent_url, "--space-file", str(spec_file), "--runs", "2", "--warmup", "0",
+                   "--widths", "8,16,48,16,48,48,24,72,72,128")
+    assert base.exit_code == 0 and smallest.exit_code == 0, base.output + smallest.output
+    assert json.loads(base.output)["stats"]["count"] == 2
+    assert "model     mcu_vww widths 8,16,48,16,48,48,24,72,72,128" in smallest.output
+    off_grid = run("bench", "--agent", agent_url, "--space-file", str(spec_file), "--widths", "9,16,48,16,48,48,24,72,72,128")
+    assert off_grid.exit_code == 2 and "width 9 of variable 0 (stem) is not one of its choices [8, 16, 24]" in off_grid.output
+
+
 def test_bench_model_file_and_a_file_that_is_not_a_model(agent_url: str, tmp_path: Path) -> None:
     with connect(agent_url) as client:
         assert client.hello()  # the agent is up
@@ -127,6 +139,8 @@ def test_agent_info(agent_url: str) -> None:
     assert hello["protocol"]["version"] == PROTOCOL_VERSION and len(hello["fingerprint"]) >= 16
     human = run("agent", "info", "--agent", agent_url)
     assert "fingerprint" in human.output and "onnxruntime" in human.output
+    onnx_row = next(line for line in human.output.splitlines() if line.startswith("block kinds  onnx:"))
+    assert onnx_row.split(":", 1)[1].strip().split(", ") == hello["block_kinds"]["onnx"]
 
 
 def test_unreachable_agent_and_bad_url_are_one_line_errors() -> None:

@@ -172,3 +172,27 @@ def test_collect_samples_mobilenet_v2_with_its_parameters(tmp_path):
         widths = [json.loads(w) for (w,) in con.execute("SELECT widths FROM samples WHERE kind = 'sample'")]
     assert len(widths) == 3 and all(len(w) == space.num_layers for w in widths)
     assert all(v in layer.choices for w in widths for v, layer in zip(w, space.layers))
+
+
+def test_collect_and_fit_a_space_file_whose_table_records_the_spec(tmp_path):
+    spec_file = Path(__file__).resolve().parents[2] / "docs" / "spaces" / "mcu_vww.json"
+    spec = json.loads(spec_file.read_text())
+    db, table = tmp_path / "mcu.sqlite", tmp_path / "mcu.json"
+    args = [*BASE[5:], "--space-file", str(spec_file), "--db", str(db)]  # BASE without collect, --resolution, --levels
+    result = CliRunner().invoke(main, ["collect", *args, "--samples", "14", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["samples"] == 14
+    with SampleStore(str(db)) as store:
+        assert store.meta["space"] == "mcu_vww" and store.meta["space_params"] == {"spec": spec}
+    fitted = CliRunner().invoke(main, ["fit", "--db", str(db), "-o", str(table), "--holdout", "0.2"])
+    assert fitted.exit_code == 0, fitted.output
+    written = json.loads(table.read_text())
+    assert written["space"]["name"] == "mcu_vww" and written["space"]["params"] == {"spec": spec}
+    assert [v["name"] for v in written["variables"]] == [v["name"] for v in spec["variables"]]
+    # another spec of the same name is another space: refused, naming the field that differs
+    other = tmp_path / "other.json"
+    other.write_text(spec_file.read_text().replace('"kernel": 5, "stride": 2', '"kernel": 3, "stride": 2'))
+    again = CliRunner().invoke(main, ["collect", *BASE[5:], "--space-file", str(other), "--db", str(db),
+                                      "--samples", "14"])
+    assert again.exit_code != 0 and "space_params.spec.stages[2].blocks[0].kernel=5, but this run has " \
+        "space_params.spec.stages[2].blocks[0].kernel=3" in again.output, again.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pytest
@@ -12,7 +13,7 @@ from widthwise.device_agents.spaces import SPACES, make_space, width_grid
 from widthwise.errors import UsageError
 from widthwise.profiler.cli import COMMANDS, LazyGroup, main
 from widthwise.profiler.cli_options import (WIDTHS_HELP, WidthList, check_widths, open_space, parse_widths,
-                                            space_configuration, space_params)
+                                            space_choice, space_configuration, space_params)
 
 
 @pytest.mark.parametrize("text", ["32,16,24", "32 16 24", " 32, 16 ,24 ", "32,\t16\n24"])
@@ -128,7 +129,7 @@ def test_list_variables_prints_the_order_groups_and_choices() -> None:
 # --- the space and its parameters ------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
-    (["--space", "resnet"], "unknown space 'resnet'; known: mobilenet_v1, mobilenet_v2, text_lowrank"),
+    (["--space", "resnet"], "unknown space 'resnet'; known: mobilenet_v1, mobilenet_v2, ofa_mbv3, text_lowrank"),
     (["--space", "text_lowrank", "--resolution", "64"], "space text_lowrank has no parameter 'resolution'"),
     (["--space", "mobilenet_v2", "--space-param", "depth=2"], "space mobilenet_v2 has no parameter 'depth'"),
     (["--space", "mobilenet_v2", "--levels", "0"], "levels must be at least 1"),
@@ -154,3 +155,56 @@ def test_space_params_merge_the_options_and_refuse_a_repeat() -> None:
         space_params(None, 3, ("levels=4",))
     three = open_space("mobilenet_v2", {"levels": 3})
     assert three.num_layers == 25 and three.layers[0].choices == width_grid(32, 3)
+
+
+# --- a space written as a spec file ----------------------------------------------------------------
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "docs" / "spaces"
+
+
+def test_space_file_gives_the_specs_name_and_the_spec_as_its_parameter() -> None:
+    name, params = space_choice(None, SPEC_DIR / "mcu_vww.json", None, None, ())
+    assert name == "mcu_vww" and params == {"spec": json.loads((SPEC_DIR / "mcu_vww.json").read_text())}
+    assert open_space(name, params).num_layers == 10
+    assert space_choice(None, None, None, None, ()) == ("mobilenet_v1", {})
+
+
+def test_every_space_command_takes_a_space_file() -> None:
+    for command in ("bench", "collect", "run"):
+        text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert "--space-file FILE A space written as a widthwise-space/1 spec file" in text, command
+
+
+def test_list_variables_of_a_space_file() -> None:
+    result = CliRunner().invoke(main, ["bench", *NOWHERE, "--space-file", str(SPEC_DIR / "mobilenet_v2.json"),
+                                       "--list-variables"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("mobilenet_v2: 25 variables") and [line.split()[1] for line in lines[1:-1]] == NAMES
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "mobilenet_v2"], "--space-file describes the whole space; drop --space"),
+    (["--resolution", "96", "--levels", "3"], "--space-file describes the whole space; drop --resolution, --levels"),
+])
+def test_a_space_file_excludes_the_other_space_options(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["bench", *NOWHERE, "--space-file", str(SPEC_DIR / "mcu_vww.json"), *args,
+                                       "--list-variables"])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": ', "is not valid JSON"),
+    ("[" * 50 + "]" * 50, "is nested deeper than 6 levels"),
+    (" " * 300_000 + "{}", "is more than 262,144 bytes, the cap of a spec file"),
+    (json.dumps({"format": "widthwise-space/1", "name": "x", "input": {"shape": [1, 3, 32, 32]},
+                 "variables": [{"name": "a", "choices": [8]}],
+                 "stages": [{"name": "s", "blocks": [{"kind": "conv", "kernel": 2, "out": "a"}]}]}),
+     'space spec: stage 1 block 1 (s.block1): field "kernel": must be an odd integer from 1 to 11, got 2'),
+])
+def test_a_bad_space_file_is_one_usage_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "space.json"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["bench", *NOWHERE, "--space-file", str(path), "--list-variables"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

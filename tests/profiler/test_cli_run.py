@@ -112,3 +112,21 @@ def test_run_help_states_each_spaces_default_samples():
     text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
     assert f"default {DEFAULT_SAMPLES}," in text
     assert all(f"{n} for {space}" in text for space, n in SPACE_SAMPLES.items())
+
+
+def test_run_on_a_space_file_names_its_files_after_the_spec(tmp_path):
+    from pathlib import Path
+
+    spec_file = Path(__file__).resolve().parents[2] / "docs" / "spaces" / "mcu_vww.json"
+    done = _run("--space-file", str(spec_file), "--samples", "20", "--out", str(tmp_path), "--budget-ms", "1000",
+                "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["db"].endswith("mcu_vww-96-onnxruntime.sqlite") and summary["collect"]["samples"] == 20
+    table = load_table(summary["table"])
+    assert table.space_name == "mcu_vww" and table.space["params"]["spec"] == json.loads(spec_file.read_text())
+    (widest,) = summary["answers"]
+    assert widest["widths"] == [max(c) for c in table.choices] and widest["measured_ms"] > 0
+    refused = _run("--space-file", str(spec_file), "--resolution", "64", "--out", str(tmp_path / "o"))
+    assert refused.returncode == 2 and "--space-file describes the whole space; drop --resolution" in refused.stderr
+    assert not (tmp_path / "o").exists()

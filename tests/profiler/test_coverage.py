@@ -86,6 +86,19 @@ def test_covers_every_factor_entry_of_mobilenet_v2_within_a_few_draws_of_the_bou
     assert len(uniform) < len(seen)
 
 
+def test_covers_every_option_code_of_ofa_mbv3_within_a_few_draws_of_the_bound():
+    space = make_space("ofa_mbv3", {"resolution": 32, "levels": 4})
+    sampler = make_sampler("coverage", space, seed=1)
+    bound, plan = sampler.lower_bound(), []
+    while sampler.uncovered():
+        plan.append(sampler.draw())
+        assert len(plan) <= bound + 3, f"{sampler.uncovered()} entries still uncovered after {len(plan)} draws"
+    # every (stage width, option) entry of every block, skip included, is in some draw
+    for v, layer in enumerate(space.layers):
+        assert {w[v] for w in plan} == set(layer.choices), layer.name
+    assert len({t for w in plan for t in factor_terms(space, w)}) == sum(c.size for c in sampler.term_counts())
+
+
 def test_each_tree_draw_is_the_heaviest_configuration():
     # 2e10 configurations are too many to enumerate: the draw must beat every configuration
     # that changes any 5 of its variables, and many random ones

@@ -352,3 +352,22 @@ def test_outliers_of_a_tree_space_are_the_injected_bursts(tree):
     run = synthetic_samples(truth, 200, seed=11, noise=0.015, burst_range=(0.2, 0.4))
     assert len(run.burst_ids) >= 3
     assert sorted(flag_outliers(run.data)) == sorted(run.burst_ids)
+
+
+def test_a_table_fitted_on_option_variables_saves_and_loads_back_with_its_labels(tmp_path):
+    # ofa_mbv3's blocks choose kernel x expansion (x skip): codes 0..n-1 that only labels explain
+    space = make_space("ofa_mbv3", {"resolution": 32, "levels": 4})
+    truth = make_ground_truth(space, seed=2, jitter=0.02)
+    run = synthetic_samples(truth, 60, seed=3, noise=0.01)
+    table = fit_table(run.data, holdout=0.0).table
+    path = tmp_path / "ofa.json"
+    table.save(path)
+    loaded = load_table(path)
+    options = [k for k, layer in enumerate(space.layers) if layer.options]
+    assert options, "the space has no option variable"
+    for k in options:
+        assert loaded.variables[k].labels == tuple(space.layers[k].label(c) for c in space.layers[k].choices)
+    skip = [k for k in options if "skip" in loaded.variables[k].labels]
+    assert skip and all(loaded.variables[k].labels[0] == "skip" for k in skip)
+    widths = random_widths(space, 5, np.random.default_rng(4))
+    np.testing.assert_allclose(table_predictions(loaded, widths), table_predictions(table, widths), rtol=1e-9)

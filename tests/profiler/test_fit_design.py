@@ -9,6 +9,7 @@ import pytest
 
 from widthwise.device_agents.spaces import block_counts, make_space
 from widthwise.profiler.fit_design import block_activations, prior_group, term_layout
+from widthwise.profiler.fit_monotone import monotone_projection
 from tests.support.fit_synthetic import random_widths
 
 
@@ -123,3 +124,95 @@ def test_the_residual_add_counts_as_activation_traffic(tree):
     e = next(i for i, spec in enumerate(tree.factors) if spec.kind == "ir_expand")
     small, large = (tree.factor_op(e, [c[k] for c in tree.factor_choices(e)]) for k in (0, -1))
     assert all(x < y for x, y in zip(block_activations(small), block_activations(large)))
+
+
+# --- option variables: ofa_mbv3 -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ofa():
+    return make_space("ofa_mbv3", {"resolution": 32, "levels": 3})
+
+
+def _factor(space, name):
+    return next(i for i, f in enumerate(space.factors) if f.name == name)
+
+
+def test_prior_groups_tell_kernel_activation_se_and_add_apart(ofa):
+    layout = term_layout(ofa)
+    groups = layout.split(np.arange(layout.num_terms))
+
+    def group(name, width, code):
+        f = _factor(ofa, name)
+        return layout.term_groups[groups[f][width, code]]
+
+    k3e3, k7e3 = 1, 7  # codes of a skippable block
+    assert group("stage1.block3", 0, k3e3) == "mb_block/k3/relu/add"
+    assert group("stage1.block3", 0, k7e3) == "mb_block/k7/relu/add"
+    assert group("stage2.block3", 0, k3e3) == "mb_block/k3/relu/se/add"
+    assert group("stage3.block3", 0, k3e3) == "mb_block/k3/hswish/add"
+    assert group("stage4.block3", 0, k3e3) == group("stage5.block3", 1, k3e3) == "mb_block/k3/hswish/se/add"
+    assert group("stage1.block3", 0, 0) == "identity/k1"
+    f = _factor(ofa, "stage2.block1.expand")
+    assert layout.term_groups[groups[f][0, 0]] == "mb_expand/k3/relu/se"
+    # the shared basis pools per term group: kernels of one factor land in different columns
+    shared = layout.shared_prior_basis().toarray()
+    assert shared.shape[1] == len(set(layout.term_groups)) * layout.features.shape[1]
+    b3 = groups[_factor(ofa, "stage1.block3")]
+    assert set(np.flatnonzero(shared[b3[0, k3e3]])).isdisjoint(np.flatnonzero(shared[b3[0, k7e3]]))
+    # the default activation keeps the groups of the spaces that do not set one
+    assert prior_group(make_space("mobilenet_v2").factor_op(0, (32,))) == "conv/k3"
+
+
+def test_skipped_entries_are_fixed_at_zero_not_unknowns(ofa):
+    layout = term_layout(ofa)
+    f = _factor(ofa, "stage4.block4")
+    terms = layout.split(np.arange(layout.num_terms))[f]
+    assert layout.fixed[terms[:, 0]].all() and not layout.fixed[terms[:, 1:]].any()  # code 0 is skip
+    skippable = [spec for spec in ofa.factors if spec.name.endswith((".block3", ".block4"))]
+    assert int(layout.fixed.sum()) == sum(len(ofa.layers[spec.variables[0]].choices) for spec in skippable)
+    assert not layout.features[layout.fixed].any() and not layout.macs[layout.fixed].any()
+    design = layout.design(np.array([ofa.smallest(), ofa.largest()])).toarray()
+    assert not design[:, layout.fixed].any()
+    assert design[0].sum() == len(ofa.factors) - 10 and design[1].sum() == len(ofa.factors)  # 10 blocks skipped
+
+
+def test_monotonicity_never_runs_along_an_option_axis(ofa):
+    layout = term_layout(ofa)
+    lo, hi = layout.monotone_pairs()
+    for f, axes in enumerate(layout.monotone_axes):
+        assert axes == tuple(not ofa.layers[v].is_option for v in ofa.factors[f].variables)
+    owner = layout.factor_of_term
+    for a, b in zip(lo, hi):
+        f = owner[a]
+        ia = np.unravel_index(a - layout.offsets[f], layout.shapes[f])
+        ib = np.unravel_index(b - layout.offsets[f], layout.shapes[f])
+        moved = [k for k in range(len(ia)) if ia[k] != ib[k]]
+        assert len(moved) == 1 and layout.monotone_axes[f][moved[0]]
+    # the projection keeps option axes free: a table falling along its option axis stays as it is,
+    # one falling along its width axis is lifted
+    f = _factor(ofa, "stage3.block2")
+    o, shape = layout.offsets[f], layout.shapes[f]
+    table = np.tile(np.arange(shape[1], 0, -1, dtype=float), (shape[0], 1))  # falls with the code
+    terms = np.zeros(layout.num_terms)
+    terms[o:o + table.size] = table.ravel()
+    out = monotone_projection(layout, terms, np.ones(layout.num_terms))
+    np.testing.assert_array_equal(out[o:o + table.size], table.ravel())
+    terms[o:o + table.size] = (table.T * np.arange(shape[0], 0, -1)).T.ravel()  # falls with the width too
+    out = monotone_projection(layout, terms, np.ones(layout.num_terms)).reshape(-1)[o:o + table.size].reshape(shape)
+    assert (np.diff(out, axis=0) >= 0).all() and (np.diff(out[0]) < 0).all()
+
+
+def test_se_and_the_whole_block_count_their_activation_traffic(ofa):
+    f = _factor(ofa, "stage2.block2")
+    op = ofa.factor_op(f, [c[-1] for c in ofa.factor_choices(f)])
+    assert op.kind == "mb_block" and op.se and op.residual
+    x = op.hidden * op.out_hw * op.out_hw
+    no_se = replace(op, se=False)
+    a_in, a_out = block_activations(op)
+    b_in, b_out = block_activations(no_se)
+    assert (a_in - b_in, a_out - b_out) == (2 * x, x)  # the pool and the gate read it, the gate writes it
+    expand = block_activations(replace(no_se, kind="mb_expand", residual_from=-1))
+    out = op.cout * op.out_hw * op.out_hw
+    assert (b_in - expand[0], b_out - expand[1]) == (x + 2 * out, 2 * out)  # the project, then the Add
+    assert block_activations(replace(op, kind="identity")) == (0, 0)

@@ -267,3 +267,21 @@ def test_paired_training_data_is_ratio_times_reference_level(tmp_path, measured)
         store.add("sample", configs[0], measured[configs[0]], fingerprint="abc123", slot=3)  # a row without pair data
         with pytest.raises(StoreError, match="have no pair data"):
             store.training_data()
+
+
+def test_a_spec_mismatch_names_the_first_field_that_differs():
+    from widthwise.profiler.store_schema import first_difference
+
+    spec = {"name": "s", "stages": [{"blocks": [{"kind": "conv", "kernel": 3}]}], "variables": [{"choices": [8, 16]}]}
+    other = {"name": "s", "stages": [{"blocks": [{"kind": "conv", "kernel": 5}]}], "variables": [{"choices": [8, 16]}]}
+    assert first_difference("space_params", {"spec": spec}, {"spec": other}) == (
+        "space_params.spec.stages[0].blocks[0].kernel", 3, 5)
+    longer = {**spec, "variables": [{"choices": [8, 16, 24]}]}
+    assert first_difference("space_params", {"spec": spec}, {"spec": longer}) == (
+        "space_params.spec.variables[0].choices", [8, 16], [8, 16, 24])
+    assert first_difference("space_params", {"resolution": 224}, {"spec": spec}) == (
+        "space_params.spec", "(a built-in space)", "(a spec file's space)")
+    # a built-in space's parameters and any other field are reported whole, as before
+    assert first_difference("space_params", {"resolution": 224}, {"resolution": 160}) == (
+        "space_params", {"resolution": 224}, {"resolution": 160})
+    assert first_difference("timing", {"repeat": 3}, {"repeat": 4}) == ("timing", {"repeat": 3}, {"repeat": 4})

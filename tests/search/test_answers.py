@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from widthwise.profiler.cli import main
 from widthwise.search import daemon
-from widthwise.search.answers import Answer, Front, encode
+from widthwise.search.answers import Answer, Front, answer_marginals, answer_pareto, answer_query, encode
 from widthwise.search.engine import Searcher, make_objective
 from widthwise.search.errors import NonFiniteAnswer
 from widthwise.search.table_store import TableStore
+from tests.search.ofa_table import ofa_table
 from tests.search.serving import running
 from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table, random_costs, random_table
 
@@ -146,3 +147,29 @@ def test_a_non_finite_answer_is_never_encoded() -> None:
     with pytest.raises(NonFiniteAnswer) as err:
         encode({"cost": float("-inf")})
     assert err.value.field == "objective" and err.value.code == "non_finite_answer"
+
+
+def test_answers_of_an_option_table_are_canonical_and_labelled() -> None:
+    table = ofa_table()
+    for f in table.factors:  # block 3 dearer than the identical block 4: the search keeps block 4 alone
+        if f.name.endswith(".block3"):
+            f.ms = f.ms * 3
+    searcher = Searcher(table, make_objective(table))
+    skewed = [a for a in searcher.pareto() if table.canonical(a.widths) != tuple(a.widths)]
+    assert skewed, "some optimum skips block 3 and keeps block 4"
+    raw = searcher.query(skewed[0].latency_ms)
+    assert table.canonical(raw.widths) != tuple(raw.widths)
+    got = answer_query(searcher, "ofa", skewed[0].latency_ms)
+    assert tuple(got["widths"]) == table.canonical(raw.widths) and got["latency_ms"] == raw.latency_ms
+    assert list(got["named_widths"].values()) == got["widths"]
+    assert list(got["named_labels"].values()) == table.labelled(got["widths"])
+    assert got["named_labels"]["stage1.block1"].startswith("k") and got["named_labels"]["stage1"].isdigit()
+    front = answer_pareto(searcher, "ofa")
+    assert all(tuple(a["widths"]) == table.canonical(a["widths"]) for a in front["front"])
+    assert all(a["labels"] == table.labelled(a["widths"]) for a in front["front"])
+    layers = answer_marginals(searcher, "ofa", skewed[0].latency_ms, 1e6)["layers"]
+    assert layers[1]["labels"][0] == "k3e3" and "labels" not in layers[2]
+    # a table without option variables answers as before: no labels anywhere
+    plain = Searcher(V2, make_objective(V2))
+    assert "named_labels" not in answer_query(plain, "v2", _middle_budget(V2))
+    assert all("labels" not in a for a in answer_pareto(plain, "v2")["front"])

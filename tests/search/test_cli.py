@@ -14,6 +14,7 @@ from widthwise.profiler.cli import main
 from widthwise.search.cli import widths_line
 from widthwise.search.engine import Searcher, make_objective
 from widthwise.search.table import load_table
+from tests.search.ofa_table import ofa_table
 from tests.support.synthetic import (anti_latency_costs, mobilenet_v1_table, mobilenet_v2_like_table, random_costs,
                                      random_table)
 
@@ -216,3 +217,23 @@ def test_widths_line_groups_a_stage_and_keeps_a_chain_plain():
     assert widths_line([32, 16, 96, 24, 144, 1280], names, groups) == \
         "stem 32 | stage1 16 | stage2 24 [96 144] | head 1280"
     assert widths_line([8, 16], ["a", "b"], ["", ""], sep=",") == "8,16"
+
+
+def test_an_option_table_prints_labels_per_stage(tmp_path):
+    path = tmp_path / "ofa.json"
+    table = ofa_table()
+    table.save(path)
+    budget = Searcher(table, make_objective(table)).front().latency[-1]
+    result = run("query", "--table", path, "--budget-ms", float(budget))
+    assert result.exit_code == 0, result.output
+    stage1 = next(line for line in result.output.splitlines() if line.strip().startswith("stage1 "))
+    assert "block1 k7e6" in stage1 and "block4 k7e6" in stage1
+    assert result.output.splitlines()[0].startswith("widths      16 8 ")  # the flat list keeps the codes
+    result = run("pareto", "--table", path)
+    assert result.exit_code == 0, result.output
+    assert "[its blocks' options]" in result.output and "stage1 8 [k3e3 k3e3 skip skip]" in result.output
+    result = run("marginals", "--table", path, "--budget-ms", float(budget), "--temperature", 1.0)
+    assert result.exit_code == 0, result.output
+    assert "stage1.block3" in result.output and "skip:" in result.output and "k7e6:" in result.output
+    assert widths_line(["k3e3", 24, "skip"], ["stage1.block1", "stage1", "stage1.block3"], ["stage1"] * 3) == \
+        "stage1 24 [k3e3 skip]"

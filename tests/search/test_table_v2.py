@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.search.ofa_table import ofa_table
 from tests.support.synthetic import mobilenet_v2_like_table, random_tree_table
 from widthwise.search.table import FORMAT_V2, Table, TableError, load_table
 from widthwise.search.tree import CycleError
@@ -118,3 +119,60 @@ def test_the_worked_example_of_the_tables_readme_holds():
     example["factors"].append({"name": "extra", "variables": ["expand", "head"], "ms": [[0.0, 0.0]] * 3})
     with pytest.raises(CycleError, match="expand and head close a cycle"):
         Table.from_json(example)
+
+
+# --- option variables: labels and depth runs ------------------------------------------------------
+
+
+@pytest.fixture()
+def labelled() -> dict:
+    return json.loads(json.dumps(ofa_table().to_json()))
+
+
+def test_labels_load_and_save_back_byte_for_byte(labelled, tmp_path):
+    path = tmp_path / "ofa.json"
+    path.write_text(json.dumps(labelled, indent=1) + "\n")
+    table = load_table(path)
+    assert table.variables[1].labels[:3] == ("k3e3", "k3e4", "k3e6") and table.variables[1].choices[0] == 0
+    largest = table.labelled([v.choices[-1] for v in table.variables])
+    assert table.variables[2].labels == () and largest[1:4] == ["k7e6", str(table.choices[2][-1]), "k7e6"]
+    again = tmp_path / "again.json"
+    table.save(again)
+    assert again.read_bytes() == path.read_bytes()
+    assert "labels" not in json.loads(again.read_text())["variables"][2]
+
+
+@pytest.mark.parametrize(
+    "mutate, field, message",
+    [
+        (lambda t: t["variables"][1]["labels"].pop(), "variables[1].labels",
+         "must list 9 strings (one per choice), got 8"),
+        (lambda t: t["variables"][1]["labels"].__setitem__(2, "k3e3"), "variables[1].labels[2]",
+         "repeats the label 'k3e3'"),
+        (lambda t: t["variables"][1]["labels"].__setitem__(0, 7), "variables[1].labels[0]", "non-empty string"),
+        (lambda t: t["variables"][1]["choices"].__setitem__(0, -1), "variables[1].choices[0]", "integer >= 0"),
+        (lambda t: t["variables"][1].pop("labels"), "variables[1].choices[0]", "positive integer, got 0"),
+        (lambda t: t["space"]["depth_runs"][0].__setitem__("variables", ["stage1.block3", "stage9"]),
+         "space.depth_runs", "names a variable the table does not have"),
+        (lambda t: t["space"]["depth_runs"][0].__setitem__("skip", [12]), "space.depth_runs", "must list choices"),
+        (lambda t: t["space"].__setitem__("depth_runs", {}), "space.depth_runs", "must be a list"),
+    ],
+)
+def test_bad_labels_and_depth_runs_are_named(labelled, mutate, field, message):
+    mutate(labelled)
+    with pytest.raises(TableError, match=re.escape(field) + ".*" + re.escape(message)):
+        Table.from_json(labelled)
+
+
+def test_canonical_puts_a_stage_s_kept_blocks_first(labelled):
+    table = Table.from_json(labelled)
+    names = list(table.variable_names)
+    values = [v.choices[-1] for v in table.variables]
+    b3, b4 = names.index("stage2.block3"), names.index("stage2.block4")
+    values[b3], values[b4] = 0, 4
+    canon = table.canonical(values)
+    assert (canon[b3], canon[b4]) == (4, 0) and table.canonical(canon) == canon
+    assert table.labelled(canon)[b3] == "k5e3" and table.labelled(canon)[b4] == "skip"
+    plain = mobilenet_v2_like_table(levels=4, seed=2)
+    widths = [c[0] for c in plain.choices]
+    assert plain.canonical(widths) == tuple(widths) and plain.labelled(widths) == [str(w) for w in widths]
