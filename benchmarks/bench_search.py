@@ -20,8 +20,17 @@ targets: exact front built once <= 2 s, exact query on it <= 10 us, Lagrangian q
 scratch <= 200 us, marginals <= 1 ms. The two-budget rows then cover it too (`--v2` runs
 only the MobileNet-V2 figures and its two-budget rows).
 
+Last, Once-for-All's MobileNet-V3 space (`ofa_mbv3`, benchmarks/search_ofa.py): the
+exact search's figures on the shipped table (or `--ofa-table`; else one synthesised from the
+space's counts), targets: exact front built once <= 5 s, exact query <= 10 us, Lagrangian
+from scratch <= 500 us; then the exact search against OFA's evolutionary search
+(search/evolution.py, `--evo-runs` seeds) at 10 budgets, for MACs and for a loss fitted from
+a synthetic loss log: the objective each reaches and the wall time of each (`--ofa` runs
+only that section).
+
     .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeat 200] [--no-cold]
         [--two-budget] [--max-search-seconds 2] [--v2] [--v2-table T.json]
+        [--ofa] [--ofa-table T.json] [--evo-runs 3]
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ from widthwise.search.lagrangian import Evaluator, solve
 from widthwise.search.pareto_front import build_front
 from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table
 from widthwise.search.viterbi import JIT_ENV, compiled_kernels
+
+import search_ofa  # the ofa_mbv3 section (a sibling script)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tables" / "example-epyc2-mobilenet_v1-224.json"
 #: (latency ms, params) pairs on the shipped table (its fastest is 1.63 ms, its leanest 348,936 params)
@@ -126,7 +137,7 @@ def print_first_queries(seed: int) -> None:
     print("(setup: imports and the chain; 1st includes importing numba and compiling or loading the kernels)")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=200)
@@ -135,60 +146,54 @@ def main() -> None:
     parser.add_argument("--max-search-seconds", type=float, default=FrontLimits().max_search_seconds)
     parser.add_argument("--v2", action="store_true", help="only the MobileNet-V2 figures and its two-budget rows")
     parser.add_argument("--v2-table", default=None, help="a fitted mobilenet_v2 table (default: the synthetic one)")
-    args = parser.parse_args()
+    parser.add_argument("--ofa", action="store_true", help="only the ofa_mbv3 figures and exact against evolution")
+    parser.add_argument("--ofa-table", default=None, help="an ofa_mbv3 table (default: the shipped one, if any)")
+    parser.add_argument("--evo-runs", type=search_ofa.at_least_one, default=3,
+                        help="seeds of the evolutionary search per budget")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.ofa:
+        search_ofa.run(args.ofa_table, args.seed, args.repeat, args.evo_runs)
+        return
     v2_name, v2_table = mobilenet_v2_source(args.v2_table, args.seed)
     if args.two_budget or args.v2:
         if args.v2:
             print_tree_figures(v2_name, v2_table, args.repeat)
         print_two_budget(args.seed, args.max_search_seconds, (v2_name, v2_table), v1=not args.v2)
         return
+    searcher, lo, hi = print_chain_figures(args.seed, args.repeat, args.no_cold)
+    print_objective_table(searcher, lo, hi)
+    print_tree_figures(v2_name, v2_table, args.repeat)
+    print_two_budget(args.seed, args.max_search_seconds, (v2_name, v2_table))
+    search_ofa.run(args.ofa_table, args.seed, args.repeat, args.evo_runs)
 
-    table = mobilenet_v1_table(seed=args.seed)
-    objective = make_objective(table, "flops")
-    searcher = Searcher(table, objective)
+
+def print_chain_figures(seed: int, repeat: int, no_cold: bool) -> tuple[Searcher, float, float]:
+    """The MobileNet-V1 chain's figures beside their targets; the searcher and its front's latency range."""
+    table = mobilenet_v1_table(seed=seed)
+    searcher = Searcher(table, make_objective(table, "flops"))
     chain = searcher.tree
-    sizes = [len(c) for c in table.choices]
-    print(f"chain: {len(sizes)} layers, choices per layer {sizes}")
-
-    front_us = median_us(lambda: build_front(chain), max(5, args.repeat // 40))
+    print(f"chain: {len(table.choices)} layers, choices per layer {[len(c) for c in table.choices]}")
+    front_us = median_us(lambda: build_front(chain), max(5, repeat // 40))
     front = searcher.front()
     lo, hi = float(front.latency[0]), float(front.latency[-1])
     budgets = list(np.linspace(lo, hi, 101)[1:-1])
-    evaluator = Evaluator(chain)
     nxt = cycle(budgets)
     passes = [solve(chain, b, Evaluator(chain), compiled=False).passes for b in budgets]
-    scratch_us = median_us(lambda: solve(chain, nxt(), evaluator, compiled=False), args.repeat)
-    scratch_cold_us = median_us(lambda: solve(chain, nxt(), compiled=False), args.repeat // 2)
-    pass_us = median_us(lambda: evaluator.viterbi.solve(0.05, compiled=False), args.repeat)
-    jit = compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is not None
-    if jit:
-        solve(chain, budgets[0], compiled=True)  # compile or load from the on-disk cache, outside the timing
-        jit_us = median_us(lambda: solve(chain, nxt(), evaluator, compiled=True), args.repeat * 5)
-        jit_cold_us = median_us(lambda: solve(chain, nxt(), compiled=True), args.repeat * 2)
-        jit_pass_us = median_us(lambda: evaluator.viterbi.solve(0.05, compiled=True), args.repeat * 5)
-    path_build_us = median_us(lambda: type(searcher.lagrangian_path())(chain), 5)
+    rows, jit = chain_lagrangian_rows(chain, nxt, budgets[0], repeat)
     searcher.lagrangian_path()
-    path_us = median_us(lambda: searcher.query(nxt(), "lagrangian"), args.repeat * 5)
-    cached_us = median_us(lambda: searcher.query(nxt(), "exact"), args.repeat * 5)
-    position_us = median_us(lambda: front.position(nxt()), args.repeat * 5)
-
-    rows = [
-        ("lagrangian from scratch, numpy (arrays, ends kept)", scratch_us, "lagrangian_from_scratch"),
-        ("lagrangian from scratch, numpy (arrays, ends built too)", scratch_cold_us, "lagrangian_from_scratch"),
-        ("  one Viterbi pass, numpy", pass_us, None),
-    ]
-    if jit:
-        rows += [
-            ("lagrangian from scratch, numba (arrays kept; ends in the walk)", jit_us, "lagrangian_from_scratch"),
-            ("lagrangian from scratch, numba (arrays built too)", jit_cold_us, "lagrangian_from_scratch"),
-            ("  one Viterbi pass, numba (one compiled call)", jit_pass_us, None),
-        ]
     rows += [
-        ("lagrangian hull path build (once per table, objective)", path_build_us, None),
-        ("lagrangian query on the cached hull path", path_us, None),
+        ("lagrangian hull path build (once per table, objective)",
+         median_us(lambda: type(searcher.lagrangian_path())(chain), 5), None),
+        ("lagrangian query on the cached hull path", median_us(lambda: searcher.query(nxt(), "lagrangian"), repeat * 5),
+         None),
         ("exact Pareto front build", front_us, "exact_front"),
-        ("exact query on the cached front (Answer included)", cached_us, "exact_cached_query"),
-        ("  front binary search alone", position_us, None),
+        ("exact query on the cached front (Answer included)", median_us(lambda: searcher.query(nxt(), "exact"),
+                                                                        repeat * 5), "exact_cached_query"),
+        ("  front binary search alone", median_us(lambda: front.position(nxt()), repeat * 5), None),
     ]
     print(f"\nfront: {len(front)} points from {lo:.4g} to {hi:.4g} ms; hull path: "
           f"{len(searcher.lagrangian_path().vertices)} vertices; Viterbi passes per query from nothing: "
@@ -198,17 +203,45 @@ def main() -> None:
         goal = TARGETS_US.get(target) if target else None
         ratio = f"{value / goal:8.2f}" if goal else ""
         print(f"{name:<62}{value:12.1f}{(f'{goal:12.0f}' if goal else ''):>12}{ratio}")
+    by_name = {name: value for name, value, _ in rows}
     if jit:
-        print(f"numba / numpy from scratch (arrays kept): {jit_us / scratch_us:.3f}; "
-              f"(arrays built too): {jit_cold_us / scratch_cold_us:.3f}")
+        print(f"numba / numpy from scratch (arrays kept): "
+              f"{by_name[JIT_ROWS[0]] / by_name[NUMPY_ROWS[0]]:.3f}; "
+              f"(arrays built too): {by_name[JIT_ROWS[1]] / by_name[NUMPY_ROWS[1]]:.3f}")
+        if not no_cold:
+            print_first_queries(seed)
     else:
         print("numba path not measured: numba does not import here, or WIDTHWISE_JIT=off")
-    if jit and not args.no_cold:
-        print_first_queries(args.seed)
+    return searcher, lo, hi
 
-    print_objective_table(searcher, lo, hi)
-    print_tree_figures(v2_name, v2_table, args.repeat)
-    print_two_budget(args.seed, args.max_search_seconds, (v2_name, v2_table))
+
+NUMPY_ROWS = ("lagrangian from scratch, numpy (arrays, ends kept)",
+              "lagrangian from scratch, numpy (arrays, ends built too)")
+JIT_ROWS = ("lagrangian from scratch, numba (arrays kept; ends in the walk)",
+            "lagrangian from scratch, numba (arrays built too)")
+
+
+def chain_lagrangian_rows(chain, nxt: Callable[[], float], first_budget: float,
+                          repeat: int) -> tuple[list[tuple[str, float, str | None]], bool]:
+    """The chain's from-scratch Lagrangian figures, numpy and (when it imports) numba; and whether numba ran."""
+    evaluator = Evaluator(chain)
+    rows: list[tuple[str, float, str | None]] = [
+        (NUMPY_ROWS[0], median_us(lambda: solve(chain, nxt(), evaluator, compiled=False), repeat),
+         "lagrangian_from_scratch"),
+        (NUMPY_ROWS[1], median_us(lambda: solve(chain, nxt(), compiled=False), repeat // 2), "lagrangian_from_scratch"),
+        ("  one Viterbi pass, numpy", median_us(lambda: evaluator.viterbi.solve(0.05, compiled=False), repeat), None),
+    ]
+    jit = compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is not None
+    if jit:
+        solve(chain, first_budget, compiled=True)  # compile or load from the on-disk cache, outside the timing
+        rows += [
+            (JIT_ROWS[0], median_us(lambda: solve(chain, nxt(), evaluator, compiled=True), repeat * 5),
+             "lagrangian_from_scratch"),
+            (JIT_ROWS[1], median_us(lambda: solve(chain, nxt(), compiled=True), repeat * 2), "lagrangian_from_scratch"),
+            ("  one Viterbi pass, numba (one compiled call)",
+             median_us(lambda: evaluator.viterbi.solve(0.05, compiled=True), repeat * 5), None),
+        ]
+    return rows, jit
 
 
 def _two_budget_row(table: Table, budget_ms: float, max_params: float, limits: FrontLimits) -> str:

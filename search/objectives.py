@@ -57,7 +57,9 @@ def _widest_total(table: Table, key: str) -> float:
 
 
 def _count_objective(table: Table, key: str) -> Objective:
-    """Maximise a count: cost = -(count / count of the widest configuration), pairwise per block or factor."""
+    """Maximise a count: cost = -(count / S), pairwise per block or factor, S the power of two at or
+    above the widest configuration's count: dividing integers by a power of two is exact, so two
+    configurations of equal count get equal costs whatever order their terms are summed in."""
     terms = _terms(table)
     for where, label, term in terms:
         if getattr(term, key) is None:
@@ -65,7 +67,7 @@ def _count_objective(table: Table, key: str) -> Objective:
                 f"{where} ({term.name}): the table has no '{key}', so the '{_NAMES[key]}' objective "
                 "cannot be used; give a costs file or loss samples", field="objective"
             )
-    scale = _widest_total(table, key) or 1.0
+    scale = 2.0 ** math.ceil(math.log2(_widest_total(table, key) or 1.0))
     pairwise = tuple(-np.asarray(getattr(term, key), dtype=np.float64) / scale for _, _, term in terms)
     unary = tuple(np.zeros(len(c)) for c in table.choices)
     what = "MACs" if key == "macs" else "parameters"
@@ -73,7 +75,8 @@ def _count_objective(table: Table, key: str) -> Objective:
         _NAMES[key],
         unary,
         pairwise,
-        f"maximise {what} (a proxy for accuracy): cost = -{what} / {what} of the widest configuration",
+        f"maximise {what} (a proxy for accuracy): cost = -{what} / the power of two at or above "
+        f"the widest configuration's {what}",
         {"scale": scale},
     )
 

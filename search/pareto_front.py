@@ -1,13 +1,14 @@
 """The exact Pareto front of (latency, cost) of a tree MRF, by dynamic programming over Pareto sets.
 
-Leaves are eliminated towards the root (`elimination.Plan`): a variable's set holds, per
-state, the partial configurations of its subtree that no other one with the same state beats
-on both latency and cost; it becomes a message to its parent (each point extended by the edge
-term to every parent state, pruned per parent state), and a parent sums its children's
-messages state by state (a Minkowski sum, pruned after each child). A dominated partial
-configuration cannot start an optimal one, so the virtual root's set, which merges the roots'
-states, is the exact front. Back-pointers recover every front configuration. A chain is one
-case (each variable one child): a message step per layer, no Minkowski sum.
+Leaves are eliminated towards the root (`elimination.Plan`, rooted where the work is least:
+`elimination.choose_roots`): a variable's set holds, per state, the partial configurations of
+its subtree that no other one with the same state beats on both latency and cost; it becomes
+a message to its parent (each point extended by the edge term to every parent state, pruned
+per parent state), and a parent sums its children's messages state by state (a Minkowski sum,
+pruned after each child). A dominated partial configuration cannot start an optimal one, so
+the virtual root's set, which merges the roots' states, is the exact front. Back-pointers
+recover every front configuration. A chain is one case (each variable one child): a message
+step per layer, no Minkowski sum.
 
 With a parameter budget the parameters become a third criterion: a partial set is also
 dropped when even its leanest completion would exceed the budget, and dominance compares all
@@ -25,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .budget import within
-from .elimination import Completion, Plan
+from .elimination import Completion, Plan, choose_roots
 from .front_limits import DEFAULT_LIMITS, FrontLimits
 from .front_merge import Mask, PointSet, edge_candidates, minkowski_candidates, prune
 from .tree import TreeMRF
@@ -230,7 +231,7 @@ def build_front(tree: TreeMRF, max_params: float | None = None, limits: FrontLim
     """
     if max_params is not None and tree.params is None:
         raise ValueError("max_params: the table has no params")
-    plan = Plan(tree)
+    plan = Plan(tree, choose_roots(tree))
     if max_params is None:
         dp = TreeFrontDP(tree, Guard(plan, limits, what, deadline))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 
 import numpy as np
@@ -12,11 +13,17 @@ from hypothesis import strategies as st
 
 import widthwise.search.front_merge as front_merge
 import widthwise.search.pareto_front as pareto_front
+from widthwise.device_agents.space_spec import load_spec_text, parse_space_spec
 from widthwise.search.budget import within
+from widthwise.search.elimination import Plan
 from widthwise.search.engine import InfeasibleBudget, Searcher
+from widthwise.search.front_limits import FrontLimits
+from widthwise.search.objectives import build_objective
+from widthwise.search.table import load_table
 from widthwise.search.pareto_front import FrontTimedOut, FrontTooLarge, build_front
 from widthwise.search.tree import build_tree
 from tests.search.brute import CASES, TREE_CASES, enumerate_tree, instance, make_objective, tree_instance
+from tests.support.space_tables import configuration_totals, space_table
 from tests.support.synthetic import (mobilenet_v1_table, mobilenet_v2_like_table, random_costs, random_table,
                                      random_tree_table)
 
@@ -161,3 +168,79 @@ def test_a_params_front_past_its_deadline_or_candidate_cap_refuses() -> None:
         pareto_front.MAX_PARAMS_CANDIDATES = saved
     with pytest.raises(ValueError, match="no params"):
         build_front(tree.with_terms(keep_counts=False), 1.0)
+
+
+#: A small family as a `widthwise-space/1` spec file holds it: option variables (kernel, expansion,
+#: skip) beside tied stage widths, squeeze-excitation and h-swish; 8,640 configurations.
+SMALL_OPTION_SPEC = {
+    "format": "widthwise-space/1",
+    "name": "small_options",
+    "input": {"shape": [1, 3, 32, 32], "dtype": "float32"},
+    "variables": [
+        {"name": "stem", "group": "stem", "choices": [8, 16]},
+        {"name": "s1.b1", "group": "s1", "options": {"kernel": [3, 5], "expand": [3, 6]}},
+        {"name": "s1", "group": "s1", "grid": {"base": 24, "levels": 3}},
+        {"name": "s1.b2", "group": "s1", "options": {"kernel": [3, 5], "expand": [3, 6], "skip": True}},
+        {"name": "s1.b3", "group": "s1", "options": {"kernel": [3, 7], "expand": [4], "skip": True}},
+        {"name": "s2.b1", "group": "s2", "options": {"kernel": [3, 5], "expand": [3, 6]}},
+        {"name": "s2", "group": "s2", "choices": [32, 48]},
+        {"name": "s2.b2", "group": "s2", "options": {"kernel": [3], "expand": [3, 6], "skip": True}},
+    ],
+    "stages": [
+        {"name": "stem", "blocks": [{"kind": "conv", "name": "stem", "kernel": 3, "stride": 2, "out": "stem",
+                                     "activation": "hswish"}]},
+        {"name": "s1", "width": "s1", "blocks": [
+            {"kind": "inverted_residual", "options": "s1.b1", "expand_base": 16, "stride": 2, "activation": "relu"},
+            {"kind": "inverted_residual", "options": "s1.b2", "residual": True, "activation": "relu", "se": True},
+            {"kind": "inverted_residual", "options": "s1.b3", "residual": True, "activation": "relu"}]},
+        {"name": "s2", "width": "s2", "blocks": [
+            {"kind": "inverted_residual", "options": "s2.b1", "expand_base": 24, "stride": 2, "activation": "hswish",
+             "se": True},
+            {"kind": "inverted_residual", "options": "s2.b2", "residual": True, "activation": "hswish"}]},
+        {"name": "head", "blocks": [{"kind": "pool_fc", "name": "classifier", "out": 10}]},
+    ],
+}
+
+
+@pytest.mark.parametrize("objective", ["flops", "params", "loss"])
+def test_exact_equals_brute_force_on_a_small_spec_file_space(objective: str, tmp_path) -> None:
+    """A spec file's space, tabled from its exact counts and read back as a table file: the exact front and
+    queries equal brute force over every configuration (option variables are not ordered: nothing assumed)."""
+    spec = tmp_path / "small.json"
+    spec.write_text(json.dumps(SMALL_OPTION_SPEC, indent=1))
+    space = parse_space_spec(load_spec_text(spec.read_bytes(), str(spec)))
+    assert any(layer.options for layer in space.layers)
+    space_table(space, seed=4).save(tmp_path / "table.json")
+    table = load_table(tmp_path / "table.json")
+    configs = np.array(list(itertools.product(*(range(len(c)) for c in table.choices))))
+    assert len(configs) == 8640
+    samples = None
+    if objective == "loss":
+        rng = np.random.default_rng(0)
+        picks = configs[rng.choice(len(configs), 300, replace=False)]
+        loss = 3.0 - np.log(configuration_totals(table, picks, "macs")) / 4 + 0.02 * rng.standard_normal(300)
+        samples = [[[table.choices[v][j] for v, j in enumerate(row)], float(y)] for row, y in zip(picks.tolist(), loss)]
+    searcher = Searcher(table, build_objective(table, "flops" if samples else objective, samples))
+    tree = searcher.tree
+    lat = table.constant_ms + configuration_totals(table, configs)
+    cost = tree.totals(tree.cost, configs)
+    front = searcher.front()
+    got = staircase(zip(front.latency.tolist(), front.cost.tolist()))
+    np.testing.assert_allclose(got, staircase(zip(lat.tolist(), cost.tolist())), rtol=1e-9, atol=1e-12)
+    for budget in np.quantile(lat, [0.0, 0.05, 0.3, 0.6, 1.0]):
+        answer = searcher.query(float(budget))
+        assert answer.cost == pytest.approx(cost[lat <= budget + 1e-9].min(), rel=1e-9, abs=1e-12)
+        assert within(answer.latency_ms, float(budget))
+
+
+@pytest.mark.parametrize("shape", ["star", "caterpillar", "random", "forest"])
+def test_the_front_is_the_same_whatever_the_plan_is_rooted_at(shape: str) -> None:
+    """Rooting the elimination elsewhere (as `choose_roots` may) changes the work, never the front."""
+    table, objective = tree_instance(shape, 11, 6, 3, "pairwise", integer=False)
+    tree = build_tree(table, objective)
+    points = enumerate_tree(tree)
+    for root in range(tree.num_layers):
+        plan = Plan(tree, [root])
+        dp = pareto_front.TreeFrontDP(tree, pareto_front.Guard(plan, FrontLimits(), "exact front"))
+        front = pareto_front.tidy_front(dp, *dp.run(), None)
+        check_front(tree, front, points)
