@@ -6,13 +6,19 @@ each method on one db, asks the exact search for the best configuration at ~8 bu
 the table's range (objectives flops and params), re-times every picked configuration on a
 local agent (ONNX Runtime, one thread), each interleaved with the 1.0x reference
 configuration, and prints predicted against measured latency and the share within 5 % / 10 %.
+Beside the picks it times `--control` configurations the fits held out (random draws of the
+db), in the same shuffled order: their error is what the device's state today does to any
+configuration, so picks' bias minus the control's is the optimiser's curse alone.
 
-A measurement is the ratio min(picked) / min(reference) over interleaved rounds, times the
-reference's level on the db's drift-normalised scale, so slow drift of a shared machine cancels.
+On a paired db (the collector's default) a measurement is what `widthwise run` re-times: the
+median of per-run ratios to the db's pair reference, timed alternately run by run, times the
+db's reference level R, the very scale the table was fitted on. On an unpaired db it is the
+ratio min(picked) / min(reference) over interleaved rounds, times the reference's level on the
+db's drift-normalised scale. Either way slow drift of a shared machine cancels.
 
     .venv/bin/python benchmarks/bench_search_fidelity.py --db runs/NAME.sqlite
     .venv/bin/python benchmarks/bench_search_fidelity.py            # collects a fresh db first
-        [--methods pooled-prior,flops] [--budgets 8] [--rounds 6] [--clock thread_cpu|wall] [--json]
+        [--methods pooled-prior,flops] [--budgets 8] [--control 20] [--rounds 6] [--clock thread_cpu|wall] [--json]
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from widthwise.device_agents.spaces import Space
 from widthwise.device_agents.timing import CLOCKS
 from widthwise.profiler.agent_client import connect
 from widthwise.profiler.collect import CollectSettings, collect, reference_widths
-from widthwise.profiler.fit import fit_table
+from widthwise.profiler.collect_timing import TimingPolicy, timed_bench
+from widthwise.profiler.fit import fit_table, split_holdout
 from widthwise.profiler.fit_solvers import METHOD_ALIASES, METHODS, resolve_method
 from widthwise.profiler.store import SampleStore
 from widthwise.search.engine import InfeasibleBudget, Searcher, make_objective
@@ -43,7 +50,8 @@ SEARCH_FOR_METHOD = {"flops": "greedy"}
 
 
 def load_or_collect(args: argparse.Namespace):
-    """(training data, reference level on the data's scale or None) from --db, collecting it if absent."""
+    """(training data, reference level on the data's scale or None, the pair reference's widths and the
+    timing settings when the db is paired, else None) from --db, collecting it if absent."""
     db = Path(args.db)
     if not db.exists():
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +66,10 @@ def load_or_collect(args: argparse.Namespace):
         print(f"collected {db} in {time.monotonic() - started:.0f} s", file=sys.stderr)
     with SampleStore(str(db)) as store:
         data = store.training_data(args.statistic)
+        if store.paired:
+            return data, store.reference_level_ms(), (store.meta["reference_widths"], store.meta["timing"])
         trend = store.drift_trend(args.statistic)
-    return data, (None if trend.empty else float(math.exp(trend.log_scale)))
+    return data, (None if trend.empty else float(math.exp(trend.log_scale))), None
 
 
 def budgets_across(table: Table, count: int) -> list[float]:
@@ -111,6 +121,23 @@ class InterleavedTimer:
         return min(mine) / min(ref)
 
 
+class PairedTimer:
+    """Median ratios of configurations to a paired db's reference, each timed alternately with it
+    run by run (the collector's and `widthwise run`'s measurement)."""
+
+    def __init__(self, client, space: Space, params: dict, clock: str, reference: list[int], timing: dict) -> None:
+        self.client, self.clock, self.reference = client, clock, list(reference)
+        self.base = {"space": space.name, "params": params}
+        self.policy = TimingPolicy(timing)
+        self.reference_min_ms: list[float] = []
+
+    def ratio(self, widths) -> float:
+        body = timed_bench(self.client, {**self.base, "widths": list(widths)}, self.policy, runtime="onnxruntime",
+                           threads=1, clock=self.clock, estimate_ms=None, pair_widths=self.reference)
+        self.reference_min_ms.append(float(body["pair"]["ref_median_ms"]))
+        return float(body["pair"]["ratio_median"])
+
+
 def summarise(errors: np.ndarray) -> dict:
     """Bias, MAPE and the shares within 5 % and 10 % of relative errors (fractions)."""
     if len(errors) == 0:
@@ -124,6 +151,8 @@ def main() -> None:
     parser.add_argument("--db", default="runs/bench_search_fidelity/train.sqlite", help="db to fit (collected if missing)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated fit methods")
     parser.add_argument("--budgets", type=int, default=8, help="budgets per objective")
+    parser.add_argument("--control", type=int, default=20,
+                        help="held-out configurations timed beside the picks (their error is the device's drift)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per configuration")
     parser.add_argument("--repeat", type=int, default=3, help="runs per round")
     parser.add_argument("--clock", default="thread_cpu", choices=tuple(CLOCKS))
@@ -140,7 +169,7 @@ def main() -> None:
         parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join([*METHODS, *METHOD_ALIASES])}")
     methods = [resolve_method(m) for m in args.methods.split(",") if m]
 
-    data, level = load_or_collect(args)
+    data, level, pairing = load_or_collect(args)
     space = data.space
     params = dict(space.to_json().get("params") or {})
     fits = {}
@@ -155,34 +184,48 @@ def main() -> None:
         picks[m] = picks_of(fits[m].table, budgets, SEARCH_FOR_METHOD.get(m, "exact"))
         print(f"searched {m} ({SEARCH_FOR_METHOD.get(m, 'exact')}) in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
-    # time every distinct configuration once, in a shuffled order so drift favours no method
-    distinct = sorted({p["widths"] for rows in picks.values() for p in rows})
-    order = np.random.default_rng(args.seed).permutation(len(distinct))
-    ratios: dict[tuple, float] = {}
-    started = time.monotonic()
-    with connect("local") as client:
-        timer = InterleavedTimer(client, space, params, args.clock, args.rounds, args.repeat)
-        for n, i in enumerate(order):
-            ratios[distinct[i]] = timer.ratio(distinct[i])
-            if not args.json and (n + 1) % 10 == 0:
-                print(f"  timed {n + 1}/{len(distinct)}", file=sys.stderr)
-    scale_note = "db drift trend"
-    if level is None:
-        level, scale_note = float(np.median(timer.reference_min_ms)), "reference as timed now"
-
+    _, held = split_holdout(len(data), args.holdout, args.seed)
+    control = [tuple(int(v) for v in data.widths[i]) for i in held[: args.control]]
+    ratios, level, scale_note, timing_s = time_all(args, space, params, picks, control, level, pairing)
     result = {"db": args.db, "reference_level_ms": level, "scale": scale_note, "clock": args.clock,
-              "budgets_ms": budgets, "timing_s": round(time.monotonic() - started, 1), "methods": {}}
+              "budgets_ms": budgets, "timing_s": timing_s, "methods": {}}
     for m in methods:
         rows = [{**p, "widths": list(p["widths"]), "measured_ms": ratios[p["widths"]] * level} for p in picks[m]]
         for r in rows:
             r["error"] = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
         errors = np.array([r["error"] for r in rows])
         by_objective = {o: summarise(np.array([r["error"] for r in rows if r["objective"] == o])) for o in OBJECTIVES}
-        result["methods"][m] = {"holdout": fits[m].report, "picks": rows, "all": summarise(errors), **by_objective}
+        table = fits[m].table
+        control_errors = np.array([(table.predict(w) - ratios[w] * level) / (ratios[w] * level) for w in control])
+        result["methods"][m] = {"holdout": fits[m].report, "picks": rows, "all": summarise(errors), **by_objective,
+                                "control": summarise(control_errors)}
     if args.json:
         print(json.dumps(result, indent=1, default=float))
         return
     print_report(result)
+
+
+def time_all(args: argparse.Namespace, space: Space, params: dict, picks: dict, control: list[tuple],
+             level: float | None, pairing: tuple | None) -> tuple[dict, float, str, float]:
+    """Every distinct picked or control configuration timed once, in a shuffled order so that drift
+    favours no method: (ratio to the reference per configuration, level, where it came from, seconds)."""
+    distinct = sorted({p["widths"] for rows in picks.values() for p in rows} | set(control))
+    order = np.random.default_rng(args.seed).permutation(len(distinct))
+    ratios: dict[tuple, float] = {}
+    started = time.monotonic()
+    with connect("local") as client:
+        if pairing is not None:
+            timer = PairedTimer(client, space, params, args.clock, *pairing)
+        else:
+            timer = InterleavedTimer(client, space, params, args.clock, args.rounds, args.repeat)
+        for n, i in enumerate(order):
+            ratios[distinct[i]] = timer.ratio(distinct[i])
+            if not args.json and (n + 1) % 10 == 0:
+                print(f"  timed {n + 1}/{len(distinct)}", file=sys.stderr)
+    scale_note = "the paired db's reference level R" if pairing is not None else "db drift trend"
+    if level is None:
+        level, scale_note = float(np.median(timer.reference_min_ms)), "reference as timed now"
+    return ratios, level, scale_note, round(time.monotonic() - started, 1)
 
 
 def _line(name: str, s: dict) -> str:
@@ -204,8 +247,10 @@ def print_report(result: dict) -> None:
         for p in r["picks"]:
             print(f"{p['objective']:>9} {p['budget_ms']:>7.2f} {p['predicted_ms']:>9.2f} {p['measured_ms']:>9.2f} "
                   f"{100 * p['error']:>+6.1f}%  {','.join(map(str, p['widths']))}")
-        for name in ("flops", "params", "all"):
-            print(_line(name, r[name] if name != "all" else r["all"]))
+        for name in ("flops", "params", "all", "control"):
+            print(_line(name, r[name]))
+        if r["all"].get("count") and r["control"].get("count"):
+            print(f"{'curse':>10}: picks' bias minus the control's: {100 * (r['all']['bias'] - r['control']['bias']):+.1f} points")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,10 @@ def _report_line(report: dict) -> str:
 @click.option("--holdout", default=0.15, show_default=True, type=click.FloatRange(0.0, 0.9),
               help="Share of samples held out to report the error (never used to fit).")
 @click.option("--method", default="pooled-prior", show_default=True,  # checked by fit_table against fit_solvers.METHODS
-              help="Fitting method: pooled-prior (factor terms pulled towards a per-kind prior, monotone), "
-                   "pooled-prior-free (the same, monotone only where cross-validation keeps it: better on "
-                   "random configurations where narrow widths run slower, less faithful picks), "
-                   "nnls-monotone (the AOWS paper's), nnls, or flops (a line in MACs); shipped and paper are "
-                   "former names of pooled-prior and nnls-monotone.")
+              help="Fitting method: pooled-prior (factor terms pulled towards a per-kind prior, monotone "
+                   "unless cross-validation finds the device is not), pooled-prior-monotone (the same, always "
+                   "monotone), nnls-monotone (the AOWS paper's), nnls, or flops (a line in MACs); shipped and "
+                   "pooled-prior-free are former names of pooled-prior, paper of nnls-monotone.")
 @click.option("--statistic", default="min", show_default=True, type=click.Choice(FIT_STATISTICS),
               help="Per-sample statistic the table estimates (a paired db holds the median of its ratios).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the hold-out split and the CV folds.")

@@ -1,10 +1,12 @@
-"""Solvers of the latency system, a registry by name: pooled-prior, nnls-monotone, nnls, flops.
+"""Solvers of the latency system, a registry by name: pooled-prior, pooled-prior-monotone,
+nnls-monotone, nnls, flops.
 
 Each method takes the term layout (one unknown per factor entry; a chain's factors are its
 blocks), the training widths and latencies and returns every term's latency plus a
 constant. Regularisation strengths are chosen from the training
 samples alone (cross-validation or a validation split of them), never hand-set. The
-names `shipped` and `paper` (of pooled-prior and nnls-monotone) are accepted as aliases.
+names `shipped` and `pooled-prior-free` (of pooled-prior) and `paper` (of nnls-monotone) are
+accepted as aliases.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Solution:
 Method = Callable[[TermLayout, np.ndarray, np.ndarray, np.random.Generator], Solution]
 METHODS: dict[str, Method] = {}
 #: former method names, still accepted: alias -> the method's name.
-METHOD_ALIASES: dict[str, str] = {"shipped": "pooled-prior", "paper": "nnls-monotone"}
+METHOD_ALIASES: dict[str, str] = {"shipped": "pooled-prior", "paper": "nnls-monotone",
+                                  "pooled-prior-free": "pooled-prior"}
 
 #: relative residual beyond which the pooled-prior fit's loss grows linearly (bursts, outliers)
 HUBER_REL = 0.04
@@ -269,17 +272,17 @@ def _pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np
 def fit_pooled_prior(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
     """Factor terms pulled towards a prior (MACs, activation and weight sizes, a constant; pooled
     per op kind with penalised per-factor parts), relative Huber loss, both strengths by k-fold
-    CV, then projected onto monotone tables: the search's picks stay honest where a free table
-    would let it chase dips that are noise."""
-    return _pooled_prior(layout, widths, y, rng, test_monotone=False)
-
-
-@register_method("pooled-prior-free")
-def fit_pooled_prior_free(layout: TermLayout, widths: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Solution:
-    """pooled-prior, monotone only where cross-validation does not find the free tables better
-    beyond noise: more accurate on random configurations where narrow widths run slower than
-    wider ones (off the SIMD tile), but the exact search's picks re-time less faithfully."""
+    CV; the tables are projected monotone unless cross-validation finds the free ones better
+    beyond noise (a device whose widths off its SIMD tile run slower than the next wider one)."""
     return _pooled_prior(layout, widths, y, rng, test_monotone=True)
+
+
+@register_method("pooled-prior-monotone")
+def fit_pooled_prior_monotone(layout: TermLayout, widths: np.ndarray, y: np.ndarray,
+                              rng: np.random.Generator) -> Solution:
+    """pooled-prior with its tables always projected monotone, whatever cross-validation says:
+    more channels are never predicted faster, at the price of accuracy on a non-monotone device."""
+    return _pooled_prior(layout, widths, y, rng, test_monotone=False)
 
 
 # --- nnls-monotone: NNLS with a monotonicity penalty --------------------------------------------

@@ -93,7 +93,7 @@ def test_fitted_tables_are_monotone(mobilenet):
     run = synthetic_samples(truth, 200, seed=9, noise=0.03)
     table = fit_table(run.data, holdout=0.0).table
     assert table.fit["monotone"] is True
-    assert fit_table(run.data, holdout=0.0, method="pooled-prior-free").table.fit["monotone"] is True
+    assert fit_table(run.data, holdout=0.0, method="pooled-prior-monotone").table.fit["monotone"] is True
     for block in table.blocks:
         assert np.all(np.diff(block.ms, axis=0) >= 0), block.name
         assert np.all(np.diff(block.ms, axis=1) >= 0), block.name
@@ -113,18 +113,18 @@ def _off_tile_truth(space, slow: float = 1.3):
     return type(truth)(layout, term, truth.constant_ms)
 
 
-def test_pooled_prior_free_drops_monotonicity_only_where_the_device_is_not_monotone(mobilenet):
-    # a device slower at 8 channels than at 16: pooled-prior-free's cross-validation drops the
-    # projection, and its free tables predict fresh configurations better than pooled-prior's
-    # monotone ones; on a monotone device it keeps the projection
+def test_pooled_prior_drops_monotonicity_only_where_the_device_is_not_monotone(mobilenet):
+    # a device slower at 8 channels than at 16: pooled-prior's cross-validation drops the
+    # projection, and its free tables predict fresh configurations better than
+    # pooled-prior-monotone's; on a monotone device it keeps the projection
     truth = _off_tile_truth(mobilenet)
     drops = [np.diff(m, axis=a).min() < 0 for m in truth.layout.split(truth.term_ms) for a in range(m.ndim)]
     assert sum(drops) >= 10, "the synthetic device is not slower at 8 channels than at 16"
     run = synthetic_samples(truth, 300, seed=6, noise=0.01, burst_rate=0.0)
-    free = fit_table(run.data, holdout=0.0, method="pooled-prior-free").table
+    free = fit_table(run.data, holdout=0.0).table
     assert free.fit["monotone"] is False
     err_free = _fresh_error(free, truth, mobilenet)
-    projected = fit_table(run.data, holdout=0.0).table
+    projected = fit_table(run.data, holdout=0.0, method="pooled-prior-monotone").table
     assert projected.fit["monotone"] is True
     err_forced = _fresh_error(projected, truth, mobilenet)
     assert np.mean(err_free) < np.mean(err_forced), (np.mean(err_free), np.mean(err_forced))

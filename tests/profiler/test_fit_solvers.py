@@ -12,8 +12,8 @@ from tests.support.fit_synthetic import make_ground_truth, synthetic_samples
 
 
 def test_methods_are_named_by_what_they_fit_and_the_former_names_resolve() -> None:
-    assert set(METHODS) == {"pooled-prior", "pooled-prior-free", "nnls-monotone", "nnls", "flops"}
-    assert METHOD_ALIASES == {"shipped": "pooled-prior", "paper": "nnls-monotone"}
+    assert set(METHODS) == {"pooled-prior", "pooled-prior-monotone", "nnls-monotone", "nnls", "flops"}
+    assert METHOD_ALIASES == {"shipped": "pooled-prior", "paper": "nnls-monotone", "pooled-prior-free": "pooled-prior"}
     assert [resolve_method(m) for m in ("shipped", "paper", "nnls", "flops")] == ["pooled-prior", "nnls-monotone", "nnls", "flops"]
     with pytest.raises(KeyError):
         resolve_method("magic")
