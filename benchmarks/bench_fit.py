@@ -56,7 +56,7 @@ from widthwise.profiler.fit import fit_table, table_predictions
 from widthwise.profiler.fit_solvers import METHOD_ALIASES, METHODS, resolve_method
 from widthwise.profiler.store import SampleStore
 
-ORDER = ("pooled-prior", "pooled-prior-free", "nnls-monotone", "nnls", "flops")
+ORDER = ("pooled-prior", "pooled-prior-monotone", "nnls-monotone", "nnls", "flops")
 SPACES = ("mobilenet_v1", "mobilenet_v2", "ofa_mbv3")
 #: per space: default training samples, and the target's sample and collection-time bounds
 TARGETS = {"mobilenet_v1": (300, 300, 120), "mobilenet_v2": (500, 500, 240), "ofa_mbv3": (600, 600, 300)}
