@@ -348,7 +348,7 @@ def print_tree_figures(name: str, table: Table, repeat: int) -> None:
 
 def print_objective_table(searcher: Searcher, lo: float, hi: float) -> None:
     """The cost each method reaches at 10 budgets across (lo, hi): exact is never worse."""
-    print(f"\n{'budget ms':>10}{'exact':>12}{'lagrangian':>12}{'greedy':>12}   (cost = -MACs / widest MACs; lower is better)")
+    print(f"\n{'budget ms':>10}{'exact':>12}{'lagrangian':>12}{'greedy':>12}   (cost = -MACs / the power of two at or above the widest MACs; lower is better)")
     for budget in np.linspace(lo, hi, 12)[1:-1]:
         cells = []
         for method in ("exact", "lagrangian", "greedy"):
