@@ -60,6 +60,8 @@ from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table
 from widthwise.search.viterbi import JIT_ENV, compiled_kernels
 
 import search_ofa  # the ofa_mbv3 section (a sibling script)
+import search_figures
+from search_figures import cycle, median_us
 
 SHIPPED = Path(__file__).resolve().parents[1] / "tables" / "example-epyc2-mobilenet_v1-224.json"
 #: (latency ms, params) pairs on the shipped table (its fastest is 1.63 ms, its leanest 348,936 params)
@@ -70,47 +72,6 @@ TARGETS_US = {"lagrangian_from_scratch": 60.0, "exact_front": 100_000.0, "exact_
 #: the tree's targets (MobileNet-V2 at 14 levels)
 TREE_TARGETS_US = {"lagrangian_from_scratch": 200.0, "exact_front": 2_000_000.0, "exact_cached_query": 10.0,
                    "marginals": 1_000.0}
-
-
-def median_us(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of one call, in microseconds."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
-def cycle(values: list[float]) -> Callable[[], float]:
-    """A function returning the next of `values` at each call (so every call queries a new budget)."""
-    state = {"i": 0}
-
-    def nxt() -> float:
-        state["i"] = (state["i"] + 1) % len(values)
-        return values[state["i"]]
-
-    return nxt
-
-
-#: Run in a fresh process: import, build the tree MRF, time the first from-scratch query.
-FIRST_QUERY = """
-import json, sys, time
-start = time.perf_counter()
-from widthwise.search.tree import build_tree
-from widthwise.search.engine import make_objective
-from widthwise.search.lagrangian import solve
-from tests.support.synthetic import mobilenet_v1_table, mobilenet_v2_like_table
-table = mobilenet_v1_table(seed=int(sys.argv[1]))
-tree = build_tree(table, make_objective(table, "flops"))
-ready = time.perf_counter()
-solve(tree, 9.0)
-first = time.perf_counter()
-solve(tree, 9.5)
-second = time.perf_counter()
-print(json.dumps({"setup_s": ready - start, "first_s": first - ready, "second_s": second - first,
-                  "numba": "numba" in sys.modules}))
-"""
 
 
 def first_query(seed: int, jit: str, cache_dir: str | None) -> dict:
@@ -306,43 +267,7 @@ def mobilenet_v2_source(path: str | None, seed: int) -> tuple[str, Table]:
 
 def print_tree_figures(name: str, table: Table, repeat: int) -> None:
     """The tree's search figures beside their targets, medians in-process, then the cost per method."""
-    searcher = Searcher(table, make_objective(table, "flops"))
-    tree = searcher.tree
-    sizes = [len(c) for c in table.choices]
-    print(f"\n{name}: {len(sizes)} variables, {len(table.factors)} factors, choices per variable "
-          f"{min(sizes)}..{max(sizes)}")
-    front_us = median_us(lambda: build_front(tree), 3)
-    front = searcher.front()
-    lo, hi = float(front.latency[0]), float(front.latency[-1])
-    nxt = cycle(list(np.linspace(lo, hi, 101)[1:-1]))
-    rows = []
-    for label, compiled in (("numpy", False), ("numba", True)):
-        if compiled and compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is None:
-            continue
-        evaluator = Evaluator(tree, compiled=compiled)
-        solve(tree, nxt(), evaluator, compiled=compiled)  # compile or load the kernels outside the timing
-        rows += [
-            (f"lagrangian from scratch, {label} (evaluator kept)",
-             median_us(lambda: solve(tree, nxt(), evaluator, compiled=compiled), repeat), "lagrangian_from_scratch"),
-            (f"lagrangian from scratch, {label} (evaluator built too)",
-             median_us(lambda: solve(tree, nxt(), Evaluator(tree, compiled=compiled), compiled=compiled), repeat // 2),
-             "lagrangian_from_scratch"),
-        ]
-    searcher.marginals(nxt(), 0.01)  # the hull path, built once per (table, objective)
-    rows += [
-        ("exact Pareto front build", front_us, "exact_front"),
-        ("exact query on the cached front (Answer included)", median_us(lambda: searcher.query(nxt(), "exact"),
-                                                                        repeat * 5), "exact_cached_query"),
-        ("marginals (hull path cached), T = 0.01", median_us(lambda: searcher.marginals(nxt(), 0.01), repeat), "marginals"),
-        ("greedy query", median_us(lambda: searcher.query(nxt(), "greedy"), max(5, repeat // 20)), None),
-    ]
-    print(f"front: {len(front)} points from {lo:.4g} to {hi:.4g} ms; hull path: "
-          f"{len(searcher.lagrangian_path().vertices)} vertices")
-    print(f"\n{'figure (median, in-process)':<62}{'us':>12}{'target us':>12}{'ratio':>8}")
-    for label, value, target in rows:
-        goal = TREE_TARGETS_US.get(target) if target else None
-        ratio = f"{value / goal:8.2f}" if goal else ""
-        print(f"{label:<62}{value:12.1f}{(f'{goal:12.0f}' if goal else ''):>12}{ratio}")
+    searcher, lo, hi = search_figures.print_tree_figures(name, table, repeat, TREE_TARGETS_US, greedy=True)
     print_objective_table(searcher, lo, hi)
 
 

@@ -26,7 +26,6 @@ median time). The exact search is never worse: a row where it is stops the bench
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -43,26 +42,15 @@ from widthwise.device_agents.ofa_mbv3 import ofa_mbv3
 from widthwise.search.budget import within
 from widthwise.search.engine import Searcher, make_objective
 from widthwise.search.evolution import EvolutionSettings, EvolutionStuck, TermTables, evolve
-from widthwise.search.lagrangian import Evaluator, solve
 from widthwise.search.pareto_front import build_front
 from widthwise.search.table import Table, load_table
-from widthwise.search.viterbi import JIT_ENV, compiled_kernels
 from tests.support.space_tables import space_table
+from search_figures import median_us, print_tree_figures
 
 SHIPPED_OFA = Path(__file__).resolve().parents[1] / "tables" / "example-xeon2-ofa_mbv3-224.json"
 OFA_TARGETS_US = {"lagrangian_from_scratch": 500.0, "exact_front": 5_000_000.0, "exact_cached_query": 10.0}
 #: configurations in the synthetic loss log
 LOSS_LOG_SIZE = 500
-
-
-def median_us(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of one call, in microseconds."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 def ofa_source(path: str | None, seed: int) -> tuple[str, Table]:
@@ -107,47 +95,7 @@ def loss_log(table: Table, seed: int, size: int = LOSS_LOG_SIZE) -> list:
 
 def print_ofa_figures(name: str, table: Table, repeat: int) -> Searcher:
     """The exact search's figures on ofa_mbv3 beside their targets (medians, in-process)."""
-    searcher = Searcher(table, make_objective(table, "flops"))
-    tree = searcher.tree
-    sizes = [len(c) for c in table.choices]
-    print(f"\n{name}: {len(sizes)} variables, {len(table.factors)} factors, choices per variable "
-          f"{min(sizes)}..{max(sizes)}")
-    front_us = median_us(lambda: build_front(tree), 3)
-    front = searcher.front()
-    lo, hi = float(front.latency[0]), float(front.latency[-1])
-    budgets = list(np.linspace(lo, hi, 101)[1:-1])
-    state = {"i": 0}
-
-    def nxt() -> float:
-        state["i"] = (state["i"] + 1) % len(budgets)
-        return float(budgets[state["i"]])
-
-    rows = [("exact Pareto front build", front_us, "exact_front"),
-            ("exact query on the cached front (Answer included)",
-             median_us(lambda: searcher.query(nxt(), "exact"), repeat * 5), "exact_cached_query")]
-    jit = compiled_kernels(False if os.environ.get(JIT_ENV, "").lower() == "off" else None) is not None
-    for label, compiled in (("numpy", False), ("numba", True)):
-        if compiled and not jit:
-            continue
-        evaluator = Evaluator(tree, compiled=compiled)
-        solve(tree, nxt(), evaluator, compiled=compiled)  # compile or load the kernels outside the timing
-        rows += [(f"lagrangian from scratch, {label} (evaluator kept)",
-                  median_us(lambda: solve(tree, nxt(), evaluator, compiled=compiled), repeat),
-                  "lagrangian_from_scratch"),
-                 (f"lagrangian from scratch, {label} (evaluator built too)",
-                  median_us(lambda: solve(tree, nxt(), Evaluator(tree, compiled=compiled), compiled=compiled),
-                            repeat // 2), "lagrangian_from_scratch")]
-    searcher.marginals(nxt(), 0.01)  # the hull path, built once per (table, objective)
-    rows.append(("marginals (hull path cached), T = 0.01", median_us(lambda: searcher.marginals(nxt(), 0.01), repeat),
-                 None))
-    print(f"front: {len(front)} points from {lo:.4g} to {hi:.4g} ms; hull path: "
-          f"{len(searcher.lagrangian_path().vertices)} vertices")
-    print(f"\n{'figure (median, in-process)':<62}{'us':>12}{'target us':>12}{'ratio':>8}")
-    for label, value, target in rows:
-        goal = OFA_TARGETS_US.get(target) if target else None
-        ratio = f"{value / goal:8.2f}" if goal else ""
-        print(f"{label:<62}{value:12.1f}{(f'{goal:12.0f}' if goal else ''):>12}{ratio}")
-    return searcher
+    return print_tree_figures(name, table, repeat, OFA_TARGETS_US)[0]
 
 
 def _evolution_runs(tables: TermTables, budget: float, runs: int, seed: int) -> tuple[list, list[float]]:
