@@ -13,13 +13,14 @@ from pathlib import Path
 
 import click
 
-from widthwise.errors import cli_errors
+from widthwise.errors import UsageError, cli_errors
 
 from .agent_client import check_agent_builds, connect, token_from_file
 from .cli_options import agent_options, open_space, parse_assignments, space_choice, space_options
 from .collect import CLOCKS, DEFAULT_TIMING, DTYPES, TIMING_KEYS, CollectIncomplete, CollectSettings, resolve_runtime
 from .collect import collect as run_collection
 from .sampling import SAMPLER_MODULES
+from .stopping import MIN_SAMPLES, ErrorTarget
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -29,7 +30,16 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.command()
 @agent_options
 @space_options()
-@click.option("--samples", type=click.IntRange(min=0), required=True, help="Configurations to measure in total.")
+@click.option("--samples", type=click.IntRange(min=0), required=True,
+              help="Configurations to measure in total (with --until-error: at most).")
+@click.option("--until-error", type=ErrorTarget(), default=None, metavar="E",
+              help="Stop before --samples once the table's cross-validated error (out-of-fold MAPE) is below E "
+                   "(2% or 0.02) and no longer improving (docs/collect.md).")
+@click.option("--min-samples", type=click.IntRange(min=10), default=MIN_SAMPLES, show_default=True,
+              help="--until-error: samples before the first check.")
+@click.option("--prior", "prior", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--until-error: a table of the same space (another board, runtime or resolution) as the prior "
+                   "of the checks' fits.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite db (created or resumed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling plan.")
 @click.option("--sampling", type=click.Choice(sorted(SAMPLER_MODULES)), default="coverage", show_default=True)
@@ -57,7 +67,8 @@ def collect(
     agent_url: str, token_file: str | None, timeout: float, space: str | None, space_file: Path | None,
     resolution: int | None, levels: int | None,
     space_param: tuple[str, ...],
-    samples: int, db: Path, seed: int, sampling: str, runtime: str | None, dtype: str, threads: int,
+    samples: int, until_error: float | None, min_samples: int, prior: str | None, db: Path, seed: int, sampling: str,
+    runtime: str | None, dtype: str, threads: int,
     delegate: str | None, timing_params: tuple[str, ...], reference_every: int, reference_seconds: float,
     retime: bool, pairing: bool, pair_share: float, clock: str | None, progress: bool | None, as_json: bool,
 ) -> None:
@@ -67,6 +78,9 @@ def collect(
     collected with another space (or another spec of the same name), device or runtime
     setting is refused, naming what differs.
     """
+    if prior is not None and until_error is None:
+        raise UsageError("--prior serves the checks of --until-error; give both (or pass --prior to `widthwise fit`)",
+                         field="--prior")
     space, params = space_choice(space, space_file, resolution, levels, space_param)
     chosen = open_space(space, params)  # an unknown space or parameter: a usage error naming it, before any work
     timing = {**DEFAULT_TIMING, **parse_assignments(timing_params, "--timing")}
@@ -77,7 +91,8 @@ def collect(
         space=space, samples=samples, db=str(db), space_params=params, seed=seed, sampling=sampling,
         runtime=runtime, dtype=dtype, threads=threads, delegate=delegate, timing=timing,
         reference_every=reference_every, reference_seconds=reference_seconds, retime_outliers=retime,
-        pairing=pairing, clock=clock, pair_share=pair_share,
+        pairing=pairing, clock=clock, pair_share=pair_share, until_error=until_error, min_samples=min_samples,
+        prior=prior,
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -100,3 +115,17 @@ def collect(
             f"{summary['retimed']} re-timed; "
             f"outliers: {summary['outlier_check']}) in {summary['elapsed_s']:.1f} s"
         )
+        if "stop" in summary:
+            click.echo(stop_line(summary["stop"]))
+
+
+def stop_line(stop: dict) -> str:
+    """Why a collection with --until-error stopped where it did (or that it has not yet)."""
+    est = stop.get("estimate")
+    shown = "no estimate yet" if est is None else f"cross-validated error {100 * est:.2f} %"
+    goal = f"{100 * stop['threshold']:g} %"
+    if stop.get("reason") == "estimate":
+        return f"stopped at {stop['samples']} samples: {shown}, below {goal} and no longer improving"
+    if stop.get("reason") == "cap":
+        return f"stopped at the cap of {stop['cap']} samples: {shown} (goal {goal})"
+    return f"not stopped yet at {stop['samples']} samples: {shown} (goal {goal})"

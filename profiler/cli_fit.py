@@ -60,18 +60,25 @@ def _report_line(report: dict) -> str:
 @click.option("--statistic", default="min", show_default=True, type=click.Choice(FIT_STATISTICS),
               help="Per-sample statistic the table estimates (a paired db holds the median of its ratios).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the hold-out split and the CV folds.")
+@click.option("--prior", "prior_path", default=None, type=click.Path(dir_okay=False),
+              help="A table of the same space (another board, runtime, dtype, thread count or resolution) as the "
+                   "fit's prior, scaled by one fitted factor: fewer samples suffice; the report says how far "
+                   "this fit departs from it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @cli_errors
-def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed: int, as_json: bool) -> None:
+def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed: int, prior_path: str | None,
+        as_json: bool) -> None:
     """Fit a latency table from a sample db; report its held-out error.
 
     A chain space (mobilenet_v1, text_lowrank) gets a `widthwise-table/1` table, a tree
     space (mobilenet_v2) a `widthwise-table/2` table with one term per factor.
     """
     from .fit import fit_table
+    from .fit_prior import load_prior
 
     data = _read_samples(db, statistic)
-    result = fit_table(data, holdout=holdout, seed=seed, method=method)
+    prior = None if prior_path is None else load_prior(prior_path, data.space)
+    result = fit_table(data, holdout=holdout, seed=seed, method=method, prior=prior)
     method = result.report["method"]
     result.table.save(output)
     if as_json:
@@ -80,6 +87,11 @@ def fit(db: str, output: str, holdout: float, method: str, statistic: str, seed:
     click.echo(f"wrote {output}: method {method}, {result.report['samples']} training samples, statistic {data.statistic}"
                + (" (median of per-pair ratios x the reference level)" if "reference" in result.table.extra else ""))
     click.echo(f"held out: {_report_line(result.report)}")
+    if "prior" in result.report:
+        p = result.report["prior"]
+        click.echo(f"prior: {p['table']} x {p['scale']:.3f}; the fitted entries depart from it by "
+                   f"{100 * p['departure_median_abs']:.1f} % (median), {100 * p['departure_p90_abs']:.1f} % "
+                   f"(90th percentile) over {p['entries_compared']} entries the samples touch")
 
 
 @click.command()

@@ -17,13 +17,21 @@ import click
 from widthwise.errors import cli_errors
 
 from .cli_options import DEFAULT_SPACE, agent_options, space_choice, space_options, space_params
+from .cli_collect import stop_line
+from .stopping import RUN_UNTIL_ERROR, ErrorTarget
 
 
 @click.command()
 @agent_options
 @space_options()
 @click.option("--samples", type=int, default=None,
-              help="Configurations to time (resumes an existing db); default 300, 500 for mobilenet_v2 and 500 for ofa_mbv3.")
+              help="Most configurations to time (resumes an existing db); default 300, 500 for mobilenet_v2 "
+                   "and 500 for ofa_mbv3.")
+@click.option("--until-error", type=ErrorTarget(), default=f"{100 * RUN_UNTIL_ERROR:g}%", show_default=True, metavar="E",
+              help="Stop collecting once the table's cross-validated error is below E and no longer improving.")
+@click.option("--all-samples", is_flag=True, help="Collect all --samples (no --until-error).")
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A table of the same space (another board, runtime or resolution) as the fit's prior.")
 @click.option("--budget-ms", "budgets", type=float, multiple=True,
               help="Latency budget(s) to answer; default: 50, 75 and 100 % of the 1.0x network's predicted latency.")
 @click.option("--objective", default="flops", show_default=True, help="What the search maximises: flops, params or a costs JSON file.")
@@ -33,14 +41,16 @@ from .cli_options import DEFAULT_SPACE, agent_options, space_choice, space_optio
 @click.option("--runtime", help="Runtime on the agent (default: onnxruntime when present).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads on the agent.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling plan.")
+@click.option("--check-samples", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Fresh uniform configurations timed after the fit (OUT/NAME-check.sqlite) to score the table; 0: none.")
 @click.option("--holdout", type=float, default=0.15, show_default=True, help="Share of samples held out to report accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout instead of the report.")
 @cli_errors
 def run(agent_url: str, token_file: str | None, timeout: float, space: str | None, space_file: Path | None,
         resolution: int | None, levels: int | None,
-        space_param: tuple[str, ...], samples: int | None,
+        space_param: tuple[str, ...], samples: int | None, until_error: float, all_samples: bool, prior: str | None,
         budgets: Sequence[float], objective: str, out_dir: str, name: str | None, runtime: str | None, threads: int,
-        seed: int, holdout: float, as_json: bool) -> None:
+        seed: int, check_samples: int, holdout: float, as_json: bool) -> None:
     """Collect, fit and search on one agent, then re-time the answers.
 
     Collects SAMPLES timed configurations into OUT/NAME.sqlite (resuming when the db
@@ -57,7 +67,8 @@ def run(agent_url: str, token_file: str | None, timeout: float, space: str | Non
         space, extra = space or DEFAULT_SPACE, space_params(None, None, space_param)
     job = JobSettings(space=space, resolution=resolution, levels=levels, samples=samples, budgets=tuple(budgets),
                       objective=objective, out_dir=out_dir, name=name, runtime=runtime, threads=threads, seed=seed,
-                      holdout=holdout, params=extra)
+                      holdout=holdout, params=extra, until_error=None if all_samples else until_error, prior=prior,
+                      check_samples=check_samples)
     started = time.monotonic()
     say = (lambda _: None) if as_json else (lambda message: click.echo(message, err=True))
     with connect(agent_url, token=token_from_file(token_file), timeout=timeout) as client:
@@ -74,14 +85,17 @@ def report_lines(s: dict) -> list[str]:
     (a tree's widths grouped by stage, `search.cli.widths_line`)."""
     from widthwise.search.cli import widths_line  # noqa: PLC0415  (the search is loaded by the job already)
 
-    held, ref = s["validate"], s["reference"]
+    held, ref, stop = s["validate"], s["reference"], s["collect"].get("stop")
     lines = [
         "",
         f"samples db : {s['db']} ({s['collect']['samples']} samples, {s['collect']['new']} new, "
         f"{s['collect']['references_total']} {'paired reference timings' if s.get('paired') else 'reference re-timings'})",
+        *([f"stopped    : {stop_line(stop)}"] if stop else []),
         f"table      : {s['table']}",
+        *([prior_line(s["fit"]["prior"])] if s["fit"].get("prior") else []),
         f"held-out   : {held['count']} samples never used in the fit: MAPE {100 * held['mape']:.2f} %, "
         f"within 5 %: {100 * held['within_5pct']:.1f} %, within 10 %: {100 * held['within_10pct']:.1f} %",
+        *([fresh_line(s["fresh"])] if s.get("fresh") else []),
         f"statistic  : median of per-pair ratios to the reference x its level R ({s['clock']} clock)" if s.get("paired")
         else f"statistic  : per-sample {s['statistic']} of the repeats",
         "",
@@ -104,3 +118,15 @@ def report_lines(s: dict) -> list[str]:
                                    list(r.get("named_widths") or ()), groups, sep=","))
     lines.append(f"\ndone in {s['elapsed_s']:.0f} s")
     return lines
+
+
+def fresh_line(fresh: dict) -> str:
+    """The table's error on the fresh configurations timed after the fit."""
+    return (f"fresh      : {fresh['count']} configurations timed after the fit: MAPE {100 * fresh['mape']:.2f} %, "
+            f"within 5 %: {100 * fresh['within_5pct']:.1f} %, within 10 %: {100 * fresh['within_10pct']:.1f} %")
+
+
+def prior_line(prior: dict) -> str:
+    """How far the fitted table departs from its prior table."""
+    return (f"prior      : {prior['table']} x {prior['scale']:.3f}; entries depart from it by "
+            f"{100 * prior['departure_median_abs']:.1f} % (median), {100 * prior['departure_p90_abs']:.1f} % (90th percentile)")

@@ -30,6 +30,7 @@ from .collect_timing import AGENT_KEYS, POLICY_KEYS, LatencyEstimator, TimingPol
 from .dataset import TrainingData
 from .errors import CollectError, CollectIncomplete, CollectInterrupted, StoreError, UnknownSampler
 from .sampling import make_sampler, sampler_class
+from .stopping import MIN_SAMPLES, UntilError
 from .store import SampleStore
 
 __all__ = [
@@ -71,6 +72,9 @@ class CollectSettings:
     pairing: bool = True  # alternate every run with the pair reference (see docs/collect.md)
     clock: str | None = None  # None: "thread_cpu" with one thread, else "wall"
     pair_share: float = PAIR_REFERENCE_SHARE  # the pair reference: each variable nearest this x its base width
+    until_error: float | None = None  # stop once the cross-validated error is below this (profiler.stopping)
+    min_samples: int = MIN_SAMPLES  # until_error: fewest samples before the first check
+    prior: str | None = None  # until_error: a table of the same space as the estimate's prior (profiler.fit_prior)
 
     def __post_init__(self) -> None:
         if self.statistic is None:
@@ -86,6 +90,9 @@ class CollectSettings:
             (self.pairing and self.statistic != "median", "statistic", "a paired collection records the median of "
              f"its per-pair ratios; statistic must be median, got {self.statistic!r}"),
             (self.samples < 0, "samples", f"samples must be non-negative, got {self.samples}"),
+            (self.until_error is not None and not 0.0 < self.until_error < 1.0, "until_error",
+             f"until_error must be a fraction in (0, 1), got {self.until_error}"),
+            (self.min_samples < 10, "min_samples", f"min_samples must be at least 10, got {self.min_samples}"),
             (self.dtype not in DTYPES, "dtype", f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
             (self.threads < 1, "threads", f"threads must be at least 1, got {self.threads}"),
             (self.reference_every < 1 or self.reference_seconds <= 0, "reference_every",
@@ -161,7 +168,7 @@ class Collector:
         self.pairing = settings.pairing
         self.reference = pair_reference_widths(self.space, settings.pair_share) if self.pairing else reference_widths(self.space)
         self.policy = TimingPolicy(settings.timing)
-        self.estimator = LatencyEstimator()
+        self.latency_line = LatencyEstimator()
         self.reference_ms = LatencyEstimator()  # paired: the reference's ms per run, as last seen
         self.counts = {"new": 0, "references": 0, "retimed": 0}
         self.since_reference = 0
@@ -169,6 +176,9 @@ class Collector:
         self.started = time.monotonic()
         self.outlier_check = "not reached"
         self.store: SampleStore | None = None
+        self.until = None if settings.until_error is None else UntilError(
+            self.space, settings.until_error, cap=settings.samples, min_samples=settings.min_samples,
+            seed=settings.seed, prior=settings.prior)
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -199,7 +209,7 @@ class Collector:
         self.identity = identity
         self.store = SampleStore(s.db, identity)
         for row in self.store.rows():  # a resumed run starts with what the db already knows
-            self.estimator.add(self.space.counts(row.widths)[0], sum(row.times_ms) / len(row.times_ms))
+            self.latency_line.add(self.space.counts(row.widths)[0], sum(row.times_ms) / len(row.times_ms))
             if row.pair_ref_ms is not None:
                 self.reference_ms.add(self.space.counts(self.reference)[0], row.pair_ref_ms)
         return self.store
@@ -213,7 +223,7 @@ class Collector:
         macs = self.space.counts(widths)[0]
         response = timed_bench(
             self.client, spec, self.policy, runtime=self.runtime, threads=s.threads, clock=s.clock,
-            estimate_ms=self.estimator.predict(macs), options={"delegate": s.delegate} if s.delegate is not None else None,
+            estimate_ms=self.latency_line.predict(macs), options={"delegate": s.delegate} if s.delegate is not None else None,
             pair_widths=self.reference if self.pairing else None, pair_estimate_ms=self.reference_ms.latest(),
         )
         ran = dict(response.get("runtime") or {})
@@ -223,7 +233,7 @@ class Collector:
                 raise RuntimeUnavailable(f"the agent ran with runtime {key}={ran[key]!r}, the db is for {want!r}",
                                          field=f"runtime.{key}")
         times = [float(t) for t in response.get("times_ms") or ()]
-        self.estimator.add(macs, sum(times) / len(times) if times else math.nan)  # what a run costs, noise included
+        self.latency_line.add(macs, sum(times) / len(times) if times else math.nan)  # what a run costs, noise included
         if self.pairing:
             self.reference_ms.add(self.space.counts(self.reference)[0], float(response["pair"]["ref_median_ms"]))
             self.counts["references"] += 1  # every paired sample times the reference too
@@ -262,10 +272,14 @@ class Collector:
         missing = store.missing_slots(s.samples)
         bar = _progress_bar(s.samples, s.samples - len(missing), enabled=self.progress)
         try:
+            if self.until is not None:
+                self.until.resume(store)
             for slot in missing:
+                if self.stop_now(bar):
+                    break
                 self.measure("sample", plan[slot], slot=slot)
                 self.counts["new"] += 1
-                bar.set_postfix(refs=self.counts["references"], refresh=False)
+                bar.set_postfix(self._postfix(), refresh=False)
                 bar.update(1)
             if self.counts["new"] and not self.pairing:
                 self.take_reference()  # closes the series so the last samples are interpolated, not extrapolated
@@ -284,6 +298,26 @@ class Collector:
             ) from exc
         return self.summary(complete=True)
 
+    # --- the stop rule (until_error) ---------------------------------------------------------
+
+    def stop_now(self, bar) -> bool:
+        """Run a check of the stop rule when one is due; True once it says stop."""
+        if self.until is None or self.store is None:
+            return False
+        checked = self.until.check(self.store, str(self.settings.statistic))
+        if checked:
+            bar.set_postfix(self._postfix(), refresh=True)
+        return self.until.stopped
+
+    def _postfix(self) -> dict:
+        return {"refs": self.counts["references"], **(self.until.postfix() if self.until is not None else {})}
+
+    def target_samples(self) -> int:
+        """The samples this run aims at: the stop rule's count once it has stopped, else `samples`."""
+        if self.until is not None and self.until.stopped and self.store is not None:
+            return min(self.settings.samples, self.store.count("sample"))
+        return self.settings.samples
+
     def outlier_pass(self) -> None:
         """Re-time, once each, the samples the fit flags; the flagged list is kept in the db."""
         s, store = self.settings, self.store
@@ -292,7 +326,8 @@ class Collector:
             self.outlier_check = "disabled"
             return
         note = store.note(OUTLIER_NOTE)
-        if note is None or note.get("samples") != s.samples:
+        target = self.target_samples()
+        if note is None or note.get("samples") != target:
             flag = flag_outliers_function()
             if flag is None:
                 self.outlier_check = "skipped: profiler.fit.flag_outliers is not available"
@@ -302,7 +337,7 @@ class Collector:
             except ValueError as exc:
                 self.outlier_check = f"skipped: {exc}"
                 return
-            note = {"samples": s.samples, "flagged": flagged}
+            note = {"samples": target, "flagged": flagged}
             store.set_note(OUTLIER_NOTE, note)
         by_id = {row.id: row for row in store.rows("sample")}
         todo = [i for i in note["flagged"] if i in by_id and i not in store.retimed_ids()]
@@ -322,7 +357,7 @@ class Collector:
             "space": self.space.name,
             "asked": self.settings.samples,
             "samples": samples,
-            "missing": len(store.missing_slots(self.settings.samples)) if store else self.settings.samples,
+            "missing": len(store.missing_slots(self.target_samples())) if store else self.settings.samples,
             "new": self.counts["new"],
             "references": self.counts["references"],
             "retimed": self.counts["retimed"],
@@ -337,6 +372,8 @@ class Collector:
         }
         if reason is not None:
             out["reason"] = reason
+        if self.until is not None:
+            out["stop"] = self.until.rule.summary(samples)
         return out
 
 

@@ -23,11 +23,14 @@ from widthwise.search.table import Block, Factor, Table, Variable
 from .dataset import TrainingData
 from .errors import FitError, SpaceMismatch
 from .fit_design import TermLayout, term_layout
+from .fit_prior import TablePrior
 from .fit_solvers import METHOD_ALIASES, METHODS, PRIOR_GRID, Solution, cross_validated_predictions, resolve_method
 
 DEFAULT_METHOD = "pooled-prior"
 #: fewest training samples a fit accepts (cross-validation needs a few per fold)
 MIN_TRAINING_SAMPLES = 10
+#: the methods whose prior another table can replace (`fit_table(prior=...)`)
+PRIOR_METHODS = ("pooled-prior", "pooled-prior-free")
 
 @dataclass(frozen=True)
 class FitResult:
@@ -76,11 +79,14 @@ def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(order[n_hold:]), np.sort(order[:n_hold])
 
 
-def fit_table(data: TrainingData, *, holdout: float = 0.15, seed: int = 0, method: str = DEFAULT_METHOD) -> FitResult:
+def fit_table(data: TrainingData, *, holdout: float = 0.15, seed: int = 0, method: str = DEFAULT_METHOD,
+              prior: TablePrior | None = None) -> FitResult:
     """Fit a latency table on the training share of `data`; report the error on the held-out share.
 
     `method` is a name of fit_solvers.METHODS or a former alias (shipped, paper); the table
-    and the report name the method itself.
+    and the report name the method itself. `prior` (fit_prior.load_prior) replaces the
+    pooled prior's features by another table of the space, scaled; the report's `prior` says
+    how far this fit departs from it.
     """
     try:
         method = resolve_method(method)
@@ -93,14 +99,20 @@ def fit_table(data: TrainingData, *, holdout: float = 0.15, seed: int = 0, metho
         raise FitError(f"{len(train)} training samples left after the hold-out; a fit needs at least {MIN_TRAINING_SAMPLES}",
                        field="holdout")
     layout = term_layout(data.space)
+    if prior is not None:
+        if method not in PRIOR_METHODS:
+            raise FitError(f"a prior table needs method {' or '.join(PRIOR_METHODS)}, got {method}", field="method")
+        layout = prior.layout_for(layout)
     y = np.asarray(data.latency_ms, dtype=np.float64)
     with threadpool_limits(limits=1, user_api="blas"):
         solution = METHODS[method](layout, data.widths[train], y[train], np.random.default_rng(seed + 1))
     metrics = _metrics(solution.predict(layout, data.widths[held]), y[held])
     strengths = {k: v for k, v in solution.info.items() if isinstance(v, (int, float))}
     fit_field = {"samples": int(len(train)), "method": method, "holdout": metrics, "seed": seed, **strengths}
-    table = build_table(data, layout, solution, fit_field)
     report = {**metrics, "samples": int(len(train)), "holdout": metrics["count"], "method": method, **strengths}
+    if prior is not None:
+        fit_field["prior"] = report["prior"] = prior.departures(layout, data.widths[train], y[train], solution.term_ms)
+    table = build_table(data, layout, solution, fit_field)
     return FitResult(table, report, solution)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -26,6 +26,8 @@ from .collect import CollectSettings, collect, reference_widths, resolve_runtime
 from .collect_timing import TimingPolicy, timed_bench
 from .errors import FitError
 from .fit import FitResult, error_report, fit_table, split_holdout, table_reference
+from .fit_prior import load_prior
+from .stopping import RUN_UNTIL_ERROR
 from .store import SampleStore
 
 #: Budgets used when none is given: these fractions of the predicted latency of the 1.0x
@@ -37,6 +39,12 @@ MIN_JOB_SAMPLES = 20
 #: at 224 on this project's 2-core machine the whole job stays within about 5 minutes.
 DEFAULT_SAMPLES = 300
 SPACE_SAMPLES: dict[str, int] = {"mobilenet_v2": 500, "ofa_mbv3": 500}
+#: a job collects until the table's cross-validated error is below this (profiler.stopping), the
+#: samples above being the cap; and never stops before RUN_MIN_SAMPLES, so its hold-out keeps a few
+DEFAULT_UNTIL_ERROR = RUN_UNTIL_ERROR
+RUN_MIN_SAMPLES = 60
+#: fresh uniform configurations a job times after fitting, in a db of their own, to score the table
+CHECK_SAMPLES = 40
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class JobSettings:
     seed: int = 0
     holdout: float = 0.15
     params: Mapping[str, object] = field(default_factory=dict)  # the space's other parameters
+    until_error: float | None = DEFAULT_UNTIL_ERROR  # None: collect all `samples`
+    check_samples: int = CHECK_SAMPLES  # fresh uniform configurations timed after the fit to score it (0: none)
+    prior: str | None = None  # a table of the same space as the fit's prior (profiler.fit_prior)
 
     def __post_init__(self) -> None:
         for b in self.budgets:
@@ -63,9 +74,13 @@ class JobSettings:
                 raise UsageError(f"budget must be a finite number > 0, got {b}", field="--budget-ms")
         if self.samples is None:
             object.__setattr__(self, "samples", SPACE_SAMPLES.get(self.space, DEFAULT_SAMPLES))
+        if self.check_samples < 0:
+            raise UsageError(f"check samples must be >= 0, got {self.check_samples}", field="--check-samples")
         if self.samples < MIN_JOB_SAMPLES:
             raise UsageError(f"at least {MIN_JOB_SAMPLES} samples are needed to fit and hold some out", field="--samples")
-        self.make_space()  # an unknown space or parameter is refused before any work
+        space = self.make_space()  # an unknown space or parameter is refused before any work
+        if self.prior is not None:
+            load_prior(self.prior, space)  # so is a prior table of another space
 
     @property
     def space_params(self) -> dict:
@@ -121,7 +136,8 @@ def job_files(job: JobSettings, hello: Mapping[str, object]) -> JobFiles:
 def collect_settings(job: JobSettings, files: JobFiles) -> CollectSettings:
     """The collection a job runs: the collector's defaults (paired, thread clock with one thread)."""
     return CollectSettings(space=job.space, samples=job.samples, db=str(files.db), space_params=job.space_params,
-                           seed=job.seed, runtime=job.runtime, threads=job.threads)
+                           seed=job.seed, runtime=job.runtime, threads=job.threads, until_error=job.until_error,
+                           min_samples=min(RUN_MIN_SAMPLES, int(job.samples or RUN_MIN_SAMPLES)), prior=job.prior)
 
 
 def collect_step(client: AgentClient, settings: CollectSettings, *, progress: bool) -> dict:
@@ -129,14 +145,15 @@ def collect_step(client: AgentClient, settings: CollectSettings, *, progress: bo
     return collect(client, settings, progress=progress)
 
 
-def fit_step(db: Path, table_path: Path, statistic: str, *, holdout: float, seed: int) -> Fitted:
-    """Step 2: fit a table on the db's training share and save it to `table_path`."""
+def fit_step(db: Path, table_path: Path, statistic: str, *, holdout: float, seed: int, prior: str | None = None) -> Fitted:
+    """Step 2: fit a table on the db's training share (towards a `prior` table when given) and save it."""
     with SampleStore(str(db)) as store:
         data = store.training_data(statistic)
         level_ms = store.reference_level_ms()
         paired = store.paired
     try:
-        result = fit_table(data, holdout=holdout, seed=seed)
+        table_prior = None if prior is None else load_prior(prior, data.space)
+        result = fit_table(data, holdout=holdout, seed=seed, prior=table_prior)
     except FitError as exc:
         raise FitError(f"cannot fit {db}: {exc.message}", field=exc.field) from exc
     result.table.save(table_path)
@@ -152,6 +169,21 @@ def validate_step(table_path: Path, db: Path, *, holdout: float, seed: int) -> d
         data = store.training_data(table.statistic, reference_level_ms=level)
     _, held = split_holdout(len(data), holdout, seed)
     return error_report(table, data.subset(held))
+
+
+def check_step(client: AgentClient, settings: CollectSettings, files: JobFiles, count: int) -> dict:
+    """Step 3b: time `count` fresh uniform configurations (seed + 1000, a db of their own beside the
+    job's, resumable) and score the saved table on them, their ratios on the table's R."""
+    check_db = files.db.with_name(files.db.stem + "-check.sqlite")
+    fresh = replace(settings, samples=count, db=str(check_db), sampling="uniform", seed=settings.seed + 1000,
+                    retime_outliers=False, until_error=None, prior=None)
+    collect(client, fresh, progress=False)
+    table = load_table(files.table)
+    reference = table_reference(table)
+    with SampleStore(str(check_db)) as store:
+        level = float(reference["level_ms"]) if reference is not None and store.paired else None
+        data = store.training_data(table.statistic, reference_level_ms=level)
+    return {**error_report(table, data), "db": str(check_db)}
 
 
 def default_budgets(table: Table, space: Space) -> tuple[float, ...]:
@@ -247,11 +279,17 @@ def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None]
     check_agent_builds(hello, job.make_space(), files.runtime, settings.dtype)  # before the db is created
     files.db.parent.mkdir(parents=True, exist_ok=True)
     say(f"agent: {client.url}  cpu: {hello.get('cpu')}  cores: {hello.get('cores')}  runtime: {files.runtime}")
-    say(f"[1/4] collecting {job.samples} samples into {files.db}")
+    say(f"[1/4] collecting {job.samples} samples into {files.db}" if job.until_error is None else
+        f"[1/4] collecting into {files.db} until the cross-validated error is below {100 * job.until_error:g} % "
+        f"(at most {job.samples} samples)")
     collected = collect_step(client, settings, progress=progress)
     say(f"[2/4] fitting {files.table}")
-    fitted = fit_step(files.db, files.table, str(settings.statistic), holdout=job.holdout, seed=job.seed)
+    fitted = fit_step(files.db, files.table, str(settings.statistic), holdout=job.holdout, seed=job.seed,
+                      prior=job.prior)
     held_out = validate_step(files.table, files.db, holdout=job.holdout, seed=job.seed)
+    if job.check_samples:
+        say(f"[2/4] timing {job.check_samples} fresh configurations to score the table")
+        fresh = check_step(client, settings, files, job.check_samples)
     budgets = job.budgets or default_budgets(fitted.table, job.make_space())
     say(f"[3/4] exact search for budgets {', '.join(f'{b:g} ms' for b in budgets)}")
     answers = search_step(fitted.table, job.objective, budgets)
@@ -263,6 +301,7 @@ def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None]
         "collect": collected,
         "fit": fitted.result.report,
         "validate": held_out,
+        **({"fresh": fresh} if job.check_samples else {}),
         "answers": retimed.rows,
         "variable_groups": list(fitted.table.variable_groups),
         "statistic": settings.statistic,

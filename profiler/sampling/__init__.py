@@ -63,6 +63,7 @@ class Sampler(ABC):
 SAMPLER_MODULES: dict[str, str] = {
     "coverage": "widthwise.profiler.sampling.coverage",
     "uniform": "widthwise.profiler.sampling.uniform",
+    "variance": "widthwise.profiler.sampling.variance",
 }
 
 

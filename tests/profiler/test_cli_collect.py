@@ -21,6 +21,7 @@ from widthwise.profiler.store import SampleStore
 from widthwise.errors import EXIT_STATUS
 from widthwise.profiler.cli_collect import parse_assignments
 
+V2_TABLE = Path(__file__).resolve().parents[2] / "tables" / "example-xeon2-mobilenet_v2-224.json"
 BASE = ["collect", "--resolution", "32", "--levels", "4", "--timing", "repeat=4", "--timing", "min_repeat_ms=2",
         "--timing", "target_ms=15",
         "--timing", "warmup=1", "--reference-every", "3", "--no-progress"]
@@ -62,6 +63,11 @@ def test_collect_prints_a_json_summary_and_refuses_another_setting(tmp_path):
         (["--space", "resnet"], "unknown space 'resnet'"),
         (["--agent", "http://127.0.0.1:1"], "unknown agent URL"),
         (["--agent", "tcp://127.0.0.1:1"], "cannot connect"),
+        (["--until-error", "2%%"], "--until-error must be a fraction"),
+        (["--until-error", "100%"], "--until-error must be above 0 and below 100 %"),
+        (["--until-error", "2%", "--min-samples", "3"], "--min-samples"),
+        (["--prior", str(V2_TABLE)], "--prior serves the checks of --until-error"),
+        (["--prior", str(V2_TABLE), "--until-error", "2%"], "is of space 'mobilenet_v2', the samples of 'mobilenet_v1'"),
     ],
 )
 def test_bad_options_are_named_and_nothing_is_created(tmp_path, args, message):
@@ -196,3 +202,33 @@ def test_collect_and_fit_a_space_file_whose_table_records_the_spec(tmp_path):
                                       "--samples", "14"])
     assert again.exit_code != 0 and "space_params.spec.stages[2].blocks[0].kernel=5, but this run has " \
         "space_params.spec.stages[2].blocks[0].kernel=3" in again.output, again.output
+
+
+def test_until_error_stops_early_keeps_every_sample_and_a_rerun_continues_the_rule(tmp_path):
+    """A real local agent, a 32-pixel space: a loose target stops before the cap, with the
+    estimate and why in the summary; the same command again adds nothing; a tighter target
+    goes on from there to its cap."""
+    db = tmp_path / "u.sqlite"
+    loose = invoke("--samples", "80", "--until-error", "50%", "--min-samples", "10", "--db", str(db), "--json")
+    assert loose.exit_code == 0, loose.output
+    first = json.loads(loose.stdout.strip().splitlines()[-1])
+    stop = first["stop"]
+    assert stop["reason"] == "estimate" and first["complete"] and first["missing"] == 0
+    assert 10 < first["samples"] == stop["samples"] == first["new"] < 80 and len(slots(db)) == first["samples"]
+    (_, before), (last, now) = stop["history"][-2:]
+    assert last == first["samples"] and now < 0.5 and now > 0.9 * before
+    assert stop["estimate"] == pytest.approx(now, abs=1e-6) and stop["threshold"] == 0.5
+
+    again = invoke("--samples", "80", "--until-error", "50%", "--min-samples", "10", "--db", str(db))
+    assert again.exit_code == 0, again.output
+    assert "(0 new this run" in again.output
+    assert f"stopped at {first['samples']} samples: cross-validated error" in again.output
+    assert "below 50 % and no longer improving" in again.output
+
+    cap = first["samples"] + 6
+    tighter = invoke("--samples", str(cap), "--until-error", "0.01%", "--min-samples", "10", "--db", str(db), "--json")
+    assert tighter.exit_code == 0, tighter.output
+    summary = json.loads(tighter.stdout.strip().splitlines()[-1])
+    assert summary["samples"] == cap and summary["new"] == 6 and summary["stop"]["reason"] == "cap"
+    assert summary["stop"]["history"][: len(stop["history"])] == stop["history"]  # the same checks, continued
+    assert [s for _, s in slots(db)] == list(range(cap))

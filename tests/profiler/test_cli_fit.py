@@ -245,3 +245,23 @@ def test_fit_validate_and_predict_on_a_mobilenet_v2_db(tmp_path):
     predicted = CliRunner().invoke(main, ["predict", "--table", str(out), "--widths", ",".join(map(str, widths)),
                                           "--json"])
     assert json.loads(predicted.output)["latency_ms"] == pytest.approx(table.predict(widths))
+
+
+def test_fit_with_a_prior_table_reports_the_scale_and_refuses_another_space(dbs, table_path, tmp_path, space):
+    """The same board's table as the prior of a refit: scale near 1, small departures; a table of
+    another family is refused naming both spaces, before anything is written."""
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--prior",
+                                       str(table_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["prior"]
+    assert report["table"] == str(table_path) and 0.9 < report["scale"] < 1.1 and report["departure_median_abs"] < 0.05
+    assert load_table(out).fit["prior"]["scale"] == report["scale"]
+    text = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(out), "--prior", str(table_path)])
+    assert f"prior: {table_path} x " in text.output and "(90th percentile)" in text.output
+    other = tmp_path / "v2.json"
+    mobilenet_v2_like_table().save(other)
+    refused = CliRunner().invoke(main, ["fit", "--db", str(dbs / "train.sqlite"), "-o", str(tmp_path / "no.json"),
+                                        "--prior", str(other)])
+    assert refused.exit_code == 1 and "the samples of 'mobilenet_v1'" in refused.output
+    assert not (tmp_path / "no.json").exists()

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -129,4 +130,39 @@ def test_run_on_a_space_file_names_its_files_after_the_spec(tmp_path):
     assert widest["widths"] == [max(c) for c in table.choices] and widest["measured_ms"] > 0
     refused = _run("--space-file", str(spec_file), "--resolution", "64", "--out", str(tmp_path / "o"))
     assert refused.returncode == 2 and "--space-file describes the whole space; drop --resolution" in refused.stderr
+
+
+def test_run_stops_at_the_cap_when_it_is_below_the_rules_minimum_and_says_so(finished):
+    _, summary = finished
+    stop = summary["collect"]["stop"]
+    assert stop["reason"] == "cap" and stop["samples"] == stop["cap"] == 30 and stop["checks"] == 0
+    assert "stopped    : stopped at the cap of 30 samples: no estimate yet (goal 2 %)" in report_lines(summary)
+
+
+def test_run_scores_its_table_on_fresh_configurations_timed_after_the_fit(finished):
+    out, summary = finished
+    fresh = summary["fresh"]
+    assert fresh["count"] == 40 and fresh["db"].endswith("mobilenet_v1-32-onnxruntime-check.sqlite")
+    assert 0.0 <= fresh["within_5pct"] <= fresh["within_10pct"] <= 1.0 and fresh["mape"] > 0
+    line = next(l for l in report_lines(summary) if l.startswith("fresh      :"))
+    assert line.startswith("fresh      : 40 configurations timed after the fit: MAPE ")
+
+
+def test_run_collects_until_the_error_target_and_its_report_says_why_it_stopped(tmp_path):
+    done = _run("--resolution", "32", "--samples", "90", "--until-error", "50%", "--out", str(tmp_path),
+                "--budget-ms", "1000", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    stop, collected = summary["collect"]["stop"], summary["collect"]["samples"]
+    assert stop["reason"] == "estimate" and 60 <= collected == stop["samples"] < 90 and stop["estimate"] < 0.5
+    line = next(l for l in report_lines(summary) if l.startswith("stopped    :"))
+    assert line == (f"stopped    : stopped at {collected} samples: cross-validated error {100 * stop['estimate']:.2f} %, "
+                    "below 50 % and no longer improving")
+    assert load_table(summary["table"]).fit["samples"] + summary["validate"]["count"] == collected
+
+
+def test_run_refuses_a_prior_table_of_another_space_before_any_work(tmp_path):
+    v2 = Path(__file__).resolve().parents[2] / "tables" / "example-xeon2-mobilenet_v2-224.json"
+    done = _run("--prior", str(v2), "--out", str(tmp_path / "o"))
+    assert done.returncode == 1 and "is of space 'mobilenet_v2', the samples of 'mobilenet_v1'" in done.stderr
     assert not (tmp_path / "o").exists()
