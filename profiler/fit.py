@@ -30,7 +30,7 @@ DEFAULT_METHOD = "pooled-prior"
 #: fewest training samples a fit accepts (cross-validation needs a few per fold)
 MIN_TRAINING_SAMPLES = 10
 #: the methods whose prior another table can replace (`fit_table(prior=...)`)
-PRIOR_METHODS = ("pooled-prior", "pooled-prior-free")
+PRIOR_METHODS = ("pooled-prior", "pooled-prior-monotone")
 
 @dataclass(frozen=True)
 class FitResult:

@@ -9,8 +9,9 @@ how far a later collection, another load or a re-boot of the board moves the tim
 
 Cheap at every check: the two strengths of the pooled-prior fit are chosen by its full
 cross-validation grid only at the first check and whenever the sample count has doubled
-since; otherwise a check is one pooled-prior solve per fold at the strengths last chosen,
-projected onto monotone tables as the fit's are.
+since (with the fit's test of the monotone projection); otherwise a check is one pooled-prior
+solve per fold at the strengths last chosen, projected onto monotone tables when the fit
+would project.
 """
 
 from __future__ import annotations
@@ -87,14 +88,15 @@ class ErrorEstimator:
     seed: int = 0
     prior: object | None = None
     strengths: tuple[float, float] | None = None  # (block penalty, strength) last chosen
+    monotone: bool = True  # whether the fit, as last chosen, projects its tables onto monotone ones
     chosen_at: int = 0
 
     def _layout(self) -> "TermLayout":
         return self.layout if self.prior is None else self.prior.layout_for(self.layout)  # type: ignore[attr-defined]
 
     def estimate(self, widths: np.ndarray, y: np.ndarray) -> float:
-        """The out-of-fold MAPE (a fraction) of `len(y)` samples, each fold's table made monotone as
-        `fit --method pooled-prior` makes it."""
+        """The out-of-fold MAPE (a fraction) of `len(y)` samples, each fold's table made monotone
+        when `fit --method pooled-prior` would make it so."""
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
         from .fit_solvers import CV_FOLDS, PriorProblem, _folds, _monotone_fit, select_prior  # noqa: PLC0415
@@ -103,14 +105,15 @@ class ErrorEstimator:
         n = len(y)
         with threadpool_limits(limits=1, user_api="blas"):
             if self.strengths is None or n >= 2 * self.chosen_at:
-                sel = select_prior(layout, widths, y, np.random.default_rng(self.seed))
-                self.strengths, self.chosen_at = (sel.block_penalty, sel.strength), n
+                sel = select_prior(layout, widths, y, np.random.default_rng(self.seed), test_monotone=True)
+                self.strengths, self.monotone, self.chosen_at = (sel.block_penalty, sel.strength), sel.monotone, n
             block_penalty, strength = self.strengths
             pred = np.zeros(n)
             for val in _folds(n, CV_FOLDS, np.random.default_rng(self.seed)):
                 train = np.setdiff1d(np.arange(n), val)
                 raw = PriorProblem.build(layout, widths[train], y[train]).solve(strength, block_penalty)
-                pred[val] = _monotone_fit(layout, raw, widths[train]).predict(layout, widths[val])
+                table = _monotone_fit(layout, raw, widths[train]) if self.monotone else raw
+                pred[val] = table.predict(layout, widths[val])
         return self._mape(widths, pred, y)
 
     def _mape(self, widths: np.ndarray, pred: np.ndarray, y: np.ndarray) -> float:
