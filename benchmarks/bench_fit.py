@@ -1,7 +1,8 @@
 """Latency-table accuracy of every fit method on the same real timings, beside an isolated-block LUT.
 
 Collects (or reuses) a training db and a fresh validation db from a local agent (ONNX
-Runtime, one thread, `--space` mobilenet_v1 by default, mobilenet_v2 or ofa_mbv3), fits every
+Runtime, one thread, `--space` mobilenet_v1 by default, mobilenet_v2 or ofa_mbv3, or a family of
+one's own as `--space-file` a widthwise-space/1 spec, docs/spaces.md), fits every
 method on the training db and prints, on the validation configurations: MAPE, share within
 +-5 % and +-10 %, median signed error (bias), fit time, and the collection time. Targets:
 mobilenet_v1 >= 95 % within 5 % and >= 99 % within 10 % from <= 300 samples in <= 2 min;
@@ -32,12 +33,14 @@ do when contention is taken out of the measurement. Its caches are .npz files in
 
     .venv/bin/python benchmarks/bench_fit.py [--space mobilenet_v2] [--samples 300] [--val-samples 300]
         [--train-db runs/bench_fit/train.sqlite --val-db runs/bench_fit/val.sqlite] [--lut block,factor] [--json]
+    .venv/bin/python benchmarks/bench_fit.py --space-file docs/spaces/mcu_vww.json --samples 150 --val-samples 100
     .venv/bin/python benchmarks/bench_fit.py --source thread-cpu [--cache runs/bench_fit/cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -62,6 +65,8 @@ SPACES = ("mobilenet_v1", "mobilenet_v2", "ofa_mbv3")
 TARGETS = {"mobilenet_v1": (300, 300, 120), "mobilenet_v2": (500, 500, 240), "ofa_mbv3": (600, 600, 300)}
 #: spaces whose isolated-block LUT is scored by default (the trees, where OFA-style LUTs are used)
 LUT_SPACES = ("mobilenet_v2", "ofa_mbv3")
+#: default training samples of a spec file's space (no target is set for a family of one's own)
+SPEC_SAMPLES = 300
 
 
 def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: bool, args: argparse.Namespace) -> float:
@@ -74,7 +79,7 @@ def collect_db(path: str, *, samples: int, seed: int, sampling: str, retime: boo
         space=args.space,
         samples=samples,
         db=path,
-        space_params={"resolution": args.resolution, "levels": args.levels},
+        space_params=args.space_params,
         seed=seed,
         sampling=sampling,
         runtime="onnxruntime",
@@ -148,7 +153,7 @@ def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingDat
     validation configurations, timed in process and cached; the last is the measurement floor."""
     from widthwise.profiler.sampling import make_sampler
 
-    space = make_space(args.space, {"resolution": args.resolution, "levels": args.levels})
+    space = make_space(args.space, args.space_params)
     tag = "paired" if args.paired else "plain"
     plans = {
         "train": make_sampler("coverage", space, seed=args.seed).plan(args.samples),
@@ -158,7 +163,9 @@ def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingDat
     raw, seconds = {}, {}
     for name, plan in plans.items():
         prefix = "" if args.space == "mobilenet_v1" else f"{args.space}-"  # mobilenet_v1 keeps its cache names
-        path = os.path.join(args.cache, f"{prefix}{name}-r{args.resolution}-l{args.levels}-n{len(plan)}-s{args.seed}-x{args.repeat}-{tag}.npz")
+        shape = (f"r{args.resolution}-l{args.levels}" if args.space_file is None else  # two specs' caches differ
+                 "spec" + hashlib.sha256(json.dumps(args.space_params, sort_keys=True).encode()).hexdigest()[:12])
+        path = os.path.join(args.cache, f"{prefix}{name}-{shape}-n{len(plan)}-s{args.seed}-x{args.repeat}-{tag}.npz")
         if os.path.exists(path):
             cached = np.load(path)
             raw[name], seconds[name] = (cached["runs"], cached["ref_runs"]), float(cached["elapsed_s"])
@@ -189,14 +196,36 @@ def thread_cpu_data(args: argparse.Namespace) -> tuple[TrainingData, TrainingDat
     return sets[0], sets[1], seconds["train"], seconds["val"], floor
 
 
+def resolve_space(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`args.space` and `args.space_params` from --space (with --resolution, --levels) or --space-file
+    (a spec fixes its own input and grids), by the CLI's rules; a mistake ends as a usage error."""
+    from pathlib import Path
+
+    from widthwise.errors import UsageError
+    from widthwise.profiler.cli_options import open_space, space_choice
+
+    if args.space_file is None:
+        args.resolution = 224 if args.resolution is None else args.resolution
+        args.levels = 14 if args.levels is None else args.levels
+    try:
+        args.space, args.space_params = space_choice(args.space, args.space_file and Path(args.space_file),
+                                                     args.resolution, args.levels, ())
+        args.resolution = open_space(args.space, args.space_params).resolution
+    except UsageError as exc:
+        parser.error(exc.message)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--space", default="mobilenet_v1", choices=SPACES)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--space", default=None, choices=SPACES, help="a built-in space (default mobilenet_v1)")
+    which.add_argument("--space-file", default=None,
+                       help="a widthwise-space/1 spec file (docs/spaces.md): a family of one's own")
     parser.add_argument("--samples", type=int, default=None,
-                        help="training samples (default: 300, mobilenet_v2 500, ofa_mbv3 600)")
+                        help=f"training samples (default: 300, mobilenet_v2 500, ofa_mbv3 600, a spec file {SPEC_SAMPLES})")
     parser.add_argument("--val-samples", type=int, default=300)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--levels", type=int, default=14)
+    parser.add_argument("--resolution", type=int, default=None, help="built-in spaces (default 224)")
+    parser.add_argument("--levels", type=int, default=None, help="built-in spaces (default 14)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--statistic", default="min", choices=FIT_STATISTICS)
     parser.add_argument("--train-db", default=None, help="reuse this training db (collected if missing)")
@@ -215,14 +244,15 @@ def main() -> int:
     parser.add_argument("--recheck", type=int, default=60, help="thread-cpu: re-time this many validation configurations")
     parser.add_argument("--lut", default=None,
                         help=f"isolated-block LUT unit sizes to score, from {', '.join(GROUPINGS)}, or none "
-                             "(default: block for mobilenet_v2 and ofa_mbv3, none for mobilenet_v1)")
+                             "(default: block for mobilenet_v2 and ofa_mbv3, none for mobilenet_v1 and a spec file)")
     parser.add_argument("--lut-val", type=int, default=None, help="score the LUT on the first N validation configurations")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    resolve_space(parser, args)
     if args.samples is None:
-        args.samples = TARGETS[args.space][0]
-    lut = args.lut if args.lut is not None else ("block" if args.space in LUT_SPACES else "none")
+        args.samples = TARGETS[args.space][0] if args.space_file is None else SPEC_SAMPLES
+    lut = args.lut if args.lut is not None else ("block" if args.space_file is None and args.space in LUT_SPACES else "none")
     args.lut = [] if lut == "none" else lut.split(",")
     for grouping in args.lut:
         if grouping not in GROUPINGS:
@@ -280,6 +310,7 @@ def measure(args: argparse.Namespace, methods: list[str]) -> tuple[dict, Trainin
     median_ms = float(np.median(val.latency_ms))
     out = {
         "space": args.space,
+        "space_file": args.space_file,
         "train_db": train_db,
         "val_db": val_db,
         "train_samples": len(train),
@@ -347,7 +378,9 @@ def print_report(out: dict, args: argparse.Namespace, train: TrainingData, val: 
              "agent": f"{train.identity['runtime'].get('clock')} clock, local agent, paired with the reference run by run"}[args.source]
     if args.source == "thread-cpu" and args.paired:
         clock += ", paired with the reference"
-    print(f"{args.space} @ {args.resolution}, {args.levels} levels, onnxruntime, 1 thread, statistic={train.statistic}, {clock}")
+    shape = (f"@ {args.resolution}, {args.levels} levels" if args.space_file is None
+             else f"(spec file {args.space_file}) @ {args.resolution}")
+    print(f"{args.space} {shape}, onnxruntime, 1 thread, statistic={train.statistic}, {clock}")
     print(f"training: {len(train)} samples in {collect_s:.1f} s; validation: {len(val)} fresh configurations "
           f"in {val_s:.1f} s; median latency {median_ms:.2f} ms; load average {out['load_average']:.1f}")
     print(f"{'method':<20}{'MAPE':>8}{'<=5%':>8}{'<=10%':>8}{'bias':>8}{'RMSE ms':>9}{'fit s':>8}{'n':>5}")
@@ -365,8 +398,9 @@ def print_report(out: dict, args: argparse.Namespace, train: TrainingData, val: 
     if floor and floor["configurations"]:
         print(f"measurement floor: {floor['configurations']} validation configurations timed again differ by "
               f"{100 * floor['median_abs_diff']:.1f} % (median); {100 * floor['within_5pct']:.0f} % within 5 %")
-    _, most, seconds = TARGETS[args.space]
-    print(f"target: >= 95 % within 5 %, >= 99 % within 10 %, from <= {most} samples collected in <= {seconds // 60} min")
+    if args.space_file is None:
+        _, most, seconds = TARGETS[args.space]
+        print(f"target: >= 95 % within 5 %, >= 99 % within 10 %, from <= {most} samples collected in <= {seconds // 60} min")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`widthwise fit`, `predict` and `validate`: latency tables from a sample db, and their use.
 
 Every failure the user can cause (a missing or corrupt table, an empty db, a db of another
-space) ends as one line naming the problem and exit code 1 (`cli_errors`; a table's
+space, a spec recorded in the db that no longer opens or that differs from the table's) ends as one line naming the problem and exit code 1 (`cli_errors`; a table's
 TableError is a WidthwiseError like the store's and the fit's); a configuration that does
 not fit the table (a wrong count, a width off the grid, a missing or unknown name) is a
 usage error naming the variable, exit code 2.
@@ -17,12 +17,15 @@ from widthwise.device_agents.statistics import FIT_STATISTICS
 from widthwise.errors import cli_errors
 
 from .cli_options import check_widths, configuration, widths_option
-from .errors import OutputError
+from .errors import OutputError, SpaceMismatch, StoreError
 
 
 def _read_samples(db: str, statistic: str, reference: dict | None = None):
     """The db's training data; a paired db's ratios are converted with `reference`'s level
-    (a table's pair reference) when it is the same reference on the same clock."""
+    (a table's pair reference) when it is the same reference on the same clock. A space the db
+    records that no longer opens (an edited spec) is a StoreError naming the db and the field."""
+    from widthwise.device_agents.errors import AgentError
+
     from .store import SampleStore
 
     with SampleStore(db) as store:
@@ -31,7 +34,26 @@ def _read_samples(db: str, statistic: str, reference: dict | None = None):
             same = (list(reference.get("widths") or []) == list(store.meta.get("reference_widths") or [])
                     and reference.get("clock") == store.meta.get("clock"))
             level = float(reference["level_ms"]) if same else None
-        return store.training_data(statistic, reference_level_ms=level)
+        try:
+            return store.training_data(statistic, reference_level_ms=level)
+        except AgentError as exc:
+            raise StoreError(f"{db}: the space it records does not open: {exc.message}",
+                             field="space_params") from None
+
+
+def _check_same_spec(table_space: dict, db_params: object, db: str) -> None:
+    """SpaceMismatch naming the first field in which a spec-file table's spec and the db's differ
+    (the variables and grids alone can agree while a block's kernel or stride does not)."""
+    from .store_schema import first_difference
+
+    mine = table_space.get("params")
+    if not isinstance(mine, dict) or not isinstance(db_params, dict) or ("spec" not in mine and "spec" not in db_params):
+        return
+    if mine != db_params:
+        path, have, want = first_difference("space_params", db_params, mine)
+        shown = path.replace("space_params.", "", 1)
+        raise SpaceMismatch(f"{db} was collected with {shown}={have!r}, the table has {shown}={want!r}",
+                            field=path)
 
 
 def _pct(value: float | None) -> str:
@@ -170,11 +192,13 @@ def validate(table_path: str, db: str, plot_path: str | None, as_json: bool) -> 
     """The table's error on another db: MAPE, RMSE, share within 5 % and 10 %."""
     from widthwise.search.table import load_table
 
-    from .fit import error_report, table_reference
+    from .fit import check_same_space, error_report, table_reference
 
     table = load_table(table_path)
     reference = table_reference(table)
     data = _read_samples(db, table.statistic, reference)
+    check_same_space(table, data)
+    _check_same_spec(table.space, data.identity.get("space", {}).get("params"), db)
     report = error_report(table, data)
     converted = data.identity.get("reference", {}).get("level_ms")
     if reference is not None and converted is not None:
