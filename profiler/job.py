@@ -279,21 +279,23 @@ def run_job(client: AgentClient, job: JobSettings, *, say: Callable[[str], None]
     check_agent_builds(hello, job.make_space(), files.runtime, settings.dtype)  # before the db is created
     files.db.parent.mkdir(parents=True, exist_ok=True)
     say(f"agent: {client.url}  cpu: {hello.get('cpu')}  cores: {hello.get('cores')}  runtime: {files.runtime}")
-    say(f"[1/4] collecting {job.samples} samples into {files.db}" if job.until_error is None else
-        f"[1/4] collecting into {files.db} until the cross-validated error is below {100 * job.until_error:g} % "
-        f"(at most {job.samples} samples)")
+    steps = 5 if job.check_samples else 4
+    step = iter(range(1, steps + 1))
+    say(f"[{next(step)}/{steps}] " + (f"collecting {job.samples} samples into {files.db}" if job.until_error is None else
+        f"collecting into {files.db} until the cross-validated error is below {100 * job.until_error:g} % "
+        f"(at most {job.samples} samples)"))
     collected = collect_step(client, settings, progress=progress)
-    say(f"[2/4] fitting {files.table}")
+    say(f"[{next(step)}/{steps}] fitting {files.table}")
     fitted = fit_step(files.db, files.table, str(settings.statistic), holdout=job.holdout, seed=job.seed,
                       prior=job.prior)
     held_out = validate_step(files.table, files.db, holdout=job.holdout, seed=job.seed)
     if job.check_samples:
-        say(f"[2/4] timing {job.check_samples} fresh configurations to score the table")
+        say(f"[{next(step)}/{steps}] timing {job.check_samples} fresh configurations to score the table")
         fresh = check_step(client, settings, files, job.check_samples)
     budgets = job.budgets or default_budgets(fitted.table, job.make_space())
-    say(f"[3/4] exact search for budgets {', '.join(f'{b:g} ms' for b in budgets)}")
+    say(f"[{next(step)}/{steps}] exact search for budgets {', '.join(f'{b:g} ms' for b in budgets)}")
     answers = search_step(fitted.table, job.objective, budgets)
-    say("[4/4] re-timing the chosen configurations on the agent")
+    say(f"[{next(step)}/{steps}] re-timing the chosen configurations on the agent")
     retimed = retime_step(client, settings, files.runtime, fitted, answers)
     return {
         "db": str(files.db),
