@@ -65,6 +65,7 @@ CASES = {
     "v1-160-litert-int8": Case("mobilenet_v1", {"resolution": 160, "levels": 14}, "litert", "int8"),
     "text-ort": Case("text_lowrank", {}, "onnxruntime"),
     "v2-224-ort": Case("mobilenet_v2", {"resolution": 224, "levels": 14}, "onnxruntime"),
+    "ofa-224-ort": Case("ofa_mbv3", {"resolution": 224, "levels": 14}, "onnxruntime"),
 }
 
 
