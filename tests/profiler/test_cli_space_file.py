@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.support.procs import read_line
+from tests.search.serving import serve_process
 from widthwise.device_agents.spaces import make_space
 from widthwise.profiler.cli import main
 from widthwise.search.table import Table, load_table
@@ -170,24 +167,12 @@ def test_marginals_are_distributions_over_the_specs_variables(fitted, table: Tab
     assert [line.split()[0] for line in text.output.splitlines()] == list(table.variable_names)
 
 
-def test_serve_answers_a_query_on_the_spec_table_over_http(fitted, table: Table, budget: float) -> None:
-    tables_dir = fitted[1].parent
-    code = "from widthwise.profiler.cli import main; main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--tables", str(tables_dir), "--port", "0",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = read_line(proc, 60)
-        if not line:
-            proc.wait(10)
-            pytest.fail(f"serve exited with {proc.returncode}: {proc.stderr.read()}")
-        url = "http://" + line.split("http://", 1)[1].split()[0]
-        with httpx.Client(base_url=url, timeout=30) as client:
-            listed = client.get("/v1/tables").json()
-            assert "mcu_vww" in json.dumps(listed)
-            served = client.post("/v1/query", json={"table": "mcu_vww", "budget_ms": budget})
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def test_serve_answers_a_query_on_the_spec_table_over_http(fitted, table: Table, budget: float,
+                                                            tmp_path: Path) -> None:
+    with serve_process(fitted[1].parent, tmp_path / "serve.log", entry="widthwise") as (_, client, _line):
+        listed = client.get("/v1/tables").json()
+        assert "mcu_vww" in json.dumps(listed)
+        served = client.post("/v1/query", json={"table": "mcu_vww", "budget_ms": budget})
     assert served.status_code == 200, served.text
     body = served.json()
     assert list(body["named_widths"]) == list(table.variable_names)

@@ -7,8 +7,6 @@ import itertools
 import json
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from widthwise.search import daemon
-from tests.search.serving import running
-from tests.support.procs import read_line
+from tests.search.serving import running, serve_process
 from widthwise.search.cli_serve import serve as serve_command
 from tests.support.synthetic import random_tree_table, synthetic_table
 from widthwise.search.table import Table
@@ -421,20 +418,8 @@ def test_bearer_token_is_required_on_every_request(tables_dir: Path, caplog: pyt
     assert all(TOKEN not in r.getMessage() for r in refusals)
 
 
-def test_serve_command_runs_and_prints_its_port(tables_dir: Path) -> None:
-    code = "import sys; from widthwise.search.cli_serve import serve; serve(sys.argv[1:])"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(tables_dir), "--port", "0",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = read_line(proc, 60)
-        if not line:
-            proc.wait(10)
-            pytest.fail(f"serve exited with {proc.returncode}: {proc.stderr.read()}")
+def test_serve_command_runs_and_prints_its_port(tables_dir: Path, tmp_path: Path) -> None:
+    with serve_process(tables_dir, tmp_path / "serve.log") as (_, client, line):
         assert "http://127.0.0.1:" in line
-        url = line.split("http://", 1)[1].split()[0]
-        response = httpx.get(f"http://{url}/healthz", timeout=10)
-        assert response.json()["tables"] == 4
+        assert client.get("/healthz").json()["tables"] == 4
         assert "no token" in line
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support.synthetic import anti_latency_costs, mobilenet_v1_table, synthetic_table
-from tests.support.procs import read_line
+from tests.search.serving import serve_process
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "tables" / "example-epyc2-mobilenet_v1-224.json"
 #: Address space a test daemon may map: far above what a capped daemon needs, far below the machine.
@@ -37,23 +36,10 @@ def _limit_address_space() -> None:
 
 @contextmanager
 def daemon_process(folder: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
-    """`widthwise serve --tables folder --port 0` in its own process; yields it and a client for it."""
-    code = "import sys; from widthwise.search.cli_serve import serve; serve(sys.argv[1:])"
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", code, "--tables", str(folder), "--port", "0",
-                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                preexec_fn=_limit_address_space)
-    try:
-        line = read_line(proc, 60)
-        if "http://" not in line:
-            proc.wait(10)
-            pytest.fail(f"the daemon did not start (exit {proc.returncode}): {stderr_path.read_text()[-2000:]}")
-        address = line.split("http://", 1)[1].split()[0]
-        with httpx.Client(base_url=f"http://{address}", timeout=120) as client:
-            yield proc, client
-    finally:
-        proc.kill()   # not terminate: a graceful shutdown would wait for a long computation
-        proc.wait(30)
+    """`widthwise serve --tables folder --port 0` in its own process under the address-space limit;
+    yields it and a client for it."""
+    with serve_process(folder, stderr_path, preexec_fn=_limit_address_space, client_timeout=120) as (proc, client, _):
+        yield proc, client
 
 
 def rss_mib(pid: int) -> float:
