@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
+from tests.support.onnx_models import checked_onnx, run_onnx
 from widthwise.device_agents.build_onnx import EMITTERS, build_onnx, same_pads
 from widthwise.device_agents.build_tflite import build_tflite
 from widthwise.device_agents.errors import BadWidths, RuntimeUnavailable
@@ -69,17 +69,6 @@ def reference_forward(space, widths, x, seed=0):
     return x
 
 
-def _run(model: bytes, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _check(model: bytes) -> onnx.ModelProto:
-    proto = onnx.load_from_string(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-
-
 # --- tests -----------------------------------------------------------------------------------
 
 
@@ -100,10 +89,10 @@ def test_mobilenet_matches_numpy_reference(resolution):
     space = make_space("mobilenet_v1", {"resolution": resolution})
     widths = [8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 24]
     model = build_onnx(space, widths, seed=3)
-    inferred = _check(model)
+    inferred = checked_onnx(model)
     assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
     x = np.random.default_rng(0).uniform(-1, 1, space.input_shape).astype(np.float32)
-    np.testing.assert_allclose(_run(model, x), reference_forward(space, widths, x, seed=3), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_onnx(model, x), reference_forward(space, widths, x, seed=3), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("resolution", [32, 37])
@@ -112,10 +101,10 @@ def test_mobilenet_v2_matches_numpy_reference(resolution):
     rng = np.random.default_rng(4)
     widths = [int(rng.choice(layer.choices)) for layer in space.layers]
     model = build_onnx(space, widths, seed=2)
-    inferred = _check(model)
+    inferred = checked_onnx(model)
     assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
     x = np.random.default_rng(1).uniform(-1, 1, space.input_shape).astype(np.float32)
-    np.testing.assert_allclose(_run(model, x), reference_forward(space, widths, x, seed=2), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_onnx(model, x), reference_forward(space, widths, x, seed=2), rtol=1e-4, atol=1e-4)
 
 
 def test_mobilenet_v2_graph_is_the_inverted_residual_network_with_adds_on_later_blocks_only():
@@ -150,9 +139,9 @@ def test_text_lowrank_matches_numpy_reference():
     space = make_space("text_lowrank", TEXT_PARAMS)
     widths = [5, 12]  # any positive widths, not only grid points
     model = build_onnx(space, widths, seed=1)
-    _check(model)
+    checked_onnx(model)
     tokens = np.random.default_rng(0).integers(0, TEXT_PARAMS["vocab"], space.input_shape).astype(np.int64)
-    out = _run(model, tokens)
+    out = run_onnx(model, tokens)
     assert out.shape == (1, TEXT_PARAMS["classes"])
     np.testing.assert_allclose(out, reference_forward(space, widths, tokens, seed=1), rtol=1e-4, atol=1e-5)
 
@@ -205,7 +194,7 @@ def test_onnx_and_tflite_float_networks_agree_for_a_seed():
     space = make_space("mobilenet_v1", {"resolution": 32})
     widths = [8, 16, 24, 16, 32, 24, 40, 16, 8, 24, 16, 32, 48, 24]
     x = np.random.default_rng(2).uniform(-1, 1, space.input_shape).astype(np.float32)
-    onnx_logits = _run(build_onnx(space, widths, seed=7), x)
+    onnx_logits = run_onnx(build_onnx(space, widths, seed=7), x)
     session = litert.load(build_tflite(space, widths, seed=7))
     (tflite_logits,) = session.run({session.inputs[0].name: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
     np.testing.assert_allclose(tflite_logits, onnx_logits, rtol=1e-4, atol=1e-4)

@@ -8,20 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from tests.support.mbv3_reference import SINGLE_BLOCKS, mixed_chain, network_of, reference_forward
+from tests.support.onnx_models import checked_onnx, run_onnx
 from widthwise.device_agents.build_onnx import build_onnx, build_onnx_network
 from widthwise.device_agents.errors import UnknownSpace
 from widthwise.device_agents.spaces import make_space
-
-
-def _run(model: bytes, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _checked(model: bytes) -> onnx.ModelProto:
-    proto = onnx.load_from_string(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
 
 
 def _input(net, seed=0) -> np.ndarray:
@@ -32,10 +22,10 @@ def _input(net, seed=0) -> np.ndarray:
 def test_each_kind_alone_runs_and_equals_the_numpy_reference(case):
     net = network_of(SINGLE_BLOCKS[case])
     model = build_onnx_network(net, seed=4)
-    inferred = _checked(model)
+    inferred = checked_onnx(model)
     assert tuple(d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim) == net.output_shape
     x = _input(net)
-    out = _run(model, x)
+    out = run_onnx(model, x)
     assert out.shape == net.output_shape and np.isfinite(out).all()
     np.testing.assert_allclose(out, reference_forward(net.blocks, x, seed=4), rtol=1e-4, atol=1e-5)
 
@@ -45,7 +35,7 @@ def test_the_squeeze_excitation_changes_the_output_and_is_checked_numerically():
     block = SINGLE_BLOCKS["mb_expand k5 s2 hswish se"]
     net = network_of(block)
     x = _input(net, seed=1)
-    out = _run(build_onnx_network(net, seed=2), x)
+    out = run_onnx(build_onnx_network(net, seed=2), x)
     with_se = reference_forward(net.blocks, x, seed=2)
     without = reference_forward((dataclasses.replace(block, se=False),), x, seed=2)
     assert np.abs(with_se - without).max() > 100 * 1e-4 * np.abs(with_se).max()
@@ -68,18 +58,18 @@ def test_se_and_hswish_ops_and_the_opset_they_need():
 
 def test_a_skipped_block_alone_is_a_copy_of_its_input():
     net = network_of(SINGLE_BLOCKS["identity"])
-    proto = _checked(build_onnx_network(net))
+    proto = checked_onnx(build_onnx_network(net))
     assert [n.op_type for n in proto.graph.node] == ["Identity"] and not proto.graph.initializer
     x = _input(net)
-    np.testing.assert_array_equal(_run(build_onnx_network(net), x), x)
+    np.testing.assert_array_equal(run_onnx(build_onnx_network(net), x), x)
 
 
 def test_a_network_through_every_kind_equals_the_reference():
     net = network_of(*mixed_chain())
     model = build_onnx_network(net, seed=5)
-    _checked(model)
+    checked_onnx(model)
     x = _input(net, seed=3)
-    np.testing.assert_allclose(_run(model, x), reference_forward(net.blocks, x, seed=5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_onnx(model, x), reference_forward(net.blocks, x, seed=5), rtol=1e-4, atol=1e-5)
 
 
 def test_an_unknown_activation_is_refused_naming_the_block():
@@ -101,11 +91,11 @@ def test_ofa_mbv3_equals_the_reference_and_holds_the_counted_parameters(seed):
     space = make_space("ofa_mbv3", {"resolution": 40, "levels": 4})
     widths = _random_config(space, seed)
     model = build_onnx(space, widths, seed=seed)
-    proto = _checked(model)
+    proto = checked_onnx(model)
     weights = sum(int(np.prod(t.dims)) for t in proto.graph.initializer if not t.name.startswith("relu6"))
     assert weights == space.counts(widths)[1]
     x = np.random.default_rng(seed).uniform(-1, 1, space.input_shape).astype(np.float32)
-    np.testing.assert_allclose(_run(model, x), reference_forward(space.blocks(widths), x, seed=seed),
+    np.testing.assert_allclose(run_onnx(model, x), reference_forward(space.blocks(widths), x, seed=seed),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -113,7 +103,7 @@ def test_ofa_mbv3_equals_the_reference_and_holds_the_counted_parameters(seed):
 def test_ofa_mbv3_at_224_runs(which):
     space = make_space("ofa_mbv3")
     widths = getattr(space, which)()
-    out = _run(build_onnx(space, widths), np.random.default_rng(0).uniform(-1, 1, space.input_shape).astype(np.float32))
+    out = run_onnx(build_onnx(space, widths), np.random.default_rng(0).uniform(-1, 1, space.input_shape).astype(np.float32))
     assert out.shape == (1, 1000) and np.isfinite(out).all() and np.abs(out).max() > 0
 
 
